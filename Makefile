@@ -1,0 +1,27 @@
+# `make test` and `make demo` each bootstrap .venv by themselves on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.sggraph-installed
+
+.PHONY: test demo bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# torch 2.13.0 first: on this machine that takes the CPU build on disk;
+	@# the project's torch range is then already satisfied.
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(VENV)/bin/sggraph demo
+
+bench: $(STAMP)
+	$(VENV)/bin/sggraph bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info
