@@ -1,0 +1,21 @@
+"""sggraph — synthetic-gradient propagation on layered computational graphs.
+
+The torch-free core (:class:`Graph`, YAML specs, analysis) is importable without
+torch; the compiler, generators and training live in the torch layer.
+"""
+
+from .analysis import (ConditionReport, check_conditions, extended_ancestors, siblings, theorem3_condition,
+                       theorem3_constants)
+from .exceptions import (CompileError, ConfigError, DataError, DimensionError, GradientError, GraphError,
+                         LambdaError, SggraphError, SpecError)
+from .graph import Graph, Node, NodeArray
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Graph", "Node", "NodeArray",
+    "siblings", "extended_ancestors", "check_conditions", "ConditionReport",
+    "theorem3_constants", "theorem3_condition",
+    "SggraphError", "GraphError", "SpecError", "CompileError", "DimensionError", "LambdaError",
+    "GradientError", "DataError", "ConfigError",
+]

@@ -1,0 +1,147 @@
+"""The autograd operations that put eq. 5–6 inside PyTorch's own backward.
+
+Three identity-forward operations carry the whole backward rule:
+
+* :class:`OutMix` at a node's output: its backward receives the feedback
+  ``g̃_v`` the node received, records it (the generator's bootstrapped target)
+  and passes on ``λ g̃_v + (1 − λ) ĥ_v``. One cotangent then reaches both the
+  node's parameters and its parents: the paper's per-child grouping
+  (``λ^self_v = λ_{·→v} = θ_v``), at the cost of plain backprop.
+* :class:`InMix` on a node's (concatenated) input: its backward turns the
+  native ``J_uᵀ g̃_v`` of each column into ``λ_{u→v} J_uᵀ g̃_v + (1 − λ_{u→v}) J_uᵀ ĥ_v``,
+  with ``J_uᵀ ĥ_v`` computed in the forward (it only depends on forward quantities).
+* :class:`ParamMix` on a parameter: ``λ^self J_θᵀ g̃ + (1 − λ^self) J_θᵀ ĥ``.
+
+Each backward is ``lam * grad + (1 - lam) * synthetic``: at ``lam = 1`` this is
+``grad`` bit for bit, so λ = 1 is plain backpropagation exactly.
+
+Examples
+--------
+>>> import torch
+>>> rec = Record("v")
+>>> x = torch.ones(2, 3, requires_grad=True)
+>>> y = OutMix.apply(x * 2, torch.full((2, 3), 5.0), torch.tensor(0.5), rec)
+>>> y.sum().backward()
+>>> x.grad[0].tolist(), rec.received[0].tolist()
+([6.0, 6.0, 6.0], [1.0, 1.0, 1.0])
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .exceptions import GradientError
+
+__all__ = ["Record", "OutMix", "InMix", "ParamMix", "RecordGrad"]
+
+
+class Record:
+    """Per-node scratch shared by the mixing operations of one forward.
+
+    Attributes
+    ----------
+    node : str
+        Node (or array) name, used in error messages.
+    received : Tensor or None
+        The feedback ``g̃_v`` the node received in the last backward (detached).
+    synthetic_input : Tensor or None
+        ``J_zᵀ ĥ_v`` for the node's input columns (general path).
+    synthetic_params : dict
+        ``J_θᵀ ĥ_v`` per parameter name (general path with ``λ^self < 1``).
+    check_finite : bool
+        Raise :class:`~sggraph.GradientError` when a non-finite gradient arrives.
+    """
+
+    __slots__ = ("node", "received", "synthetic_input", "synthetic_params", "check_finite")
+
+    def __init__(self, node: str, check_finite: bool = True) -> None:
+        self.node = node
+        self.received: torch.Tensor | None = None
+        self.synthetic_input: dict[int, torch.Tensor] = {}
+        self.synthetic_params: dict[str, torch.Tensor] = {}
+        self.check_finite = check_finite
+
+    def check(self, grad: torch.Tensor, where: str) -> None:
+        if self.check_finite and not bool(torch.isfinite(grad).all()):
+            raise GradientError(f"a non-finite gradient (NaN or inf) reached the {where} mixer", node=self.node,
+                                fix="look for a loss that produced NaN/inf, or exploding activations upstream; "
+                                    "lower the learning rate or clip gradients")
+
+    def __repr__(self) -> str:
+        shape = None if self.received is None else tuple(self.received.shape)
+        return f"Record({self.node!r}, received={shape})"
+
+
+class OutMix(torch.autograd.Function):
+    """Identity on a node's output; backward ``g ↦ λ g + (1 − λ) ĥ`` (and records ``g``)."""
+
+    @staticmethod
+    def forward(ctx, out: torch.Tensor, synthetic: torch.Tensor, lam: torch.Tensor, record: Record):  # type: ignore
+        ctx.save_for_backward(synthetic, lam)
+        ctx.record = record
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        synthetic, lam = ctx.saved_tensors
+        record: Record = ctx.record
+        record.check(grad, "output")
+        record.received = grad.detach()
+        return lam * grad + (1 - lam) * synthetic, None, None, None
+
+
+class RecordGrad(torch.autograd.Function):
+    """Identity that records the gradient it passes on (the node's received feedback)."""
+
+    @staticmethod
+    def forward(ctx, out: torch.Tensor, record: Record):  # type: ignore[override]
+        ctx.record = record
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        record: Record = ctx.record
+        record.check(grad, "output")
+        record.received = grad.detach()
+        return grad, None
+
+
+class InMix(torch.autograd.Function):
+    """Identity on input columns; backward ``g ↦ λ g + (1 − λ) record.synthetic_input[key]``.
+
+    The synthetic part ``J_zᵀ ĥ_v`` is filled into ``record`` later in the same
+    forward (it needs the node's output), hence the indirection through ``key``.
+    """
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, lam: torch.Tensor, record: Record, key: int):  # type: ignore[override]
+        ctx.save_for_backward(lam)
+        ctx.record = record
+        ctx.key = key
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (lam,) = ctx.saved_tensors
+        record: Record = ctx.record
+        record.check(grad, "input")
+        synthetic = record.synthetic_input[ctx.key]
+        return lam * grad + (1 - lam) * synthetic, None, None, None
+
+
+class ParamMix(torch.autograd.Function):
+    """Identity on a parameter; backward ``g ↦ λ g + (1 − λ) record.synthetic_params[name]``."""
+
+    @staticmethod
+    def forward(ctx, p: torch.Tensor, lam: torch.Tensor, record: Record, name: str):  # type: ignore[override]
+        ctx.save_for_backward(lam)
+        ctx.record = record
+        ctx.name = name
+        return p.view_as(p)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (lam,) = ctx.saved_tensors
+        record: Record = ctx.record
+        synthetic = record.synthetic_params[ctx.name]
+        return lam * grad + (1 - lam) * synthetic, None, None, None
