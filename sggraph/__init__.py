@@ -10,12 +10,19 @@ from .exceptions import (CompileError, ConfigError, DataError, DimensionError, G
                          LambdaError, SggraphError, SpecError)
 from .graph import Graph, Node, NodeArray
 
+try:  # the torch layer
+    from .compile import GROUPINGS, CompiledGraph, compile
+    from . import generators
+except ImportError as _err:  # pragma: no cover - torch missing
+    _TORCH_ERROR = _err
+
 __version__ = "0.1.0"
 
 __all__ = [
     "Graph", "Node", "NodeArray",
     "siblings", "extended_ancestors", "check_conditions", "ConditionReport",
     "theorem3_constants", "theorem3_condition",
+    "compile", "CompiledGraph", "GROUPINGS", "generators",
     "SggraphError", "GraphError", "SpecError", "CompileError", "DimensionError", "LambdaError",
     "GradientError", "DataError", "ConfigError",
 ]

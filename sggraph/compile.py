@@ -1,0 +1,647 @@
+"""Compile a :class:`~sggraph.Graph` into an ``nn.Module`` whose backward runs eq. 5–6.
+
+For every edge ``u → v`` with weight ``λ_{u→v}``, and ``ĥ_v`` node ``v``'s generator::
+
+    gradient u receives from v = λ_{u→v} J_uᵀ g̃_v + (1 − λ_{u→v}) J_uᵀ ĥ_v(z_v)
+    v's parameter gradient     = J_θᵀ (λ^self_v g̃_v + (1 − λ^self_v) ĥ_v)
+
+The mixing lives inside PyTorch's autograd (:mod:`sggraph.mixing`): ``out = net(inputs)``,
+any loss, ``loss.backward()``, any optimizer. Per node the compiler picks the cheapest
+exact path each forward:
+
+* ``plain``   — ``net.synthetic`` is off (backprop): no mixer, no generator;
+* ``child``   — every in-edge weight equals ``λ^self_v`` (the paper's experiment-code
+  grouping, and all λ = 1): one mixer on the output, one backward, no extra work;
+* ``general`` — free per-edge weights: ``J_zᵀ ĥ_v`` (and ``J_θᵀ ĥ_v`` when ``λ^self < 1``)
+  is computed in the forward, mixed into the native backward per input column.
+
+Node arrays compile to one batched module (gather by the parent table, ``bmm``);
+activations of arrays are kept neuron-major ``[count, B, dim]`` inside and returned
+as ``[B, count, dim]``.
+
+Examples
+--------
+>>> import torch, sggraph
+>>> g = sggraph.Graph("tiny")
+>>> g.add_node("z", 3); g.add_node("h", 4, ["z"], fn="tanh"); g.add_node("y", 1, ["h"], fn="linear")
+>>> net = sggraph.compile(g)
+>>> out = net({"z": torch.randn(8, 3)})
+>>> out["y"].shape
+torch.Size([8, 1])
+>>> net.set_lambda(0.5)
+>>> net.get_lambda(("h", "y"))
+0.5
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .exceptions import CompileError, DimensionError, LambdaError
+from .functions import make_function
+from .generators import LinearGenerator, SlotGenerator, TabularGenerator
+from .graph import Graph, neuron_name
+from .mixing import InMix, OutMix, ParamMix, Record, RecordGrad
+from .neuron import SlotNeuronArray
+
+__all__ = ["compile", "CompiledGraph", "GROUPINGS"]
+
+#: Named groupings of the mixing weights.
+#: ``edge``: every edge free, ``λ^self = 1`` unless set (eq. 5–6 as written);
+#: ``parent``: one λ per node over its out-edges (paper §4.2);
+#: ``child``: ``λ^self_v = λ_{·→v} = θ_v`` (the paper's experiment code; SparseNet runs).
+GROUPINGS = ("edge", "parent", "child")
+
+
+def _split_ref(ref: str) -> tuple[str, int | None]:
+    base, _, rest = ref.partition("[")
+    return (base, int(rest[:-1])) if rest else (base, None)
+
+
+def _check_value(value: object, what: str) -> None:
+    t = torch.as_tensor(value, dtype=torch.float64)
+    if torch.isnan(t).any():
+        raise LambdaError(f"{what} is NaN", fix="use values in [0, 1]")
+    if (t < 0).any() or (t > 1).any():
+        bad = t[(t < 0) | (t > 1)].flatten()[0].item()
+        raise LambdaError(f"{what} = {bad} is outside [0, 1]", fix="mixing weights must lie in [0, 1]: "
+                          "1 is backpropagation, 0 fully synthetic")
+
+
+def _synthetic_vjp(out: torch.Tensor, h: torch.Tensor, rec: Record, inputs: dict[int, torch.Tensor],
+                   params: dict[str, torch.Tensor]) -> None:
+    """Fill ``rec`` with ``J_zᵀ ĥ`` per input and ``J_θᵀ ĥ`` per mixed parameter (one VJP)."""
+    wanted = [(("in", k), t) for k, t in inputs.items() if t.requires_grad]
+    wanted += [(("param", n), t) for n, t in params.items()]
+    if not wanted or not out.requires_grad:
+        return
+    grads = torch.autograd.grad(out, [t for _, t in wanted], h.detach(), retain_graph=True, allow_unused=True)
+    for ((kind, key), t), g in zip(wanted, grads):
+        g = torch.zeros_like(t) if g is None else g
+        if kind == "in":
+            rec.synthetic_input[key] = g  # type: ignore[index]
+        else:
+            rec.synthetic_params[key] = g  # type: ignore[index]
+
+
+class _Block(nn.Module):
+    """One declared node or array: its function, generator, weights and last forward."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        self.record: Record | None = None
+        self.prediction: torch.Tensor | None = None
+        self.generator_input: torch.Tensor | None = None
+        self.mode = "plain"
+
+    def modes(self) -> str:
+        lam, lam_self = self.lam, self.lam_self  # type: ignore[attr-defined]
+        if lam.numel() == 0 or bool((lam == self._self_per_edge()).all()):
+            return "child"
+        return "general"
+
+    def _self_per_edge(self) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class _NodeBlock(_Block):
+    """A plain node: ``x_v = f_v(cat(parents))``; λ per parent ``[P]``, ``λ^self`` scalar."""
+
+    def __init__(self, name: str, parents: Sequence[str], parent_dims: Sequence[int], dim: int,
+                 function: nn.Module, generator: nn.Module) -> None:
+        super().__init__(name)
+        self.parents = tuple(parents)
+        self.parent_dims = tuple(parent_dims)
+        self.dim = dim
+        self.function = function
+        self.generator = generator
+        self.register_buffer("lam", torch.ones(len(parents)))
+        self.register_buffer("lam_self", torch.ones(()))
+        self.register_buffer("_dims", torch.tensor(self.parent_dims, dtype=torch.long), persistent=False)
+
+    def _self_per_edge(self) -> torch.Tensor:
+        return self.lam_self
+
+    def run(self, values: Mapping[str, torch.Tensor], net: "CompiledGraph") -> torch.Tensor:
+        parts = []
+        for ref in self.parents:
+            base, idx = _split_ref(ref)
+            parts.append(values[base] if idx is None else values[base][idx])
+        z_raw = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+        mode = self.mode = net._mode_for(self)
+        rec = self.record = Record(self.name, net.check_finite)
+        self.prediction = self.generator_input = None
+        if mode == "plain":
+            return self._checked(self.function(z_raw), z_raw)
+        self.generator_input = z_raw.detach()
+        h = self.prediction = self.generator(self.generator_input, None)
+        if mode == "child":
+            out = self._checked(self.function(z_raw), z_raw)
+            return OutMix.apply(out, h.detach(), self.lam_self, rec)
+        lam_cols = torch.repeat_interleave(self.lam, self._dims.to(self.lam.device))
+        z = InMix.apply(z_raw, lam_cols, rec, 0)
+        params = {}
+        if bool((self.lam_self != 1).any()):
+            params = {n: ParamMix.apply(p, self.lam_self, rec, n) for n, p in self.function.named_parameters()}
+            out = torch.func.functional_call(self.function, params, (z,))
+        else:
+            out = self.function(z)
+        out = self._checked(out, z_raw)
+        _synthetic_vjp(out, h, rec, {0: z}, params)
+        return RecordGrad.apply(out, rec)
+
+    def _checked(self, out: object, z: torch.Tensor) -> torch.Tensor:
+        if not isinstance(out, torch.Tensor) or out.shape != (z.shape[0], self.dim):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise DimensionError(f"its function returned shape {shape}, expected [B={z.shape[0]}, dim={self.dim}]",
+                                 node=self.name, fix=f"make the function map [B, {z.shape[-1]}] to [B, {self.dim}], "
+                                 f"or change the node's dim to match")
+        return out
+
+    def edge_slots(self, parent: str) -> list[int]:
+        return [i for i, p in enumerate(self.parents) if p == parent]
+
+
+class _ArrayBlock(_Block):
+    """A node array: gather by the parent table, one batched template call.
+
+    λ is ``[N, F (+1 residual column)]``, ``λ^self`` is ``[N]``.
+    """
+
+    def __init__(self, name: str, parent: str, table: np.ndarray, residual: bool, count: int, dim: int,
+                 parent_dim: int, function: nn.Module, generator: nn.Module) -> None:
+        super().__init__(name)
+        self.parent = parent
+        self.count, self.dim, self.parent_dim = count, dim, parent_dim
+        self.fan_in = int(table.shape[1])
+        self.residual = residual
+        self.function = function
+        self.generator = generator
+        self.register_buffer("table", torch.as_tensor(table, dtype=torch.long), persistent=False)
+        self.register_buffer("flat_table", self.table.flatten(), persistent=False)
+        self.register_buffer("lam", torch.ones(count, self.fan_in + int(residual)))
+        self.register_buffer("lam_self", torch.ones(count))
+
+    def _self_per_edge(self) -> torch.Tensor:
+        return self.lam_self.unsqueeze(1)
+
+    def gather(self, prev: torch.Tensor) -> torch.Tensor:
+        """``prev [Np, B, qp]`` → local inputs ``u [N, B, F·qp]``."""
+        n, f = self.count, self.fan_in
+        _, b, qp = prev.shape
+        if f == 0:
+            return prev.new_zeros(n, b, 0)
+        return prev.index_select(0, self.flat_table).view(n, f, b, qp).permute(0, 2, 1, 3).reshape(n, b, f * qp)
+
+    def run(self, values: Mapping[str, torch.Tensor], net: "CompiledGraph") -> torch.Tensor:
+        prev = values[self.parent]
+        u_raw = self.gather(prev)
+        r_raw = prev if self.residual else None
+        mode = self.mode = net._mode_for(self)
+        rec = self.record = Record(self.name, net.check_finite)
+        self.prediction = self.generator_input = None
+        if mode == "plain":
+            return self._checked(self.function(u_raw, r_raw)[0], u_raw)
+        if mode == "child":
+            out, aux = self.function(u_raw, r_raw)
+            out = self._checked(out, u_raw)
+            self.generator_input = u_raw.detach()
+            h = self.prediction = self.generator(self.generator_input, aux)
+            return OutMix.apply(out, h.detach(), self.lam_self.view(-1, 1, 1), rec)
+        f, qp = self.fan_in, self.parent_dim
+        u = InMix.apply(u_raw, self.lam[:, :f].repeat_interleave(qp, dim=1).unsqueeze(1), rec, 0)
+        r = InMix.apply(r_raw, self.lam[:, f:].unsqueeze(1), rec, 1) if self.residual else None
+        params = {}
+        if bool((self.lam_self != 1).any()):
+            shaped = self.lam_self
+            params = {n: ParamMix.apply(p, shaped.view(-1, *([1] * (p.dim() - 1))), rec, n)
+                      for n, p in self.function.named_parameters()}
+        out, aux = self.function(u, r, params) if params else self.function(u, r)
+        out = self._checked(out, u_raw)
+        self.generator_input = u_raw.detach()
+        h = self.prediction = self.generator(self.generator_input, aux)
+        _synthetic_vjp(out, h, rec, {0: u, 1: r} if r is not None else {0: u}, params)
+        return RecordGrad.apply(out, rec)
+
+    def _checked(self, out: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        want = (self.count, u.shape[1], self.dim)
+        if out.shape != want:
+            raise DimensionError(f"its array function returned shape {tuple(out.shape)}, expected {list(want)}",
+                                 node=self.name, fix="return [count, B, dim] from the array module")
+        return out
+
+    def columns_for(self, parent_index: int | None, child_index: int | None) -> torch.Tensor:
+        """Boolean mask ``[N, F(+1)]`` of table entries from parent neuron ``parent_index``."""
+        mask = torch.zeros(self.count, self.fan_in + int(self.residual), dtype=torch.bool)
+        if parent_index is None:
+            mask[:] = True
+        else:
+            mask[:, : self.fan_in] = self.table.cpu() == parent_index
+            if self.residual:
+                mask[parent_index, self.fan_in] = parent_index < self.count
+        if child_index is not None:
+            keep = torch.zeros_like(mask)
+            keep[child_index] = mask[child_index]
+            mask = keep
+        return mask
+
+
+class _SourceBlock(nn.Module):
+    def __init__(self, name: str, dim: int, count: int | None) -> None:
+        super().__init__()
+        self.name, self.dim, self.count = name, dim, count
+
+
+class CompiledGraph(nn.Module):
+    """A graph compiled to PyTorch; backward runs eq. 5–6 with the current λ.
+
+    Call it with a mapping of source tensors: plain sources ``[B, dim]``, input
+    arrays ``[B, count, dim]`` (or ``[B, count]`` when ``dim == 1``). It returns a
+    dict with every terminal node's output (``[B, dim]``; arrays ``[B, count, dim]``).
+
+    Attributes
+    ----------
+    graph : Graph
+        The compiled graph.
+    grouping : str
+        ``edge``, ``parent`` or ``child`` (see :data:`GROUPINGS`).
+    synthetic : bool
+        When False the net is plain backprop: no mixer or generator runs, λ is ignored.
+    check_finite : bool
+        Raise :class:`~sggraph.GradientError` naming the node when a NaN/inf gradient
+        reaches a mixer.
+    """
+
+    def __init__(self, graph: Graph, functions: Mapping[str, nn.Module] | None = None,
+                 generators: Mapping[str, nn.Module] | None = None, grouping: str = "edge") -> None:
+        super().__init__()
+        if grouping not in GROUPINGS:
+            raise CompileError(f"unknown grouping '{grouping}'", fix=f"use one of {', '.join(GROUPINGS)}")
+        graph.lint()
+        self.graph = graph
+        self.grouping = grouping
+        self.synthetic = True
+        self.check_finite = True
+        functions = dict(functions or {})
+        generators = dict(generators or {})
+        known = set(graph.nodes) | set(graph.arrays)
+        for what, given in (("functions", functions), ("generators", generators)):
+            for name in given:
+                if name not in known:
+                    raise CompileError(f"{what}[{name!r}] names no node of graph '{graph.name}'", node=name,
+                                       fix=f"use one of {', '.join(sorted(known)[:12])}")
+        self.blocks = nn.ModuleDict()
+        self.sources: dict[str, _SourceBlock] = {}
+        layers = graph.block_layers()
+        self.order = sorted(layers, key=lambda b: layers[b])
+        dims = {n: node.dim for n, node in graph.nodes.items()}
+        for name in self.order:
+            file, line = graph.where(name)
+            if name in graph.nodes:
+                node = graph.nodes[name]
+                if not node.parents:
+                    self.sources[name] = _SourceBlock(name, node.dim, None)
+                    continue
+                pdims = [dims[p] if p in dims else graph.arrays[_split_ref(p)[0]].dim for p in node.parents]
+                if name in functions:
+                    fn = functions[name]
+                elif node.fn is not None:
+                    fn = make_function(node.fn, sum(pdims), node.dim, node=name)
+                else:
+                    raise CompileError("no function for this node", node=name, file=file, line=line,
+                                       fix="add `fn: linear|tanh|identity` in the YAML, or pass "
+                                           f"compile(graph, functions={{'{name}': module}})")
+                gen = generators.get(name) or LinearGenerator(sum(pdims), node.dim)
+                self.blocks[name] = _NodeBlock(name, node.parents, pdims, node.dim, fn, gen)
+            else:
+                arr = graph.arrays[name]
+                if arr.parent is None:
+                    self.sources[name] = _SourceBlock(name, arr.dim, arr.count)
+                    continue
+                parent = graph.arrays[arr.parent]
+                table = graph.array_table(name)
+                in_dim = table.shape[1] * parent.dim
+                fn = functions.get(name) or SlotNeuronArray(arr.count, in_dim, arr.dim, arr.slots, arr.residual)
+                gen = generators.get(name) or SlotGenerator(arr.count, in_dim, arr.dim, arr.slots)
+                self.blocks[name] = _ArrayBlock(name, arr.parent, table, arr.residual, arr.count, arr.dim,
+                                                parent.dim, fn, gen)
+        self.terminal_blocks = [b for b in self.order if b in self.blocks and not self._has_children(b)]
+        self.last_values: dict[str, torch.Tensor] = {}
+
+    def _has_children(self, name: str) -> bool:
+        for other in self.blocks.values():
+            if isinstance(other, _NodeBlock) and any(_split_ref(p)[0] == name for p in other.parents):
+                return True
+            if isinstance(other, _ArrayBlock) and other.parent == name:
+                return True
+        return False
+
+    # --------------------------------------------------------------- forward
+    def _mode_for(self, block: _Block) -> str:
+        if not self.synthetic or not torch.is_grad_enabled():
+            return "plain"
+        return block.modes()
+
+    def forward(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Run the graph. See the class docstring for shapes."""
+        values: dict[str, torch.Tensor] = {}
+        batch = None
+        for name, src in self.sources.items():
+            if name not in inputs:
+                raise DimensionError("no input given for this source", node=name,
+                                     fix=f"pass net({{'{name}': tensor, ...}}) with every source: "
+                                         f"{', '.join(self.sources)}")
+            x = inputs[name]
+            if src.count is None:
+                ok = x.dim() == 2 and x.shape[1] == src.dim
+                want = f"[B, {src.dim}]"
+            else:
+                if x.dim() == 2 and src.dim == 1:
+                    x = x.unsqueeze(-1)
+                ok = x.dim() == 3 and x.shape[1:] == (src.count, src.dim)
+                want = f"[B, {src.count}, {src.dim}]"
+                if ok:
+                    x = x.transpose(0, 1)
+            if not ok or (batch is not None and x.shape[1 if src.count else 0] != batch):
+                raise DimensionError(f"input has shape {list(inputs[name].shape)}, expected {want}"
+                                     + (f" with B={batch}" if batch is not None else ""), node=name,
+                                     fix="pass a tensor of the declared shape")
+            batch = x.shape[1] if src.count else x.shape[0]
+            values[name] = x
+        for name in self.order:
+            if name in self.blocks:
+                values[name] = self.blocks[name].run(values, self)
+        self.last_values = values
+        out = {}
+        for name in self.terminal_blocks:
+            v = values[name]
+            out[name] = v.transpose(0, 1) if isinstance(self.blocks[name], _ArrayBlock) else v
+        return out
+
+    # ------------------------------------------------------------ parameters
+    def model_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the node functions (what the model optimizer updates)."""
+        for b in self.blocks.values():
+            yield from b.function.parameters()
+
+    def generator_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the generators (their own optimizer)."""
+        for b in self.blocks.values():
+            yield from b.generator.parameters()
+
+    # ---------------------------------------------------------------- lambda
+    def _block(self, name: str) -> _Block:
+        if name not in self.blocks:
+            what = "a source (it has no in-edges)" if name in self.sources else "not a node of the graph"
+            raise LambdaError(f"'{name}' is {what}", node=name, fix="name a non-source node or array")
+        return self.blocks[name]  # type: ignore[return-value]
+
+    def _edge_mask(self, parent: str, child: str) -> tuple[_Block, object]:
+        """The block and index/mask of its ``lam`` entries for edge ``parent → child``."""
+        cbase, cidx = _split_ref(child)
+        pbase, pidx = _split_ref(parent)
+        block = self.blocks[cbase] if cbase in self.blocks else None
+        if isinstance(block, _NodeBlock) and cidx is None:
+            slots = block.edge_slots(parent)
+            if slots:
+                return block, slots
+        if isinstance(block, _ArrayBlock) and block.parent == pbase:
+            mask = block.columns_for(pidx, cidx)
+            if bool(mask.any()):
+                return block, mask
+        raise LambdaError(f"there is no edge {parent} -> {child}", node=child,
+                          fix="name an existing (parent, child) pair; neurons of arrays are name[i], "
+                              "or use array names for all edges between two arrays")
+
+    def _out_edges(self, parent: str) -> list[tuple[_Block, object]]:
+        pbase, pidx = _split_ref(parent)
+        found = []
+        for block in self.blocks.values():
+            if isinstance(block, _NodeBlock):
+                slots = [i for i, p in enumerate(block.parents)
+                         if p == parent or (pidx is None and _split_ref(p)[0] == pbase)]
+                if slots:
+                    found.append((block, slots))
+            elif block.parent == pbase:
+                found.append((block, block.columns_for(pidx, None)))
+        return found
+
+    def _write(self, block: _Block, where: object, value: object) -> None:
+        lam = block.lam
+        with torch.no_grad():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and isinstance(where, torch.Tensor):
+                v = value.to(lam)
+                if v.shape == lam.shape:
+                    lam[where] = v[where]
+                    return
+                raise LambdaError(f"λ tensor of shape {list(v.shape)} does not match the edge table "
+                                  f"{list(lam.shape)}", node=block.name,
+                                  fix="pass a scalar or a tensor of the table's shape [count, fan_in(+1)]")
+            lam[where] = float(value) if not isinstance(value, torch.Tensor) else value.to(lam)
+
+    def set_lambda(self, value: float | torch.Tensor, edge: tuple[str, str] | None = None, *,
+                   node: str | None = None) -> None:
+        """Set mixing weights.
+
+        Parameters
+        ----------
+        value : float or Tensor
+            In ``[0, 1]``. For all edges between two arrays a tensor of the table's
+            shape ``[count, fan_in (+1 residual)]`` sets each edge.
+        edge : (parent, child), optional
+            One edge (nodes, neurons ``a[i]``, or two array names for all their edges).
+            None: every edge.
+        node : str, optional
+            Set by node, per the grouping: ``child`` — ``θ_v`` (all in-edges and ``λ^self``);
+            ``parent`` — ``λ_u`` on all out-edges of ``u``; ``edge`` — all in-edges of the node.
+
+        Notes
+        -----
+        Under the ``child`` grouping an edge ``(u, v)`` sets ``θ_v``; under ``parent`` it
+        sets ``λ_u`` — the tied weights move together.
+        """
+        _check_value(value, "λ")
+        if edge is not None and node is not None:
+            raise LambdaError("give either edge or node, not both", fix="call set_lambda once per target")
+        if edge is None and node is None:
+            for block in self.blocks.values():
+                with torch.no_grad():
+                    block.lam.fill_(float(value)) if not isinstance(value, torch.Tensor) or value.dim() == 0 \
+                        else block.lam.copy_(value)
+                    if self.grouping == "child":
+                        block.lam_self.fill_(float(value))
+            return
+        if edge is not None:
+            if not (isinstance(edge, tuple) and len(edge) == 2):
+                raise LambdaError(f"edge must be a (parent, child) pair, got {edge!r}",
+                                  fix="pass edge=('u', 'v')")
+            block, where = self._edge_mask(*edge)
+            if self.grouping == "child":
+                node = edge[1]
+            elif self.grouping == "parent":
+                node = edge[0]
+            else:
+                self._write(block, where, value)
+                return
+        assert node is not None
+        if self.grouping == "parent":
+            edges = self._out_edges(node)
+            if not edges:
+                raise LambdaError("this node has no out-edges", node=node, fix="name a node with children")
+            for block, where in edges:
+                if isinstance(value, torch.Tensor) and value.dim() == 1 and isinstance(block, _ArrayBlock):
+                    # one λ per parent neuron: spread over the table
+                    per_edge = value.to(block.lam)[block.table]
+                    if block.residual:
+                        per_edge = torch.cat([per_edge, value.to(block.lam)[: block.count, None]], dim=1)
+                    self._write(block, where, per_edge)
+                else:
+                    self._write(block, where, value)
+            return
+        self._set_node_in(node, value, include_self=self.grouping == "child")
+
+    def _set_node_in(self, node: str, value: float | torch.Tensor, include_self: bool) -> None:
+        base, idx = _split_ref(node)
+        block = self._block(base)
+        with torch.no_grad():
+            if isinstance(block, _ArrayBlock):
+                sel = slice(None) if idx is None else idx
+                v = value.to(block.lam) if isinstance(value, torch.Tensor) else float(value)
+                if isinstance(v, torch.Tensor) and v.dim() == 1 and idx is None:
+                    block.lam[:] = v.unsqueeze(1)
+                else:
+                    block.lam[sel] = v
+                if include_self:
+                    block.lam_self[sel] = v
+            else:
+                block.lam.fill_(float(value))
+                if include_self:
+                    block.lam_self.fill_(float(value))
+
+    def get_lambda(self, edge: tuple[str, str]) -> float | torch.Tensor:
+        """The weight of one edge (float), or of all edges between two arrays (``[N, F(+1)]`` tensor)."""
+        block, where = self._edge_mask(*edge)
+        vals = block.lam[where]
+        if isinstance(where, torch.Tensor) and bool(where.all()):
+            return block.lam.clone()
+        return float(vals.flatten()[0]) if vals.numel() >= 1 and bool((vals == vals.flatten()[0]).all()) \
+            else vals.clone()
+
+    def set_self_lambda(self, value: float | torch.Tensor, node: str | None = None) -> None:
+        """Set ``λ^self_v`` (the weight of the true feedback in v's own parameter gradient, eq. 6).
+
+        Under the ``child`` grouping this is ``θ_v`` and also sets v's in-edges.
+        """
+        _check_value(value, "λ^self")
+        targets = [node] if node is not None else list(self.blocks)
+        for t in targets:
+            base, idx = _split_ref(t)
+            block = self._block(base)
+            if self.grouping == "child":
+                self._set_node_in(t, value, include_self=True)
+                continue
+            with torch.no_grad():
+                if isinstance(value, torch.Tensor) and value.dim() > 0:
+                    block.lam_self.copy_(value)
+                elif idx is None:
+                    block.lam_self.fill_(float(value))
+                else:
+                    block.lam_self[idx] = float(value)
+
+    def get_self_lambda(self, node: str) -> float | torch.Tensor:
+        """``λ^self`` of a node (float) or of an array (``[N]`` tensor)."""
+        base, idx = _split_ref(node)
+        block = self._block(base)
+        if idx is not None:
+            return float(block.lam_self[idx])
+        return float(block.lam_self) if block.lam_self.dim() == 0 else block.lam_self.clone()
+
+    # ------------------------------------------------------------ generators
+    def generator_loss(self) -> torch.Tensor:
+        """MSE of each generator's last prediction against the feedback its node received.
+
+        Call after a backward. The target is the received ``g̃_v`` (itself mixed from
+        below: the bootstrapped target). Summed over nodes, mean over elements.
+        Tabular generators are skipped (see :meth:`update_generators`).
+        """
+        total = None
+        for block in self.blocks.values():
+            rec, pred = block.record, block.prediction
+            if rec is None or pred is None or rec.received is None or isinstance(block.generator, TabularGenerator):
+                continue
+            loss = torch.mean((pred - rec.received) ** 2)
+            total = loss if total is None else total + loss
+        if total is None:
+            return torch.zeros(())
+        return total
+
+    def update_generators(self, optimizer: torch.optim.Optimizer | None = None) -> float:
+        """One generator update on the targets recorded in the last backward.
+
+        Tabular generators observe ``(z_v, g̃_v)``; the others take one ``optimizer`` step
+        on :meth:`generator_loss`. Returns the loss value.
+        """
+        for block in self.blocks.values():
+            if isinstance(block.generator, TabularGenerator) and block.record is not None \
+                    and block.record.received is not None and block.generator_input is not None:
+                block.generator.observe(block.generator_input, block.record.received)
+        loss = self.generator_loss()
+        if optimizer is not None and loss.requires_grad:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return float(loss.detach())
+
+    def received(self, name: str) -> torch.Tensor | None:
+        """The feedback node ``name`` received in the last backward (``[B, dim]``; arrays ``[B, N, q]``)."""
+        rec = self._block(name).record
+        if rec is None or rec.received is None:
+            return None
+        return rec.received.transpose(0, 1) if isinstance(self.blocks[name], _ArrayBlock) else rec.received
+
+    def __repr__(self) -> str:
+        n_model = sum(p.numel() for p in self.model_parameters())
+        n_gen = sum(p.numel() for p in self.generator_parameters())
+        return (f"CompiledGraph({self.graph.name!r}, blocks={len(self.blocks)}, sources={len(self.sources)}, "
+                f"params={n_model}, generator_params={n_gen}, grouping={self.grouping!r}, "
+                f"synthetic={self.synthetic})")
+
+
+def compile(graph: Graph, functions: Mapping[str, nn.Module] | None = None,
+            generators: Mapping[str, nn.Module] | None = None, *, grouping: str = "edge") -> CompiledGraph:
+    """Compile ``graph`` into a :class:`CompiledGraph` (an ``nn.Module``).
+
+    Parameters
+    ----------
+    graph : Graph
+        Linted first; errors name the node.
+    functions : mapping, optional
+        ``name -> nn.Module``. A node's module takes ``z [B, Σ parent dims]`` (parents
+        concatenated in declared order) and returns ``[B, dim]``; an array's module
+        takes ``u [N, B, F·q_parent]`` (and the residual ``[N, B, q]``) and returns
+        ``(h [N, B, q], aux)``. Overrides ``fn:``; arrays default to the slot neuron.
+    generators : mapping, optional
+        ``name -> nn.Module`` called as ``generator(z, aux)``; defaults: linear for
+        nodes, slot-gated linear for arrays (both zero-initialised).
+    grouping : {'edge', 'parent', 'child'}
+        How λ is tied (see :data:`GROUPINGS`).
+
+    Returns
+    -------
+    CompiledGraph
+
+    Examples
+    --------
+    >>> import torch, sggraph
+    >>> g = sggraph.Graph(); g.add_node("z", 2); g.add_node("y", 1, ["z"])
+    >>> sggraph.compile(g)
+    Traceback (most recent call last):
+    ...
+    sggraph.exceptions.CompileError: node 'y': no function for this node. Fix: add `fn: linear|tanh|identity` in the YAML, or pass compile(graph, functions={'y': module}).
+    """
+    return CompiledGraph(graph, functions, generators, grouping)

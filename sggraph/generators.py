@@ -1,0 +1,136 @@
+"""Synthetic-gradient generators ``ĥ_v(z_v) ≈ E[g̃_v | z_v]`` (eq. 13/15).
+
+A generator is any ``nn.Module`` called as ``generator(z, aux)``:
+
+* plain nodes: ``z`` is ``[B, Σ parent dims]``, the result ``[B, dim]``;
+* arrays: ``z`` is ``[N, B, d]`` (neuron-major local inputs) and ``aux`` holds
+  the template's forward quantities (``alpha``); the result is ``[N, B, q]``.
+
+Generators are trained by regression (MSE) onto the feedback their node received
+in the last backward — the bootstrapped, TD-like target — with their own
+optimizer; :class:`TabularGenerator` instead keeps exact conditional means.
+
+>>> import torch
+>>> g = LinearGenerator(3, 2)
+>>> g(torch.ones(4, 3)).abs().sum().item()   # zero-initialised
+0.0
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["LinearGenerator", "SlotGenerator", "TabularGenerator"]
+
+
+class LinearGenerator(nn.Module):
+    """``ĥ(z) = W z + c``, zero-initialised. Shapes: ``z [B, in_dim] -> [B, dim]``."""
+
+    def __init__(self, in_dim: int, dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_dim, dim)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, z: torch.Tensor, aux: dict | None = None) -> torch.Tensor:
+        return self.linear(z)
+
+    def __repr__(self) -> str:
+        return f"LinearGenerator({self.linear.in_features} -> {self.linear.out_features})"
+
+
+class SlotGenerator(nn.Module):
+    """The SparseNet neuron's generator (eq. 144): ``ĥ_i = Σ_s α_{i,s} (Ã_{i,s} u_i + b̃_{i,s})``.
+
+    The routing weights ``α`` are the neuron's own (from ``aux``), detached, so the
+    generator shares the routing but learns only its slot maps ``Ã, b̃``.
+
+    Parameters
+    ----------
+    count, in_dim, dim, slots : int
+        ``N, d, q, M`` as in :class:`~sggraph.neuron.SlotNeuronArray`.
+
+    Attributes
+    ----------
+    weight : Parameter ``[N, M·q, d]`` (zero-initialised)
+    bias : Parameter ``[N, M·q]`` (zero-initialised)
+    """
+
+    def __init__(self, count: int, in_dim: int, dim: int, slots: int) -> None:
+        super().__init__()
+        self.count, self.in_dim, self.dim, self.slots = count, in_dim, dim, slots
+        self.weight = nn.Parameter(torch.zeros(count, slots * dim, in_dim))
+        self.bias = nn.Parameter(torch.zeros(count, slots * dim))
+
+    def forward(self, u: torch.Tensor, aux: dict | None = None) -> torch.Tensor:
+        """``u [N, B, d]``, ``aux['alpha'] [N, B, M]`` → ``[N, B, q]``."""
+        if aux is None or "alpha" not in aux:
+            raise ValueError("SlotGenerator needs the template's routing weights (aux['alpha'])")
+        n, b, _ = u.shape
+        pre = torch.baddbmm(self.bias.unsqueeze(1), u, self.weight.transpose(1, 2))
+        alpha = aux["alpha"].detach()
+        return torch.matmul(alpha.unsqueeze(-2), pre.view(n, b, self.slots, self.dim)).squeeze(-2)
+
+    def extra_repr(self) -> str:
+        return f"count={self.count}, in_dim={self.in_dim}, dim={self.dim}, slots={self.slots}"
+
+
+class TabularGenerator(nn.Module):
+    """Conditional empirical mean of the received feedback over a discrete ``z``.
+
+    ``ĥ(z)`` is the mean of every target observed with exactly this ``z`` (rows
+    compared exactly), and 0 for a ``z`` never seen. Updated by :meth:`observe`
+    (the compiled graph calls it from ``update_generators``), not by an optimizer.
+
+    Parameters
+    ----------
+    dim : int
+        Output size.
+    columns : sequence of int, optional
+        Which columns of ``z`` form the key (default all) — e.g. an expert's ``k``
+        coordinates of the target node's output.
+
+    >>> import torch
+    >>> t = TabularGenerator(1)
+    >>> t.observe(torch.tensor([[1.0], [1.0], [-1.0]]), torch.tensor([[2.0], [4.0], [5.0]]))
+    >>> t(torch.tensor([[1.0], [-1.0], [0.0]])).flatten().tolist()
+    [3.0, 5.0, 0.0]
+    """
+
+    def __init__(self, dim: int, columns: list[int] | None = None) -> None:
+        super().__init__()
+        self.dim = dim
+        self.columns = None if columns is None else list(columns)
+        self.sums: dict[tuple, torch.Tensor] = {}
+        self.counts: dict[tuple, int] = {}
+
+    def _keys(self, z: torch.Tensor) -> list[tuple]:
+        zz = z if self.columns is None else z[:, self.columns]
+        return [tuple(row) for row in zz.detach().cpu().tolist()]
+
+    def forward(self, z: torch.Tensor, aux: dict | None = None) -> torch.Tensor:
+        out = torch.zeros(z.shape[0], self.dim, dtype=z.dtype, device=z.device)
+        for i, key in enumerate(self._keys(z)):
+            if key in self.counts:
+                out[i] = (self.sums[key] / self.counts[key]).to(z.dtype)
+        return out
+
+    @torch.no_grad()
+    def observe(self, z: torch.Tensor, target: torch.Tensor) -> None:
+        """Add ``target [B, dim]`` observed at ``z [B, in]`` to the running means."""
+        for key, t in zip(self._keys(z), target.detach().to(torch.float64).cpu()):
+            if key in self.counts:
+                self.sums[key] = self.sums[key] + t
+                self.counts[key] += 1
+            else:
+                self.sums[key] = t.clone()
+                self.counts[key] = 1
+
+    def reset(self) -> None:
+        """Forget every observation."""
+        self.sums.clear()
+        self.counts.clear()
+
+    def __repr__(self) -> str:
+        return f"TabularGenerator(dim={self.dim}, keys={len(self.counts)})"

@@ -1,0 +1,130 @@
+"""The SparseNet slot-routing neuron (paper App. H.2), vectorised over a whole array.
+
+Neuron ``i`` of an array sees its local input ``u_i ∈ R^d`` (its parents' outputs
+concatenated), routes it over ``M`` slots and mixes the slot outputs:
+
+    α_{i,s} = softmax_s(⟨u_i, k_{i,s}⟩ / √d)            (eq. 140)
+    y_{i,s} = tanh(A_{i,s} u_i + b_{i,s})               (eq. 141)
+    h̄_i     = Σ_s α_{i,s} y_{i,s}                       (eq. 142)
+    h_i     = tanh(h̄_i) + r_i     with a residual parent r_i (eq. 143), else h̄_i
+
+All ``count`` neurons run as one batched matmul: activations are laid out
+``[count, B, features]`` (neuron-major) so ``torch.bmm`` batches over neurons.
+
+>>> import torch
+>>> arr = SlotNeuronArray(count=4, in_dim=6, dim=3, slots=2)
+>>> h, aux = arr(torch.randn(4, 5, 6))
+>>> h.shape, aux["alpha"].shape
+(torch.Size([4, 5, 3]), torch.Size([4, 5, 2]))
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import torch
+from torch import nn
+
+__all__ = ["SlotNeuronArray", "slot_neuron_reference"]
+
+
+class SlotNeuronArray(nn.Module):
+    """``count`` slot-routing neurons with ``M`` slots each.
+
+    Parameters
+    ----------
+    count : int
+        Number of neurons ``N``.
+    in_dim : int
+        Local input size ``d`` (fan_in × parent dim).
+    dim : int
+        Output size ``q``.
+    slots : int
+        ``M``.
+    residual : bool
+        Output ``tanh(h̄) + r`` with the residual parent ``r`` (eq. 143).
+    init_std : float, optional
+        Standard deviation of the normal init of keys, ``A`` and ``b``
+        (default ``1/√d``, the paper's ``N(0, 1/(q·n_parents))``).
+
+    Attributes
+    ----------
+    keys : Parameter ``[N, M, d]``
+    weight : Parameter ``[N, M·q, d]`` (slot ``s`` is rows ``s·q … s·q+q−1``)
+    bias : Parameter ``[N, M·q]``
+    """
+
+    def __init__(self, count: int, in_dim: int, dim: int, slots: int = 5, residual: bool = False,
+                 init_std: float | None = None) -> None:
+        super().__init__()
+        self.count, self.in_dim, self.dim, self.slots, self.residual = count, in_dim, dim, slots, residual
+        std = init_std if init_std is not None else in_dim ** -0.5
+        self.keys = nn.Parameter(torch.randn(count, slots, in_dim) * std)
+        self.weight = nn.Parameter(torch.randn(count, slots * dim, in_dim) * std)
+        self.bias = nn.Parameter(torch.randn(count, slots * dim) * std)
+        self.scale = 1.0 / math.sqrt(in_dim)
+
+    def forward(self, u: torch.Tensor, residual: torch.Tensor | None = None,
+                params: Mapping[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
+        """Run all neurons.
+
+        Parameters
+        ----------
+        u : Tensor ``[N, B, d]``
+            Local inputs, neuron-major.
+        residual : Tensor ``[N, B, q]``, optional
+            Residual parents (required when ``residual=True``).
+        params : mapping, optional
+            Replacement parameters (``keys``, ``weight``, ``bias``) — used by the
+            compiler to route parameter gradients through a mixer.
+
+        Returns
+        -------
+        h : Tensor ``[N, B, q]``
+        aux : dict
+            ``alpha`` ``[N, B, M]``, the routing weights (for the slot generator).
+        """
+        p = params or {}
+        keys = p.get("keys", self.keys)
+        weight = p.get("weight", self.weight)
+        bias = p.get("bias", self.bias)
+        n, b, _ = u.shape
+        m = self.slots
+        w = torch.cat([keys * self.scale, weight], dim=1)  # [N, M + M q, d]
+        out = torch.bmm(u, w.transpose(1, 2))  # [N, B, M + M q]
+        alpha = torch.softmax(out[..., :m], dim=-1)  # [N, B, M]
+        y = torch.tanh(out[..., m:] + bias.unsqueeze(1)).view(n, b, m, self.dim)
+        hbar = torch.matmul(alpha.unsqueeze(-2), y).squeeze(-2)  # [N, B, q]
+        if self.residual:
+            if residual is None:
+                raise ValueError("this array is residual: pass the residual parent")
+            return torch.tanh(hbar) + residual, {"alpha": alpha}
+        return hbar, {"alpha": alpha}
+
+    def extra_repr(self) -> str:
+        return (f"count={self.count}, in_dim={self.in_dim}, dim={self.dim}, slots={self.slots}, "
+                f"residual={self.residual}")
+
+
+def slot_neuron_reference(u: torch.Tensor, keys: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                          residual: torch.Tensor | None = None) -> torch.Tensor:
+    """One neuron, written out literally from eq. 140–143 (for tests).
+
+    Parameters
+    ----------
+    u : ``[B, d]``; keys : ``[M, d]``; weight : ``[M·q, d]``; bias : ``[M·q]``; residual : ``[B, q]``
+
+    Returns
+    -------
+    Tensor ``[B, q]``
+    """
+    m, d = keys.shape
+    q = weight.shape[0] // m
+    out = torch.zeros(u.shape[0], q, dtype=u.dtype)
+    logits = torch.stack([u @ keys[s] / math.sqrt(d) for s in range(m)], dim=-1)
+    alpha = torch.softmax(logits, dim=-1)
+    for s in range(m):
+        y = torch.tanh(u @ weight[s * q:(s + 1) * q].T + bias[s * q:(s + 1) * q])
+        out = out + alpha[:, s:s + 1] * y
+    return torch.tanh(out) + residual if residual is not None else out
