@@ -131,7 +131,12 @@ class _NodeBlock(_Block):
         parts = []
         for ref in self.parents:
             base, idx = _split_ref(ref)
-            parts.append(values[base] if idx is None else values[base][idx])
+            v = values[base]
+            if idx is not None:
+                v = v[idx]
+            elif v.dim() == 3:  # a whole array, neuron-major [N, B, q] -> [B, N q]
+                v = v.transpose(0, 1).reshape(v.shape[1], -1)
+            parts.append(v)
         z_raw = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
         mode = self.mode = net._mode_for(self)
         rec = self.record = Record(self.name, net.check_finite)
@@ -307,14 +312,15 @@ class CompiledGraph(nn.Module):
                 if not node.parents:
                     self.sources[name] = _SourceBlock(name, node.dim, None)
                     continue
-                pdims = [dims[p] if p in dims else graph.arrays[_split_ref(p)[0]].dim for p in node.parents]
+                pdims = [dims[p] if p in dims else graph.arrays[p].count * graph.arrays[p].dim
+                         if p in graph.arrays else graph.arrays[_split_ref(p)[0]].dim for p in node.parents]
                 if name in functions:
                     fn = functions[name]
                 elif node.fn is not None:
                     fn = make_function(node.fn, sum(pdims), node.dim, node=name)
                 else:
                     raise CompileError("no function for this node", node=name, file=file, line=line,
-                                       fix="add `fn: linear|tanh|identity` in the YAML, or pass "
+                                       fix="add `fn: linear|tanh|identity|dot` in the YAML, or pass "
                                            f"compile(graph, functions={{'{name}': module}})")
                 gen = generators.get(name) or LinearGenerator(sum(pdims), node.dim)
                 self.blocks[name] = _NodeBlock(name, node.parents, pdims, node.dim, fn, gen)
@@ -642,6 +648,6 @@ def compile(graph: Graph, functions: Mapping[str, nn.Module] | None = None,
     >>> sggraph.compile(g)
     Traceback (most recent call last):
     ...
-    sggraph.exceptions.CompileError: node 'y': no function for this node. Fix: add `fn: linear|tanh|identity` in the YAML, or pass compile(graph, functions={'y': module}).
+    sggraph.exceptions.CompileError: node 'y': no function for this node. Fix: add `fn: linear|tanh|identity|dot` in the YAML, or pass compile(graph, functions={'y': module}).
     """
     return CompiledGraph(graph, functions, generators, grouping)

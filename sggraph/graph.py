@@ -40,7 +40,7 @@ __all__ = ["Graph", "Node", "NodeArray", "FEEDBACK_KINDS", "NODE_FUNCTIONS", "ne
 #: Feedback kinds of a terminal node (condition A.1).
 FEEDBACK_KINDS = ("deterministic", "stochastic", "contextual")
 #: Built-in node functions a YAML file may name with ``fn:``.
-NODE_FUNCTIONS = ("linear", "tanh", "identity")
+NODE_FUNCTIONS = ("linear", "tanh", "identity", "dot")
 #: Built-in array templates.
 ARRAY_TEMPLATES = ("slot",)
 
@@ -215,12 +215,13 @@ class Graph:
             Output dimension (positive).
         parents : sequence of str
             Parent names in order (they may be added later; :meth:`lint` checks them).
-            A neuron of an array may be named as ``array[i]``.
+            A neuron of an array may be named as ``array[i]``; a whole array name reads
+            the array flattened (``count * dim`` columns; its edges share one λ).
         layer : int, optional
             Layer of a source node (default 0). Non-source layers are inferred.
         stochastic : bool
             The node's computation is stochastic (A.2).
-        fn : {'linear', 'tanh', 'identity'}, optional
+        fn : {'linear', 'tanh', 'identity', 'dot'}, optional
             Built-in function used by :func:`sggraph.compile` when no module is given.
 
         >>> g = Graph(); g.add_node("z", 2); g.add_node("y", 1, ["z"], fn="linear")
@@ -364,8 +365,8 @@ class Graph:
         """``(file, line)`` where ``name`` was declared, or ``(None, None)``."""
         return self.sources_of.get(name.split("[", 1)[0], (None, None))
 
-    def _error(self, message: str, node: str, fix: str) -> GraphError:
-        file, line = self.where(node)
+    def _error(self, message: str, node: str, fix: str, at: str | None = None) -> GraphError:
+        file, line = self.sources_of[at] if at in self.sources_of else self.where(node)
         return GraphError(message, node=node, file=file, line=line, fix=fix)
 
     def array_table(self, name: str) -> np.ndarray:
@@ -415,6 +416,15 @@ class Graph:
                     if r not in ps:
                         ps.append(r)
                 d.nodes[neuron_name(a.name, i)]["parents"] = tuple(ps)
+        for n in self._nodes.values():
+            if any(p in self._arrays for p in n.parents):
+                expanded: list[str] = []
+                for p in n.parents:
+                    if p in self._arrays:
+                        expanded.extend(neuron_name(p, i) for i in range(self._arrays[p].count))
+                    else:
+                        expanded.append(p)
+                d.nodes[n.name]["parents"] = tuple(expanded)
         for v, data in d.nodes(data=True):
             for p in data["parents"]:
                 if p in d:
@@ -522,8 +532,7 @@ class Graph:
                                       f"({self._arrays[base].count} neurons)", n.name,
                                       f"use an index below {self._arrays[base].count}")
                 if p in self._arrays:
-                    raise self._error(f"parent '{p}' is an array", n.name,
-                                      f"name single neurons ('{p}[0]', ...) as parents of a plain node")
+                    continue  # a whole array: z_v reads it flattened, [B, count * dim]
                 raise self._error(f"unknown parent '{p}'", n.name,
                                   f"declare a node named '{p}', or correct the spelling "
                                   f"(known: {', '.join(sorted(known)[:12])})")
@@ -584,10 +593,12 @@ class Graph:
                 if d.out_degree(m) > 0:
                     raise self._error(f"feedback declared on a non-terminal node (it has child "
                                       f"'{next(iter(d.successors(m)))}')", name,
-                                      "declare feedback only for terminal nodes (nodes without children)")
+                                      "declare feedback only for terminal nodes (nodes without children)",
+                                      at=f"feedback:{name}")
                 if d.in_degree(m) == 0:
                     raise self._error("feedback declared on a source node", name,
-                                      "declare feedback only for terminal nodes (non-source nodes without children)")
+                                      "declare feedback only for terminal nodes (non-source nodes without children)",
+                                      at=f"feedback:{name}")
         for v in d:
             d.nodes[v]["layer"] = layer_of[v]
             d.nodes[v]["feedback"] = self.feedback(v) if d.out_degree(v) == 0 and d.in_degree(v) > 0 else None

@@ -50,8 +50,11 @@ class SlotNeuronArray(nn.Module):
 
     Attributes
     ----------
-    keys : Parameter ``[N, M, d]``
-    weight : Parameter ``[N, M·q, d]`` (slot ``s`` is rows ``s·q … s·q+q−1``)
+    proj : Parameter ``[N, M + M·q, d]``
+        The keys (rows ``0 … M−1``) and the slot maps (rows ``M + s·q … M + s·q + q − 1``
+        for slot ``s``) in one tensor, so one ``bmm`` serves both.
+    keys : view ``[N, M, d]`` of ``proj``
+    weight : view ``[N, M·q, d]`` of ``proj``
     bias : Parameter ``[N, M·q]``
     """
 
@@ -60,10 +63,19 @@ class SlotNeuronArray(nn.Module):
         super().__init__()
         self.count, self.in_dim, self.dim, self.slots, self.residual = count, in_dim, dim, slots, residual
         std = init_std if init_std is not None else in_dim ** -0.5
-        self.keys = nn.Parameter(torch.randn(count, slots, in_dim) * std)
-        self.weight = nn.Parameter(torch.randn(count, slots * dim, in_dim) * std)
+        self.proj = nn.Parameter(torch.randn(count, slots + slots * dim, in_dim) * std)
         self.bias = nn.Parameter(torch.randn(count, slots * dim) * std)
         self.scale = 1.0 / math.sqrt(in_dim)
+
+    @property
+    def keys(self) -> torch.Tensor:
+        """Routing keys ``[N, M, d]`` (a view of :attr:`proj`)."""
+        return self.proj[:, : self.slots]
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """Slot maps ``[N, M·q, d]`` (a view of :attr:`proj`)."""
+        return self.proj[:, self.slots:]
 
     def forward(self, u: torch.Tensor, residual: torch.Tensor | None = None,
                 params: Mapping[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
@@ -76,8 +88,8 @@ class SlotNeuronArray(nn.Module):
         residual : Tensor ``[N, B, q]``, optional
             Residual parents (required when ``residual=True``).
         params : mapping, optional
-            Replacement parameters (``keys``, ``weight``, ``bias``) — used by the
-            compiler to route parameter gradients through a mixer.
+            Replacement parameters (``proj``, ``bias``) — used by the compiler to
+            route parameter gradients through a mixer.
 
         Returns
         -------
@@ -86,14 +98,12 @@ class SlotNeuronArray(nn.Module):
             ``alpha`` ``[N, B, M]``, the routing weights (for the slot generator).
         """
         p = params or {}
-        keys = p.get("keys", self.keys)
-        weight = p.get("weight", self.weight)
+        proj = p.get("proj", self.proj)
         bias = p.get("bias", self.bias)
         n, b, _ = u.shape
         m = self.slots
-        w = torch.cat([keys * self.scale, weight], dim=1)  # [N, M + M q, d]
-        out = torch.bmm(u, w.transpose(1, 2))  # [N, B, M + M q]
-        alpha = torch.softmax(out[..., :m], dim=-1)  # [N, B, M]
+        out = torch.bmm(u, proj.transpose(1, 2))  # [N, B, M + M q]
+        alpha = torch.softmax(out[..., :m] * self.scale, dim=-1)  # [N, B, M]
         y = torch.tanh(out[..., m:] + bias.unsqueeze(1)).view(n, b, m, self.dim)
         hbar = torch.matmul(alpha.unsqueeze(-2), y).squeeze(-2)  # [N, B, q]
         if self.residual:

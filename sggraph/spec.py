@@ -118,6 +118,16 @@ def _strict(converter: cattrs.Converter) -> None:
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
 _strict(_converter)
+_list_of_str = _converter.get_structure_hook(list[str])
+
+
+def _names(value: Any, tp: type) -> Any:
+    if isinstance(value, str):  # `parents: h1` would otherwise become the parents 'h' and '1'
+        raise TypeError(f"expected a list of names, got {value!r}")
+    return _list_of_str(value, tp)
+
+
+_converter.register_structure_hook_func(lambda tp: tp == list[str], _names)
 
 
 def yaml_line_index(text: str) -> dict[str, int]:
@@ -191,7 +201,7 @@ def _spec_errors(exc: Exception, data: Any, index: Mapping[str, int], file: str 
     extra = re.match(r"extra fields found \((.*)\)", msg)
     if extra:
         key = extra.group(1).split(",")[0].strip()
-        section = _section(path + ".x")
+        section = _section(path)
         allowed = _ALLOWED[section]
         guess = difflib.get_close_matches(key, allowed, n=1)
         hint = f"did you mean '{guess[0]}'? " if guess else "remove it. "
@@ -265,6 +275,7 @@ def graph_from_dict(data: Any, *, file: str | None = None, index: Mapping[str, i
         except GraphError as err:
             raise located(err, f"$.feedback.{name}") from None
         g.sources_of.setdefault(name, (file, _line_for(index, f"$.feedback.{name}")))
+        g.sources_of[f"feedback:{name}"] = (file, _line_for(index, f"$.feedback.{name}"))
     g.lint()
     return g
 
@@ -292,6 +303,7 @@ def graph_to_dict(g: Graph) -> dict:
                 p["table"] = [list(r) for r in a.table]
             elif a.fan_in is not None:
                 p["fan_in"] = a.fan_in
+            if a.seed != 0 or (a.table is None and a.fan_in is not None):
                 p["seed"] = a.seed
             d["parents"] = p
         if a.residual:

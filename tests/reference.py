@@ -72,9 +72,15 @@ def reference_gradients(net, inputs, feedback):
         if isinstance(block, _NodeBlock):
             parts, cols, start = [], [], 0
             for k, ref in enumerate(block.parents):
-                parts.append(unit_value[ref])
-                cols.append((ref, slice(start, start + block.parent_dims[k]), block.lam[k]))
-                start += block.parent_dims[k]
+                if ref in g.arrays:  # a whole array: every neuron, one shared λ
+                    units = [f"{ref}[{i}]" for i in range(g.arrays[ref].count)]
+                else:
+                    units = [ref]
+                for unit in units:
+                    width = unit_value[unit].shape[1]
+                    parts.append(unit_value[unit])
+                    cols.append((unit, slice(start, start + width), block.lam[k]))
+                    start += width
             z = torch.cat(parts, dim=-1).detach()
             f = block.function
             x = f(z).detach()
@@ -83,7 +89,7 @@ def reference_gradients(net, inputs, feedback):
             jt = _param_jacobians(lambda ps: functional_call(f, ps, (z,)), {k: v.detach() for k, v in params.items()})
             h = block.generator(z, None).detach()
             unit_value[name] = x
-            local[name] = dict(parents=cols, jz=jz, jt={params[k]: (v, None) for k, v in jt.items()}, h=h,
+            local[name] = dict(parents=cols, jz=jz, jt={k: (params[k], v, None) for k, v in jt.items()}, h=h,
                                lam_self=block.lam_self)
         else:
             assert isinstance(block, _ArrayBlock)
@@ -119,8 +125,9 @@ def reference_gradients(net, inputs, feedback):
                 unit = f"{name}[{i}]"
                 unit_value[unit] = x
                 local[unit] = dict(parents=cols, jz=jz,
-                                   jt={arr.keys: (jt["keys"], i), arr.weight: (jt["weight"], i),
-                                       arr.bias: (jt["bias"], i)},
+                                   jt={("keys", i): (arr.proj, jt["keys"], (i, slice(0, m))),
+                                       ("weight", i): (arr.proj, jt["weight"], (i, slice(m, None))),
+                                       ("bias", i): (arr.bias, jt["bias"], i)},
                                    h=h, lam_self=block.lam_self[i])
     # terminal feedback
     received: dict[str, torch.Tensor] = {}
@@ -145,7 +152,7 @@ def reference_gradients(net, inputs, feedback):
                 continue
             received[ref] = received.get(ref, torch.zeros_like(contrib)) + contrib
         c = info["lam_self"] * gv + (1 - info["lam_self"]) * h  # [B, d_v]
-        for p, (jac, idx) in info["jt"].items():
+        for p, jac, idx in info["jt"].values():
             gp = torch.einsum("bi,bi...->...", c, jac)
             full = grads.setdefault(id(p), torch.zeros_like(p))
             if idx is None:

@@ -60,6 +60,7 @@ def random_graph(seed: int, batch: int):
     g.add_array("h1", count=4, dim=2, parents="px", fan_in=3, seed=seed, slots=3)
     g.add_array("h2", count=4, dim=2, parents="h1", fan_in=2, seed=seed + 1, residual=True, slots=2)
     g.add_node("readout", 2, ["h2[1]"], fn="tanh")
+    g.add_node("pool", 3, ["h2"], fn="linear")  # reads the whole array, flattened
     return g, functions
 
 
@@ -204,12 +205,13 @@ def test_neuron_array_equals_per_neuron_loop():
     u = torch.randn(5, 7, 6, dtype=torch.float64, requires_grad=True)
     r = torch.randn(5, 7, 3, dtype=torch.float64, requires_grad=True)
     h, _ = arr(u, r)
-    loop = torch.stack([slot_neuron_reference(u[i], arr.keys[i], arr.weight[i], arr.bias[i], r[i])
+    m = arr.slots
+    loop = torch.stack([slot_neuron_reference(u[i], arr.proj[i, :m], arr.proj[i, m:], arr.bias[i], r[i])
                         for i in range(5)])
     torch.testing.assert_close(h, loop, rtol=1e-12, atol=1e-12)
     w = torch.randn_like(h)
-    g_vec = torch.autograd.grad((h * w).sum(), [u, r, arr.keys, arr.weight, arr.bias])
-    g_loop = torch.autograd.grad((loop * w).sum(), [u, r, arr.keys, arr.weight, arr.bias])
+    g_vec = torch.autograd.grad((h * w).sum(), [u, r, arr.proj, arr.bias])
+    g_loop = torch.autograd.grad((loop * w).sum(), [u, r, arr.proj, arr.bias])
     for a, b in zip(g_vec, g_loop):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
@@ -224,7 +226,7 @@ def test_generator_loss_targets_received_feedback():
     total = 0.0
     for name, block in net.blocks.items():
         assert block.record.received is not None
-        total += float(torch.mean((block.prediction - block.record.received) ** 2))
+        total += float(torch.mean((block.prediction.detach() - block.record.received) ** 2))
     assert net.generator_loss().item() == pytest.approx(total)
     term = [n for n in net.terminal_blocks if n in fb][0]
     torch.testing.assert_close(net.received(term), fb[term])

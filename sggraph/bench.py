@@ -1,0 +1,131 @@
+"""``sggraph bench``: time compiled training steps and report FLOPs and GFLOP/s.
+
+The bandit section times one training step of the compiled SparseNet policy in the
+paper's bandit configuration (5 arrays × 200 neurons, q = 10, 5 slots, 5 parents,
+residual, batch 64, 784 pixels, 10 actions): forward, REINFORCE loss, one backward,
+Adam step — and for sgprop (per-child λ = 0.9, λ = 1 into the action head) the
+generator update as well. FLOPs count the matmuls (forward ``F``; backward ``2F``;
+sgprop adds the generator's forward and weight gradient). The machine's fp32
+matmul peak is measured in the same run.
+
+JSON keys (later sections are added, never renamed)::
+
+    {"matmul_peak_gflops": ..., "bandit": {"backprop_ms", "sgprop_ms", "backprop_gflops", "sgprop_gflops", ...}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+__all__ = ["matmul_peak_gflops", "bench_bandit", "run_bench", "add_parser"]
+
+
+def matmul_peak_gflops(size: int = 1024, repeats: int = 20) -> float:
+    """Best fp32 ``size × size`` matmul throughput in GFLOP/s."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size ** 3 / best / 1e9
+
+
+def bandit_flops(batch: int = 64, width: int = 200, layers: int = 5, q: int = 10, slots: int = 5,
+                 n_parents: int = 5, n_actions: int = 10) -> dict[str, float]:
+    """Matmul FLOPs of one bandit training step (backprop and sgprop)."""
+    fwd = gen = 0.0
+    for layer in range(1, layers + 1):
+        d = q * n_parents  # layer 1 reads q*n_parents pixels, later layers n_parents neurons of dim q
+        fwd += 2 * batch * width * d * (slots + slots * q) + 2 * batch * width * slots * q
+        gen += 2 * batch * width * d * slots * q + 2 * batch * width * slots * q
+    fwd += 2 * batch * width * q * n_actions
+    backprop = 3 * fwd
+    sgprop = backprop + 2 * gen
+    return {"backprop": backprop, "sgprop": sgprop}
+
+
+def _bandit_step_timer(method: str, batch: int, seed: int):
+    from .compile import compile
+    from .models.sparsenet import sparsenet_graph
+
+    torch.manual_seed(seed)
+    net = compile(sparsenet_graph(seed=seed), grouping="child")
+    net.synthetic = method == "sgprop"
+    if net.synthetic:
+        net.set_lambda(0.9)
+        net.set_lambda(1.0, node="logits")
+    opt = torch.optim.Adam(net.model_parameters(), lr=0.005 if net.synthetic else 0.001)
+    gen_opt = torch.optim.Adam(net.generator_parameters(), lr=0.005)
+    x = torch.randn(batch, 784)
+    labels = torch.randint(0, 10, (batch,))
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        logits = net({"pixels": x})["logits"]
+        dist = torch.distributions.Categorical(logits=logits)
+        action = dist.sample()
+        reward = (action == labels).float()
+        loss = -(reward * dist.log_prob(action)).mean()
+        loss.backward()
+        opt.step()
+        if net.synthetic:
+            net.update_generators(gen_opt)
+
+    return step
+
+
+def bench_bandit(steps: int = 30, warmup: int = 5, batch: int = 64, seed: int = 0) -> dict[str, float]:
+    """Median milliseconds per bandit step for backprop and sgprop, with GFLOP/s."""
+    flops = bandit_flops(batch)
+    out: dict[str, float] = {}
+    steps_of = {m: _bandit_step_timer(m, batch, seed) for m in ("backprop", "sgprop")}
+    times: dict[str, list[float]] = {m: [] for m in steps_of}
+    for _ in range(warmup):
+        for step in steps_of.values():
+            step()
+    for _ in range(steps):  # interleave the methods so drift hits both alike
+        for m, step in steps_of.items():
+            t0 = time.perf_counter()
+            step()
+            times[m].append(time.perf_counter() - t0)
+    for m in steps_of:
+        ms = statistics.median(times[m]) * 1e3
+        out[f"{m}_ms"] = round(ms, 2)
+        out[f"{m}_gflops"] = round(flops[m] / (ms / 1e3) / 1e9, 2)
+        out[f"{m}_gflop_per_step"] = round(flops[m] / 1e9, 4)
+    return out
+
+
+def run_bench(steps: int = 30) -> dict:
+    """Every section of the benchmark."""
+    return {"threads": torch.get_num_threads(), "matmul_peak_gflops": round(matmul_peak_gflops(), 1),
+            "bandit": bench_bandit(steps=steps)}
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    result = run_bench(steps=args.steps)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"fp32 matmul peak: {result['matmul_peak_gflops']} GFLOP/s ({result['threads']} threads)")
+    b = result["bandit"]
+    print("bandit SparseNet step (5x200 neurons, q=10, 5 slots, 5 parents, batch 64):")
+    for m in ("backprop", "sgprop"):
+        print(f"  {m:8s}: {b[m + '_ms']:7.2f} ms/step  {b[m + '_gflop_per_step']:.3f} GFLOP  "
+              f"{b[m + '_gflops']:6.1f} GFLOP/s")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="time compiled training steps (ms/step, FLOPs, GFLOP/s)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--steps", type=int, default=30, help="timed steps per method (median reported)")
+    p.set_defaults(run=_cmd_bench)
