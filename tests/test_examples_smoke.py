@@ -1,0 +1,39 @@
+"""Every entry point runs briefly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from sggraph.bench import bandit_flops, bench_bandit
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_train_custom_dag_example_runs():
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "train_custom_dag.py"), "--steps", "20"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "backprop: clean test MSE" in proc.stdout and "sgprop  : clean test MSE" in proc.stdout
+
+
+def test_bench_section_runs_and_counts_flops():
+    out = bench_bandit(steps=1, warmup=0, batch=8)
+    for key in ("backprop_ms", "sgprop_ms", "backprop_gflops", "sgprop_gflops"):
+        assert out[key] > 0
+    flops = bandit_flops(64)
+    assert 0.9e9 < flops["backprop"] < 1.3e9  # DESIGN.md §5: ≈ 1.1 GFLOP per backprop step
+    assert flops["sgprop"] > flops["backprop"]
+
+
+def test_bench_cli_json_keys(monkeypatch, capsys):
+    import sggraph.bench as bench
+    from sggraph.cli import main
+
+    monkeypatch.setattr(bench, "bench_bandit", lambda steps: bench_bandit(steps=1, warmup=0, batch=4))
+    assert main(["bench", "--json", "--steps", "1"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data["bandit"]) >= {"backprop_ms", "sgprop_ms", "backprop_gflops", "sgprop_gflops"}
+    assert data["matmul_peak_gflops"] > 0
