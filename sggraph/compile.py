@@ -97,6 +97,7 @@ class _Block(nn.Module):
         self.record: Record | None = None
         self.prediction: torch.Tensor | None = None
         self.generator_input: torch.Tensor | None = None
+        self.last_inputs: tuple | None = None  # detached inputs of the last mixed forward (adaptive λ)
         self.mode = "plain"
 
     def modes(self) -> str:
@@ -142,8 +143,10 @@ class _NodeBlock(_Block):
         rec = self.record = Record(self.name, net.check_finite)
         self.prediction = self.generator_input = None
         if mode == "plain":
+            self.last_inputs = None
             return self._checked(self.function(z_raw), z_raw)
         self.generator_input = z_raw.detach()
+        self.last_inputs = (self.generator_input,)
         h = self.prediction = self.generator(self.generator_input, None)
         if mode == "child":
             out = self._checked(self.function(z_raw), z_raw)
@@ -211,7 +214,9 @@ class _ArrayBlock(_Block):
         rec = self.record = Record(self.name, net.check_finite)
         self.prediction = self.generator_input = None
         if mode == "plain":
+            self.last_inputs = None
             return self._checked(self.function(u_raw, r_raw)[0], u_raw)
+        self.last_inputs = (u_raw.detach(), None if r_raw is None else r_raw.detach())
         if mode == "child":
             out, aux = self.function(u_raw, r_raw)
             out = self._checked(out, u_raw)
@@ -566,6 +571,16 @@ class CompiledGraph(nn.Module):
         if idx is not None:
             return float(block.lam_self[idx])
         return float(block.lam_self) if block.lam_self.dim() == 0 else block.lam_self.clone()
+
+    def adapt_lambda(self, momentum: float = 0.9, normalize: bool = True, nodes: Iterable[str] | None = None,
+                     fast: bool = True) -> dict[str, torch.Tensor]:
+        """Adaptive λ from the last backward (eq. 18 batch estimate, momentum eq. 145).
+
+        See :func:`sggraph.lambdas.adapt_lambda`.
+        """
+        from .lambdas import adapt_lambda
+
+        return adapt_lambda(self, momentum=momentum, normalize=normalize, nodes=nodes, fast=fast)
 
     # ------------------------------------------------------------ generators
     def generator_loss(self) -> torch.Tensor:
