@@ -11,10 +11,11 @@ with ``v`` the variance of the batch mean of ``u``, ``c`` the covariance of the 
 of ``p̃`` and ``u``, and ``b² = max(‖ū‖² − v, 0)``; then ``λ ← μ λ + (1 − μ) λ_batch``.
 A batch of one sample carries no variance estimate and leaves λ unchanged.
 
-Everything needed is a Gram matrix of per-sample gradients, ``K_XY[b, b'] = ⟨X_b, Y_b'⟩``.
-The generic path builds the per-sample gradients with ``torch.func``; the slot-neuron
-array has a closed form (its per-sample weight gradient is an outer product ``D_b ⊗ u_b``,
-so ``⟨D_b ⊗ u_b, D'_b' ⊗ u_b'⟩ = ⟨D_b, D'_b'⟩⟨u_b, u_b'⟩``) that never forms them.
+Everything needed is the batch means of ``p̃`` and ``s̃`` and the per-sample inner
+products ``⟨p̃_b, p̃_b⟩, ⟨p̃_b, s̃_b⟩, ⟨s̃_b, s̃_b⟩``. The generic path builds the per-sample
+gradients with ``torch.func``; the slot-neuron array has a closed form (its per-sample
+weight gradient is an outer product ``D_b ⊗ u_b``, so inner products factor and means are
+one ``bmm``) that never forms them.
 
 >>> import torch
 >>> p = torch.randn(32, 1, 5); s = p.mean(0, keepdim=True).expand(32, 1, 5)  # exact, noiseless synthetic
@@ -34,44 +35,51 @@ from .exceptions import LambdaError
 if TYPE_CHECKING:
     from .compile import CompiledGraph
 
-__all__ = ["batch_lambda_from_grams", "batch_lambda_from_vectors", "per_sample_param_grads",
-           "slot_array_grams", "adapt_lambda"]
+__all__ = ["batch_lambda_from_stats", "batch_lambda_from_vectors", "per_sample_param_grads",
+           "slot_array_lambda", "adapt_lambda"]
 
 
-def batch_lambda_from_grams(k_pp: torch.Tensor, k_ps: torch.Tensor, k_ss: torch.Tensor,
-                            normalize: bool = True, eps: float = 1e-12) -> torch.Tensor:
-    """λ_batch per unit from Gram matrices ``[U, B, B]`` (``k_ps[b, b'] = ⟨p̃_b, s̃_b'⟩``).
+def batch_lambda_from_stats(p_mean: torch.Tensor, s_mean: torch.Tensor, pp: torch.Tensor, ps: torch.Tensor,
+                            ss: torch.Tensor) -> torch.Tensor:
+    """λ_batch per unit from sufficient statistics of the per-sample gradients.
 
-    Returns ``[U]``; NaN where the batch has fewer than two samples or ``v + b² = 0``.
+    Parameters
+    ----------
+    p_mean, s_mean : ``[U, P]``
+        Batch means of ``p̃_b`` and ``s̃_b`` (already normalised if normalising).
+    pp, ps, ss : ``[U, B]``
+        Per-sample inner products ``⟨p̃_b, p̃_b⟩``, ``⟨p̃_b, s̃_b⟩``, ``⟨s̃_b, s̃_b⟩``.
+
+    Returns
+    -------
+    Tensor ``[U]``; NaN where ``B < 2`` or ``v + b² = 0`` (λ is then kept).
     """
-    b = k_pp.shape[-1]
+    b = pp.shape[-1]
     if b < 2:
-        return torch.full(k_pp.shape[:-2], float("nan"), dtype=k_pp.dtype, device=k_pp.device)
-    if normalize:
-        n_p = k_pp.diagonal(dim1=-2, dim2=-1).clamp_min(0).sqrt() + eps
-        n_s = k_ss.diagonal(dim1=-2, dim2=-1).clamp_min(0).sqrt() + eps
-        k_pp = k_pp / (n_p.unsqueeze(-1) * n_p.unsqueeze(-2))
-        k_ps = k_ps / (n_p.unsqueeze(-1) * n_s.unsqueeze(-2))
-        k_ss = k_ss / (n_s.unsqueeze(-1) * n_s.unsqueeze(-2))
-    k_sp = k_ps.transpose(-1, -2)
-    k_uu = k_ss - k_sp - k_ps + k_pp  # ⟨u_b, u_b'⟩
-    k_pu = k_ps - k_pp  # ⟨p_b, u_b'⟩
-    mean_uu = k_uu.mean(dim=(-1, -2))  # ‖ū‖²
-    mean_pu = k_pu.mean(dim=(-1, -2))  # ⟨p̄, ū⟩
+        return torch.full(pp.shape[:-1], float("nan"), dtype=pp.dtype, device=pp.device)
+    u_mean = s_mean - p_mean
+    mean_uu = (u_mean * u_mean).sum(-1)  # ‖ū‖²
+    mean_pu = (p_mean * u_mean).sum(-1)  # ⟨p̄, ū⟩
+    diag_uu = (ss - 2 * ps + pp).sum(-1)  # Σ_b ‖u_b‖²
+    diag_pu = (ps - pp).sum(-1)  # Σ_b ⟨p_b, u_b⟩
     denom = b * (b - 1)
-    v = (k_uu.diagonal(dim1=-2, dim2=-1).sum(-1) - b * mean_uu) / denom
-    c = (k_pu.diagonal(dim1=-2, dim2=-1).sum(-1) - b * mean_pu) / denom
+    v = (diag_uu - b * mean_uu) / denom  # variance of the batch mean of u
+    c = (diag_pu - b * mean_pu) / denom  # covariance of the batch means of p and u
     bias2 = (mean_uu - v).clamp_min(0)
     total = v + bias2
     lam = (1 + c / total).clamp(0, 1)
     return torch.where(total > 0, lam, torch.full_like(lam, float("nan")))
 
 
-def batch_lambda_from_vectors(p: torch.Tensor, s: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+def batch_lambda_from_vectors(p: torch.Tensor, s: torch.Tensor, normalize: bool = True,
+                              eps: float = 1e-12) -> torch.Tensor:
     """λ_batch per unit from explicit per-sample gradients ``p, s: [B, U, P]`` → ``[U]``."""
+    if normalize:
+        p = p / (p.norm(dim=-1, keepdim=True) + eps)
+        s = s / (s.norm(dim=-1, keepdim=True) + eps)
     pt, st = p.transpose(0, 1), s.transpose(0, 1)  # [U, B, P]
-    return batch_lambda_from_grams(pt @ pt.transpose(1, 2), pt @ st.transpose(1, 2), st @ st.transpose(1, 2),
-                                   normalize)
+    return batch_lambda_from_stats(pt.mean(1), st.mean(1), (pt * pt).sum(-1), (pt * st).sum(-1),
+                                   (st * st).sum(-1))
 
 
 def per_sample_param_grads(block, cotangent: torch.Tensor) -> torch.Tensor:
@@ -105,9 +113,13 @@ def per_sample_param_grads(block, cotangent: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def slot_array_grams(array, u: torch.Tensor, residual: torch.Tensor | None, cot_p: torch.Tensor,
-                     cot_s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Closed-form Gram matrices ``[N, B, B]`` of the slot neurons' per-sample parameter gradients.
+def slot_array_lambda(array, u: torch.Tensor, residual: torch.Tensor | None, cot_p: torch.Tensor,
+                      cot_s: torch.Tensor, normalize: bool = True, eps: float = 1e-12) -> torch.Tensor:
+    """Closed-form λ_batch ``[N]`` for a slot-neuron array, never forming per-sample gradients.
+
+    A neuron's per-sample gradient is ``(D_b ⊗ u_b, β_b)`` — rows ``D_b`` (keys and slot
+    maps) times its input ``u_b``, and the bias part ``β_b`` — so per-sample inner products
+    are ``⟨D_b, D'_b⟩ ‖u_b‖² + ⟨β_b, β'_b⟩`` and batch means are one ``bmm``.
 
     Parameters
     ----------
@@ -124,22 +136,30 @@ def slot_array_grams(array, u: torch.Tensor, residual: torch.Tensor | None, cot_
     if array.residual:
         hbar = torch.matmul(alpha.unsqueeze(-2), y).squeeze(-2)
         squash = 1 - torch.tanh(hbar) ** 2
+    u2 = (u * u).sum(-1)  # [N, B]
 
-    def backward_rows(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def rows(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         dh = c * squash if squash is not None else c
         dpre = (alpha.unsqueeze(-1) * dh.unsqueeze(2) * (1 - y * y)).reshape(n, b, m * q)
         dalpha = (dh.unsqueeze(2) * y).sum(-1)
         dlogit = alpha * (dalpha - (alpha * dalpha).sum(-1, keepdim=True)) * array.scale
-        return torch.cat([dlogit, dpre], dim=-1), dpre
+        d = torch.cat([dlogit, dpre], dim=-1)
+        if normalize:
+            norm = ((d * d).sum(-1) * u2 + (dpre * dpre).sum(-1)).clamp_min(0).sqrt() + eps
+            d, dpre = d / norm.unsqueeze(-1), dpre / norm.unsqueeze(-1)
+        return d, dpre
 
-    dp, bp = backward_rows(cot_p)
-    ds, bs = backward_rows(cot_s)
-    gu = torch.bmm(u, u.transpose(1, 2))
+    dp, bp = rows(cot_p)
+    ds, bs = rows(cot_s)
 
-    def gram(x, bx, y_, by):
-        return torch.bmm(x, y_.transpose(1, 2)) * gu + torch.bmm(bx, by.transpose(1, 2))
+    def dot(x, bx, y_, by):
+        return (x * y_).sum(-1) * u2 + (bx * by).sum(-1)
 
-    return gram(dp, bp, dp, bp), gram(dp, bp, ds, bs), gram(ds, bs, ds, bs)
+    def mean(x, bx):  # [N, (M + M q) d + M q]
+        return torch.cat([torch.bmm(x.transpose(1, 2), u).reshape(n, -1), bx.sum(1)], dim=-1) / b
+
+    return batch_lambda_from_stats(mean(dp, bp), mean(ds, bs), dot(dp, bp, dp, bp), dot(dp, bp, ds, bs),
+                                   dot(ds, bs, ds, bs))
 
 
 def _block_lambda(block, normalize: bool, fast: bool) -> torch.Tensor | None:
@@ -152,8 +172,7 @@ def _block_lambda(block, normalize: bool, fast: bool) -> torch.Tensor | None:
     received, predicted = rec.received, block.prediction.detach()
     if isinstance(block, _ArrayBlock) and fast and isinstance(block.function, SlotNeuronArray):
         u, r = block.last_inputs
-        grams = slot_array_grams(block.function, u, r, received, predicted)
-        return batch_lambda_from_grams(*grams, normalize=normalize)
+        return slot_array_lambda(block.function, u, r, received, predicted, normalize=normalize)
     p = per_sample_param_grads(block, received)
     s = per_sample_param_grads(block, predicted)
     return batch_lambda_from_vectors(p, s, normalize)
