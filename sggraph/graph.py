@@ -607,8 +607,11 @@ class Graph:
         for v in order:
             layers[layer_of[v]].append(v)
         for i, layer in enumerate(layers):
-            if not layer:
-                raise GraphError(f"layer {i} is empty", fix="declare sources in consecutive layers")
+            if not layer:  # only a source's declared layer can leave a gap: name the first one above it
+                above = next(v for later in layers[i + 1:] for v in later).split("[", 1)[0]
+                raise self._error(f"layer {i} is empty (source '{above}' is declared in layer "
+                                  f"{self._declared_layer(above)})", above,
+                                  f"declare sources in consecutive layers: give '{above}' a layer <= {i}")
         self._cache.update(nx=d, order=position, layer_of=layer_of, layers=layers)
 
     def _declared_layer(self, v: str) -> int | None:

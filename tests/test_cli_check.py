@@ -1,0 +1,129 @@
+"""The ``sggraph`` command line: check-conditions (text, --json, --node), demo, the console script."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sggraph.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+EXPERT = str(EXAMPLES / "expert-net.yaml")
+
+
+def test_check_conditions_text(capsys):
+    assert main(["check-conditions", EXPERT]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert "Conditions of graph 'expert-net'" in out
+    assert "A.1 stochastic terminal feedback : yes — e1, e2, e3, e4, e5" in out
+    assert "A.3 sparse connectivity          : no" in out
+    assert "Theorem 2" in out
+
+
+def test_check_conditions_json(capsys):
+    assert main(["check-conditions", "--json", EXPERT]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {"A1", "A2", "A3", "A", "B", "regime"} <= set(data)
+    assert data["A1"] == ["e1", "e2", "e3", "e4", "e5"]
+    assert data["A2"] == [] and data["A3"] == []
+    assert data["A"] is True and data["B"] == "holds"
+    assert "Theorem 2" in data["regime"]
+    assert "node" not in data
+
+
+def test_check_conditions_json_dense(capsys):
+    assert main(["check-conditions", str(EXAMPLES / "dense-deterministic.yaml"), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["A1"], data["A2"], data["A3"], data["A"]) == ([], [], [], False)
+    assert data["B"] == "not_guaranteed" and "Theorem 1" in data["regime"]
+
+
+def test_node_json(capsys):
+    assert main(["check-conditions", EXPERT, "--json", "--node", "e2"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["node"] == {"name": "e2", "siblings": ["e1", "e2", "e3", "e4", "e5"],
+                            "extended_ancestors": ["e1", "e2", "e3", "e4", "e5", "x"]}
+    assert data["B"] == "holds"
+
+
+def test_node_text(capsys):
+    assert main(["check-conditions", EXPERT, "--node", "x"]) == 0
+    out = capsys.readouterr().out
+    assert "Node x:" in out
+    sib_line = next(line for line in out.splitlines() if "siblings" in line)
+    an_line = next(line for line in out.splitlines() if "extended ancestors" in line)
+    assert sib_line.rsplit(":", 1)[1].strip() == "x"
+    assert an_line.rsplit(":", 1)[1].strip() == "x"
+    assert main(["check-conditions", EXPERT, "--node", "e5"]) == 0
+    out = capsys.readouterr().out
+    an_line = next(line for line in out.splitlines() if "extended ancestors" in line)
+    assert an_line.rsplit(":", 1)[1].strip() == "e1, e2, e3, e4, e5, x"
+
+
+def test_node_source_and_neuron(capsys):
+    assert main(["check-conditions", EXPERT, "--node", "z"]) == 0
+    assert "(none: a source)" in capsys.readouterr().out
+    sparse = str(EXAMPLES / "sparse-ff.yaml")
+    assert main(["check-conditions", sparse, "--json", "--node", "h1[0]"]) == 0
+    node = json.loads(capsys.readouterr().out)["node"]
+    assert "h1[0]" in node["siblings"] and set(node["siblings"]) <= set(node["extended_ancestors"])
+    assert all(n.startswith("h1[") for n in node["extended_ancestors"])
+
+
+def test_unknown_node_is_exit_2(capsys):
+    assert main(["check-conditions", EXPERT, "--node", "nope"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "nope" in err and "expert-net.yaml" in err and "Fix:" in err
+    assert "Traceback" not in err
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        main(["check-conditions"])
+    assert info.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_demo(capsys):
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    files = sorted(EXAMPLES.glob("*.yaml"))
+    assert len(files) >= 3
+    for f in files:
+        assert f"$ sggraph check-conditions examples/{f.name}" in out
+        name = f.stem  # every example's `name:` is its file stem
+        assert f"Conditions of graph '{name}'" in out
+    assert out.count("Regime:") == len(files)
+
+
+def _console_script() -> str:
+    exe = Path(sys.executable).parent / "sggraph"
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("sggraph")
+    if found is None:
+        pytest.skip("the sggraph console script is not installed")
+    return found
+
+
+def test_console_script(tmp_path):
+    exe = _console_script()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: g\nnodes:\n  - {name: z, dim: 2}\n  - {name: y, dim: 1, parents: [zz]}\n")
+    res = subprocess.run([exe, "check-conditions", str(bad)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert "bad.yaml:4:" in res.stderr and "node 'y'" in res.stderr and "Fix:" in res.stderr
+    assert "Traceback" not in res.stderr and res.stdout == ""
+    res = subprocess.run([exe, "check-conditions", "--json", EXPERT], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["B"] == "holds"
