@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from .compile import CompiledGraph
 
 __all__ = ["batch_lambda_from_stats", "batch_lambda_from_vectors", "per_sample_param_grads",
-           "slot_array_lambda", "adapt_lambda"]
+           "slot_array_lambda", "recurrent_state_lambda", "adapt_lambda"]
 
 
 def batch_lambda_from_stats(p_mean: torch.Tensor, s_mean: torch.Tensor, pp: torch.Tensor, ps: torch.Tensor,
@@ -112,9 +112,39 @@ def per_sample_param_grads(block, cotangent: torch.Tensor) -> torch.Tensor:
     return torch.cat([g.reshape(g.shape[0], 1, -1) for g in per.values()], dim=-1)
 
 
+def _slot_rows(alpha: torch.Tensor, y: torch.Tensor, squash: torch.Tensor | None, scale: torch.Tensor | float,
+               cot: torch.Tensor, x2: torch.Tensor, normalize: bool, eps: float = 1e-12):
+    """Per-sample gradient rows of slot neurons under cotangent ``cot [N, B, q]``.
+
+    Returns ``D [N, B, M + M q]`` (to be multiplied by the input ``x_b``) and the bias part
+    ``β [N, B, M q]``, both divided by the per-sample gradient norm when normalising
+    (``‖g_b‖² = ‖D_b‖² ‖x_b‖² + ‖β_b‖²``, ``x2 = ‖x_b‖² [N, B]``).
+    """
+    n, b, m, q = y.shape
+    dh = cot * squash if squash is not None else cot
+    dpre = (alpha.unsqueeze(-1) * dh.unsqueeze(2) * (1 - y * y)).reshape(n, b, m * q)
+    dalpha = (dh.unsqueeze(2) * y).sum(-1)
+    dlogit = alpha * (dalpha - (alpha * dalpha).sum(-1, keepdim=True)) * scale
+    d = torch.cat([dlogit, dpre], dim=-1)
+    if normalize:
+        norm = ((d * d).sum(-1) * x2 + (dpre * dpre).sum(-1)).clamp_min(0).sqrt() + eps
+        d, dpre = d / norm.unsqueeze(-1), dpre / norm.unsqueeze(-1)
+    return d, dpre
+
+
+def _lambda_from_rows(dp, bp, ds, bs, x2, mean_of):
+    """λ_batch from the rows of ``p̃`` and ``s̃``; ``mean_of(d, β)`` gives the ``[N, P]`` batch mean."""
+
+    def dot(x, bx, y_, by):
+        return (x * y_).sum(-1) * x2 + (bx * by).sum(-1)
+
+    return batch_lambda_from_stats(mean_of(dp, bp), mean_of(ds, bs), dot(dp, bp, dp, bp), dot(dp, bp, ds, bs),
+                                   dot(ds, bs, ds, bs))
+
+
 @torch.no_grad()
 def slot_array_lambda(array, u: torch.Tensor, residual: torch.Tensor | None, cot_p: torch.Tensor,
-                      cot_s: torch.Tensor, normalize: bool = True, eps: float = 1e-12) -> torch.Tensor:
+                      cot_s: torch.Tensor, normalize: bool = True) -> torch.Tensor:
     """Closed-form λ_batch ``[N]`` for a slot-neuron array, never forming per-sample gradients.
 
     A neuron's per-sample gradient is ``(D_b ⊗ u_b, β_b)`` — rows ``D_b`` (keys and slot
@@ -136,30 +166,53 @@ def slot_array_lambda(array, u: torch.Tensor, residual: torch.Tensor | None, cot
     if array.residual:
         hbar = torch.matmul(alpha.unsqueeze(-2), y).squeeze(-2)
         squash = 1 - torch.tanh(hbar) ** 2
-    u2 = (u * u).sum(-1)  # [N, B]
+    x2 = (u * u).sum(-1)
+    dp, bp = _slot_rows(alpha, y, squash, array.scale, cot_p, x2, normalize)
+    ds, bs = _slot_rows(alpha, y, squash, array.scale, cot_s, x2, normalize)
 
-    def rows(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        dh = c * squash if squash is not None else c
-        dpre = (alpha.unsqueeze(-1) * dh.unsqueeze(2) * (1 - y * y)).reshape(n, b, m * q)
-        dalpha = (dh.unsqueeze(2) * y).sum(-1)
-        dlogit = alpha * (dalpha - (alpha * dalpha).sum(-1, keepdim=True)) * array.scale
-        d = torch.cat([dlogit, dpre], dim=-1)
-        if normalize:
-            norm = ((d * d).sum(-1) * u2 + (dpre * dpre).sum(-1)).clamp_min(0).sqrt() + eps
-            d, dpre = d / norm.unsqueeze(-1), dpre / norm.unsqueeze(-1)
-        return d, dpre
+    def mean_of(d, beta):
+        return torch.cat([torch.bmm(d.transpose(1, 2), u).reshape(n, -1), beta.sum(1)], dim=-1) / b
 
-    dp, bp = rows(cot_p)
-    ds, bs = rows(cot_s)
+    return _lambda_from_rows(dp, bp, ds, bs, x2, mean_of)
 
-    def dot(x, bx, y_, by):
-        return (x * y_).sum(-1) * u2 + (bx * by).sum(-1)
 
-    def mean(x, bx):  # [N, (M + M q) d + M q]
-        return torch.cat([torch.bmm(x.transpose(1, 2), u).reshape(n, -1), bx.sum(1)], dim=-1) / b
+@torch.no_grad()
+def recurrent_state_lambda(state, steps: list[int], normalize: bool = True) -> torch.Tensor:
+    """Closed-form λ_batch ``[N]`` for a recurrent state array; every (step, sequence) is a sample.
 
-    return batch_lambda_from_stats(mean(dp, bp), mean(ds, bs), dot(dp, bp, dp, bp), dot(dp, bp, ds, bs),
-                                   dot(ds, bs, ds, bs))
+    The input neurons' per-sample gradient also has the part ``D_b ⊗ e_b`` on ``proj_in``,
+    so their ``‖x_b‖² = ‖u_b‖² + ‖e_b‖²``.
+    """
+    fn = state.function
+    u = torch.cat([state.step_inputs[t][0] for t in steps], dim=1)  # [N, R, F q]
+    has_e = state.step_inputs[steps[0]][1] is not None and fn.input_neurons > 0
+    e = torch.cat([state.step_inputs[t][1] for t in steps], dim=0) if has_e else None  # [R, d_in]
+    cot_p = torch.cat([state.records[t].received for t in steps], dim=1)
+    cot_s = torch.cat([state.predictions[t].detach() for t in steps], dim=1)
+    n, r, _ = u.shape
+    m, q, k = fn.slots, fn.dim, fn.input_neurons
+    out = torch.bmm(u, fn.proj.transpose(1, 2))
+    if e is not None:
+        out = torch.cat([out[:k] + fn.project_input(e), out[k:]], dim=0)
+    alpha = torch.softmax(out[..., :m] * fn.scale.view(-1, 1, 1), dim=-1)
+    y = torch.tanh(out[..., m:] + fn.bias.unsqueeze(1)).view(n, r, m, q)
+    x2 = (u * u).sum(-1)
+    if e is not None:
+        x2 = torch.cat([x2[:k] + (e * e).sum(-1).unsqueeze(0), x2[k:]], dim=0)
+    scale = fn.scale.view(-1, 1, 1)
+    dp, bp = _slot_rows(alpha, y, None, scale, cot_p, x2, normalize)
+    ds, bs = _slot_rows(alpha, y, None, scale, cot_s, x2, normalize)
+
+    def mean_of(d, beta):
+        parts = [torch.bmm(d.transpose(1, 2), u).reshape(n, -1)]
+        if e is not None:
+            inp = torch.zeros(n, d.shape[-1] * e.shape[-1], dtype=d.dtype, device=d.device)
+            inp[:k] = (d[:k].transpose(1, 2) @ e).reshape(k, -1)
+            parts.append(inp)
+        parts.append(beta.sum(1))
+        return torch.cat(parts, dim=-1) / r
+
+    return _lambda_from_rows(dp, bp, ds, bs, x2, mean_of)
 
 
 def _block_lambda(block, normalize: bool, fast: bool) -> torch.Tensor | None:

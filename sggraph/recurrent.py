@@ -1,0 +1,418 @@
+"""Compile a recurrent :class:`~sggraph.unroll.Cell`: BPTT with the same per-edge mixing on every step.
+
+The compiled cell runs ``T`` steps of the state array (one batched slot-neuron step per
+time step, parents gathered from the previous state), with per-step reset masks (episode
+starts zero the state, which also cuts the gradient there). Pre nodes (an embedding) and
+post nodes (an actor head) run once over all ``T·B`` rows — exact, since their weights do
+not change with ``t``. The external input reaches only the neurons wired to it
+(``input_neurons``): its projection is one matmul for those neurons alone.
+
+Every unrolled edge ``state@t−1:j → state@t:i`` carries the cell edge's ``λ``; under the
+``child`` grouping the temporal schedule of App. H.4 turns the base ``θ_i`` into
+per-step ``θ_{t,i}``: ``θ_T = θ``, ``θ_{t,i} = min(1, θ_{t+1,i} + ρ δ_{t+1,i})`` with
+``δ_{t+1,i}`` the mean of ``1 − θ_{t+1,j}`` over ``i``'s children ``j``.
+
+>>> import torch
+>>> from sggraph.unroll import Cell
+>>> cell = Cell("rnn"); cell.add_input("obs", 3)
+>>> cell.set_state("h", count=6, dim=2, fan_in=2, slots=2, input="obs", input_neurons=2)
+>>> cell.add_node("act", 4, ["h"], fn="linear")
+>>> net = compile_cell(cell, grouping="child")
+>>> out = net({"obs": torch.randn(5, 3, 3)})     # T = 5 steps, B = 3 sequences
+>>> out["act"].shape
+torch.Size([5, 3, 4])
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from .compile import GROUPINGS, _NodeBlock, _check_value, _split_ref
+from .exceptions import CompileError, DimensionError, LambdaError
+from .functions import make_function
+from .generators import LinearGenerator
+from .mixing import InMix, OutMix, ParamMix, Record, RecordGrad
+from .unroll import Cell
+
+__all__ = ["RecurrentSlotArray", "RecurrentSlotGenerator", "CompiledCell", "compile_cell", "temporal_schedule"]
+
+
+class RecurrentSlotArray(nn.Module):
+    """Slot neurons whose input is ``fan_in`` neurons of the previous state, plus an external
+    input for the first ``input_neurons`` neurons only.
+
+    Parameters
+    ----------
+    count, rec_dim, dim, slots : int
+        ``N``, ``F·q`` (previous-state input size), ``q``, ``M``.
+    input_neurons, input_dim : int
+        How many neurons read the external input, and its size.
+
+    Attributes
+    ----------
+    proj : ``[N, M + M·q, F·q]`` keys and slot maps on the recurrent input
+    proj_in : ``[n_in, M + M·q, d_in]`` keys and slot maps on the external input
+    bias : ``[N, M·q]``
+    """
+
+    def __init__(self, count: int, rec_dim: int, dim: int, slots: int, input_neurons: int = 0,
+                 input_dim: int = 0) -> None:
+        super().__init__()
+        self.count, self.rec_dim, self.dim, self.slots = count, rec_dim, dim, slots
+        self.input_neurons, self.input_dim = input_neurons, input_dim
+        width = slots + slots * dim
+        total = torch.full((count,), float(rec_dim))
+        total[:input_neurons] += input_dim
+        std = total.rsqrt()
+        self.proj = nn.Parameter(torch.randn(count, width, rec_dim) * std.view(-1, 1, 1))
+        self.proj_in = nn.Parameter(torch.randn(input_neurons, width, input_dim) * std[:input_neurons].view(-1, 1, 1))
+        self.bias = nn.Parameter(torch.randn(count, slots * dim) * std.view(-1, 1))
+        self.register_buffer("scale", total.rsqrt(), persistent=False)
+
+    def project_input(self, e: torch.Tensor, proj_in: torch.Tensor | None = None) -> torch.Tensor:
+        """``e [R, d_in]`` → ``[n_in, R, M + M·q]`` (only the wired neurons)."""
+        w = self.proj_in if proj_in is None else proj_in
+        n_in, width, d_in = w.shape
+        return (e @ w.reshape(n_in * width, d_in).T).view(e.shape[0], n_in, width).transpose(0, 1)
+
+    def step(self, u: torch.Tensor, e_proj: torch.Tensor | None = None,
+             params: Mapping[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
+        """One step: ``u [N, B, F·q]``, ``e_proj [n_in, B, M + M·q]`` → ``h [N, B, q]``, ``aux``."""
+        p = params or {}
+        proj, bias = p.get("proj", self.proj), p.get("bias", self.bias)
+        n, b, _ = u.shape
+        m = self.slots
+        out = torch.bmm(u, proj.transpose(1, 2))
+        if e_proj is not None and self.input_neurons:
+            out = torch.cat([out[: self.input_neurons] + e_proj, out[self.input_neurons:]], dim=0)
+        alpha = torch.softmax(out[..., :m] * self.scale.view(-1, 1, 1), dim=-1)
+        y = torch.tanh(out[..., m:] + bias.unsqueeze(1)).view(n, b, m, self.dim)
+        return torch.matmul(alpha.unsqueeze(-2), y).squeeze(-2), {"alpha": alpha}
+
+    def extra_repr(self) -> str:
+        return (f"count={self.count}, rec_dim={self.rec_dim}, dim={self.dim}, slots={self.slots}, "
+                f"input_neurons={self.input_neurons}, input_dim={self.input_dim}")
+
+
+class RecurrentSlotGenerator(nn.Module):
+    """Eq. 144 for the recurrent neurons: ``ĥ_i = Σ_s α_{i,s} (Ã_{i,s} [u_i, e] + b̃_{i,s})``, zero-initialised."""
+
+    def __init__(self, count: int, rec_dim: int, dim: int, slots: int, input_neurons: int = 0,
+                 input_dim: int = 0) -> None:
+        super().__init__()
+        self.slots, self.dim = slots, dim
+        self.weight = nn.Parameter(torch.zeros(count, slots * dim, rec_dim))
+        self.weight_in = nn.Parameter(torch.zeros(input_neurons, slots * dim, input_dim))
+        self.bias = nn.Parameter(torch.zeros(count, slots * dim))
+
+    def project_input(self, e: torch.Tensor) -> torch.Tensor:
+        """``e [R, d_in]`` → ``[n_in, R, M·q]``."""
+        n_in, width, d_in = self.weight_in.shape
+        return (e @ self.weight_in.reshape(n_in * width, d_in).T).view(e.shape[0], n_in, width).transpose(0, 1)
+
+    def step(self, u: torch.Tensor, e_proj: torch.Tensor | None, alpha: torch.Tensor) -> torch.Tensor:
+        n, b, _ = u.shape
+        pre = torch.baddbmm(self.bias.unsqueeze(1), u, self.weight.transpose(1, 2))
+        if e_proj is not None and e_proj.shape[0]:
+            k = e_proj.shape[0]
+            pre = torch.cat([pre[:k] + e_proj, pre[k:]], dim=0)
+        return torch.matmul(alpha.detach().unsqueeze(-2), pre.view(n, b, self.slots, self.dim)).squeeze(-2)
+
+
+def temporal_schedule(theta: torch.Tensor, children: torch.Tensor, steps: int, rho: float = 0.1) -> torch.Tensor:
+    """Per-step weights ``[T, N]`` from base ``θ [N]`` (App. H.4).
+
+    ``children[i, j] = 1 / |C(i)|`` when ``j`` is a child of ``i`` (rows of childless
+    neurons are zero). ``θ_T = θ``; ``θ_t = min(1, θ_{t+1} + ρ · children @ (1 − θ_{t+1}))``.
+
+    >>> c = torch.tensor([[0.0, 1.0], [0.0, 0.0]], dtype=torch.float64)  # neuron 0's only child: 1
+    >>> temporal_schedule(torch.tensor([0.5, 0.2], dtype=torch.float64), c, steps=3, rho=0.5).tolist()
+    [[1.0, 0.2], [0.9, 0.2], [0.5, 0.2]]
+    """
+    out = [theta]
+    for _ in range(steps - 1):
+        nxt = out[-1]
+        out.append(torch.clamp(nxt + rho * (children @ (1 - nxt)), max=1.0))
+    return torch.stack(out[::-1])
+
+
+class _StateBlock(nn.Module):
+    def __init__(self, name: str, table: np.ndarray, count: int, dim: int, input_neurons: int,
+                 function: RecurrentSlotArray, generator: RecurrentSlotGenerator) -> None:
+        super().__init__()
+        self.name, self.count, self.dim, self.input_neurons = name, count, dim, input_neurons
+        self.fan_in = int(table.shape[1])
+        self.function, self.generator = function, generator
+        self.register_buffer("table", torch.as_tensor(table, dtype=torch.long), persistent=False)
+        self.register_buffer("flat_table", self.table.flatten(), persistent=False)
+        children = torch.zeros(count, count)
+        for i in range(count):
+            for j in table[i]:
+                children[int(j), i] = 1.0
+        children = children / children.sum(1, keepdim=True).clamp_min(1)
+        self.register_buffer("child_mean", children, persistent=False)
+        self.register_buffer("lam", torch.ones(count, self.fan_in + 1))  # column F: the input edge
+        self.register_buffer("lam_self", torch.ones(count))
+        self.records: list[Record] = []
+        self.predictions: list[torch.Tensor] = []
+        self.step_inputs: list[tuple] = []
+        self.mode = "plain"
+
+    def gather(self, prev: torch.Tensor) -> torch.Tensor:
+        n, f = self.count, self.fan_in
+        _, b, q = prev.shape
+        return prev.index_select(0, self.flat_table).view(n, f, b, q).permute(0, 2, 1, 3).reshape(n, b, f * q)
+
+    def modes(self) -> str:
+        lam = self.lam.clone()
+        lam[self.input_neurons:, self.fan_in] = self.lam_self[self.input_neurons:]  # unused column
+        return "child" if bool((lam == self.lam_self.unsqueeze(1)).all()) else "general"
+
+
+class CompiledCell(nn.Module):
+    """A compiled recurrent cell (see the module docstring).
+
+    Call with ``inputs[name]`` of shape ``[T, B, dim]`` and optional ``resets [T, B]`` (bool:
+    the state is zeroed before step ``t`` where true). Returns every terminal post node's
+    output ``[T, B, dim]``; the last state ``[B, N, q]`` is in :attr:`final_state`.
+
+    Attributes
+    ----------
+    cell : Cell
+    grouping : str
+    rho : float or None
+        Temporal-schedule coefficient (``child`` grouping); None switches the schedule off.
+    synthetic, check_finite : bool
+        As for :class:`~sggraph.CompiledGraph`.
+    """
+
+    def __init__(self, cell: Cell, functions: Mapping[str, nn.Module] | None = None,
+                 generators: Mapping[str, nn.Module] | None = None, grouping: str = "edge",
+                 rho: float | None = 0.1) -> None:
+        super().__init__()
+        if grouping not in GROUPINGS:
+            raise CompileError(f"unknown grouping '{grouping}'", fix=f"use one of {', '.join(GROUPINGS)}")
+        stages = cell.stages()
+        cell.levels()
+        st = cell.state
+        assert st is not None
+        self.cell, self.grouping, self.rho = cell, grouping, rho
+        self.synthetic, self.check_finite = True, True
+        functions, generators = dict(functions or {}), dict(generators or {})
+        dims = dict(cell.inputs)
+        dims.update({n: node.dim for n, node in cell.nodes.items()})
+        dims[st.name] = st.count * st.dim
+        self.pre = nn.ModuleDict()
+        self.post = nn.ModuleDict()
+        for name, node in cell.nodes.items():
+            pdims = [st.dim if _split_ref(p)[1] is not None else dims[p] for p in node.parents]
+            if name in functions:
+                fn = functions[name]
+            elif node.fn is not None:
+                fn = make_function(node.fn, sum(pdims), node.dim, node=name)
+            else:
+                raise CompileError("no function for this node", node=name,
+                                   fix=f"give fn=..., or compile_cell(cell, functions={{'{name}': module}})")
+            gen = generators.get(name) or LinearGenerator(sum(pdims), node.dim)
+            (self.pre if stages[name] == "pre" else self.post)[name] = _NodeBlock(name, node.parents, pdims,
+                                                                                   node.dim, fn, gen)
+        input_dim = dims[st.input] if st.input is not None else 0
+        fn = functions.get(st.name) or RecurrentSlotArray(st.count, st.fan_in * st.dim, st.dim, st.slots,
+                                                          st.input_neurons, input_dim)
+        gen = generators.get(st.name) or RecurrentSlotGenerator(st.count, st.fan_in * st.dim, st.dim, st.slots,
+                                                                st.input_neurons, input_dim)
+        self.state = _StateBlock(st.name, st.parent_table(), st.count, st.dim, st.input_neurons, fn, gen)
+        used = {_split_ref(p)[0] for n in self.post.values() for p in n.parents}
+        self.terminals = [n for n in self.post if n not in used]
+        self.final_state: torch.Tensor | None = None
+
+    # the interface _NodeBlock.run expects of its net
+    def _mode_for(self, block) -> str:
+        if not self.synthetic or not torch.is_grad_enabled():
+            return "plain"
+        return block.modes()
+
+    @property
+    def blocks(self) -> dict[str, nn.Module]:
+        out: dict[str, nn.Module] = dict(self.pre.items())
+        out[self.state.name] = self.state
+        out.update(self.post.items())
+        return out
+
+    def model_parameters(self):
+        """Parameters of the node functions and the state array."""
+        for b in self.blocks.values():
+            yield from b.function.parameters()
+
+    def generator_parameters(self):
+        """Parameters of the generators."""
+        for b in self.blocks.values():
+            yield from b.generator.parameters()
+
+    def schedule(self, steps: int) -> torch.Tensor:
+        """The per-step ``θ [T, N]`` of the state neurons (base θ at the last step)."""
+        theta = self.state.lam_self
+        if self.grouping != "child" or self.rho is None:
+            return theta.unsqueeze(0).expand(steps, -1)
+        return temporal_schedule(theta, self.state.child_mean, steps, self.rho)
+
+    def forward(self, inputs: Mapping[str, torch.Tensor], resets: torch.Tensor | None = None,
+                state: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        st = self.state
+        first = next(iter(self.cell.inputs))
+        t_steps, batch = inputs[first].shape[:2]
+        values: dict[str, torch.Tensor] = {}
+        for name, dim in self.cell.inputs.items():
+            x = inputs.get(name)
+            if x is None or x.dim() != 3 or x.shape != (t_steps, batch, dim):
+                raise DimensionError(f"expected an input of shape [T={t_steps}, B={batch}, {dim}]", node=name,
+                                     fix="pass every cell input as a [T, B, dim] tensor")
+            values[name] = x.reshape(t_steps * batch, dim)
+        for name, block in self.pre.items():
+            values[name] = block.run(values, self)
+        mode = st.mode = self._mode_for(st)
+        fn, gen = st.function, st.generator
+        e_all = values[self.cell.state.input] if self.cell.state.input is not None else None  # type: ignore
+        width = fn.slots + fn.slots * fn.dim
+        e_proj = e_gen = None
+        if e_all is not None and mode != "general":
+            e_proj = fn.project_input(e_all).reshape(st.input_neurons, t_steps, batch, width)
+        if e_all is not None and mode != "plain":
+            e_gen = gen.project_input(e_all.detach()).reshape(st.input_neurons, t_steps, batch, -1)
+        thetas = self.schedule(t_steps) if mode == "child" else None
+        h = torch.zeros(st.count, batch, st.dim, dtype=self.state.lam.dtype, device=self.state.lam.device) \
+            if state is None else state.transpose(0, 1)
+        st.records, st.predictions, st.step_inputs = [], [], []
+        hs = []
+        for t in range(t_steps):
+            if resets is not None:
+                h = h * (~resets[t].bool()).to(h.dtype).view(1, batch, 1)
+            u = st.gather(h)
+            if mode == "plain":
+                h, _ = fn.step(u, None if e_proj is None else e_proj[:, t])
+            elif mode == "child":
+                out, aux = fn.step(u, None if e_proj is None else e_proj[:, t])
+                rec = Record(f"{st.name}@{t + 1}", self.check_finite)
+                pred = gen.step(u.detach(), None if e_gen is None else e_gen[:, t], aux["alpha"])
+                st.records.append(rec)
+                st.predictions.append(pred)
+                st.step_inputs.append((u.detach(), None if e_all is None else
+                                       e_all.view(t_steps, batch, -1)[t].detach(), aux["alpha"].detach()))
+                h = OutMix.apply(out, pred.detach(), thetas[t].view(-1, 1, 1), rec)  # type: ignore[index]
+            else:
+                h = self._general_step(u, e_all, t, t_steps, batch)
+            hs.append(h)
+        self.final_state = h.transpose(0, 1)
+        values[st.name] = torch.stack(hs, dim=1).reshape(st.count, t_steps * batch, st.dim)
+        for name, block in self.post.items():
+            values[name] = block.run(values, self)
+        return {n: values[n].view(t_steps, batch, -1) for n in self.terminals}
+
+    def _general_step(self, u_raw, e_all, t, t_steps, batch):
+        st = self.state
+        fn, gen = st.function, st.generator
+        rec = Record(f"{st.name}@{t + 1}", self.check_finite)
+        f, q = st.fan_in, st.dim
+        u = InMix.apply(u_raw, st.lam[:, :f].repeat_interleave(q, dim=1).unsqueeze(1), rec, 0)
+        params = {}
+        if bool((st.lam_self != 1).any()):
+            params = {n: ParamMix.apply(p, st.lam_self.view(-1, *([1] * (p.dim() - 1)))[: p.shape[0]], rec, n)
+                      for n, p in fn.named_parameters()}
+        inputs = {0: u}
+        e_proj = e_t = None
+        if e_all is not None:
+            e_t = e_all.view(t_steps, batch, -1)[t]
+            e_exp = e_t.unsqueeze(0).expand(st.input_neurons, -1, -1)
+            e_mixed = InMix.apply(e_exp, st.lam[: st.input_neurons, f:].unsqueeze(1), rec, 1)
+            inputs[1] = e_mixed
+            w_in = params.get("proj_in", fn.proj_in)
+            e_proj = torch.bmm(e_mixed, w_in.transpose(1, 2))
+        out, aux = fn.step(u, e_proj, params)
+        e_gen = None if e_t is None else gen.project_input(e_t.detach())
+        pred = gen.step(u_raw.detach(), e_gen, aux["alpha"])
+        from .compile import _synthetic_vjp
+
+        _synthetic_vjp(out, pred, rec, inputs, params)
+        st.records.append(rec)
+        st.predictions.append(pred)
+        st.step_inputs.append((u_raw.detach(), None if e_t is None else e_t.detach(), aux["alpha"].detach()))
+        return RecordGrad.apply(out, rec)
+
+    # ------------------------------------------------------------- λ and generators
+    def set_lambda(self, value: float | torch.Tensor, node: str | None = None) -> None:
+        """Set λ: every edge (``node=None``), or all in-edges of a node (child grouping: θ too).
+
+        For the state, a ``[N]`` tensor sets per-neuron values.
+        """
+        _check_value(value, "λ")
+        targets = list(self.blocks) if node is None else [node]
+        for name in targets:
+            if name not in self.blocks:
+                raise LambdaError(f"'{name}' is not a node of the cell", node=name, fix="name a node or the state")
+            block = self.blocks[name]
+            v = value.to(block.lam) if isinstance(value, torch.Tensor) else float(value)
+            with torch.no_grad():
+                if isinstance(v, torch.Tensor) and v.dim() == 1 and block.lam.dim() == 2:
+                    block.lam[:] = v.unsqueeze(1)
+                else:
+                    block.lam[...] = v
+                if self.grouping == "child":
+                    block.lam_self[...] = v
+
+    def generator_loss(self) -> torch.Tensor:
+        """MSE of every generator against the feedback its node received, summed over nodes
+        (the state's mean over steps)."""
+        total = torch.zeros(())
+        for block in list(self.pre.values()) + list(self.post.values()):
+            rec, pred = block.record, block.prediction
+            if rec is not None and pred is not None and rec.received is not None:
+                total = total + torch.mean((pred - rec.received) ** 2)
+        st = self.state
+        pairs = [(p, r.received) for p, r in zip(st.predictions, st.records) if r.received is not None]
+        if pairs:
+            total = total + torch.stack([torch.mean((p - r) ** 2) for p, r in pairs]).mean()
+        return total
+
+    def update_generators(self, optimizer: torch.optim.Optimizer | None = None) -> float:
+        """One optimizer step of the generators on the last backward's targets."""
+        loss = self.generator_loss()
+        if optimizer is not None and loss.requires_grad:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return float(loss.detach())
+
+    def adapt_lambda(self, momentum: float = 0.9, normalize: bool = True) -> torch.Tensor | None:
+        """Adapt the state neurons' base θ from the last backward (every step and sequence is a sample)."""
+        from .lambdas import recurrent_state_lambda
+
+        if self.grouping != "child":
+            raise LambdaError("adaptive λ is implemented for the 'child' grouping",
+                              fix="compile the cell with grouping='child'")
+        st = self.state
+        usable = [i for i, r in enumerate(st.records) if r.received is not None]
+        if not usable:
+            return None
+        lam_batch = recurrent_state_lambda(st, usable, normalize)
+        with torch.no_grad():
+            new = momentum * st.lam_self + (1 - momentum) * lam_batch.to(st.lam_self)
+            new = torch.where(torch.isnan(lam_batch.to(st.lam_self)), st.lam_self, new).clamp(0, 1)
+            st.lam_self.copy_(new)
+            st.lam.copy_(new.unsqueeze(1).expand_as(st.lam))
+        return lam_batch
+
+    def __repr__(self) -> str:
+        n = sum(p.numel() for p in self.model_parameters())
+        return (f"CompiledCell({self.cell.name!r}, state={self.state.count}x{self.state.dim}, params={n}, "
+                f"grouping={self.grouping!r}, rho={self.rho})")
+
+
+def compile_cell(cell: Cell, functions: Mapping[str, nn.Module] | None = None,
+                 generators: Mapping[str, nn.Module] | None = None, *, grouping: str = "edge",
+                 rho: float | None = 0.1) -> CompiledCell:
+    """Compile a recurrent cell (see :class:`CompiledCell`)."""
+    return CompiledCell(cell, functions, generators, grouping, rho)
