@@ -9,9 +9,11 @@ from .analysis import (ConditionReport, check_conditions, extended_ancestors, si
 from .exceptions import (CompileError, ConfigError, DataError, DimensionError, GradientError, GraphError,
                          LambdaError, SggraphError, SpecError)
 from .graph import Graph, Node, NodeArray
+from .unroll import Cell, unroll
 
 try:  # the torch layer
     from .compile import GROUPINGS, CompiledGraph, compile
+    from .recurrent import CompiledCell, compile_cell
     from . import generators
 except ImportError as _err:  # pragma: no cover - torch missing
     _TORCH_ERROR = _err
@@ -23,6 +25,7 @@ __all__ = [
     "siblings", "extended_ancestors", "check_conditions", "ConditionReport",
     "theorem3_constants", "theorem3_condition",
     "compile", "CompiledGraph", "GROUPINGS", "generators",
+    "Cell", "unroll", "compile_cell", "CompiledCell",
     "SggraphError", "GraphError", "SpecError", "CompileError", "DimensionError", "LambdaError",
     "GradientError", "DataError", "ConfigError",
 ]

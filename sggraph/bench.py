@@ -8,9 +8,13 @@ generator update as well. FLOPs count the matmuls (forward ``F``; backward ``2F`
 sgprop adds the generator's forward and weight gradient). The machine's fp32
 matmul peak is measured in the same run.
 
+The recurrent section times forward + backward (+ generator update and adaptive λ for
+sgprop) of a 128-neuron recurrent cell over 80 steps for 20 sequences.
+
 JSON keys (later sections are added, never renamed)::
 
-    {"matmul_peak_gflops": ..., "bandit": {"backprop_ms", "sgprop_ms", "backprop_gflops", "sgprop_gflops", ...}}
+    {"matmul_peak_gflops": ..., "bandit": {"backprop_ms", "sgprop_ms", "backprop_gflops", "sgprop_gflops", ...},
+     "recurrent": {"backprop_ms", "sgprop_ms", "sgprop_over_backprop"}}
 """
 
 from __future__ import annotations
@@ -104,10 +108,76 @@ def bench_bandit(steps: int = 30, warmup: int = 5, batch: int = 64, seed: int = 
     return out
 
 
+class _Embedding(torch.nn.Module):
+    """The POPGym input embedding: Linear(obs, 128) → LayerNorm (no affine) → Linear(128, 128) → LeakyReLU."""
+
+    def __init__(self, obs_dim: int, width: int = 128) -> None:
+        super().__init__()
+        self.first = torch.nn.Linear(obs_dim, width)
+        self.norm = torch.nn.LayerNorm(width, elementwise_affine=False)
+        self.second = torch.nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.leaky_relu(self.second(self.norm(self.first(x))))
+
+
+def _recurrent_step_timer(method: str, steps: int, sequences: int, seed: int):
+    from .recurrent import compile_cell
+    from .unroll import Cell
+
+    obs_dim = 20
+    cell = Cell("popgym-sparsenet")
+    cell.add_input("obs", obs_dim)
+    cell.add_node("emb", 128, ["obs"])
+    cell.set_state("h", count=128, dim=6, fan_in=6, slots=6, seed=seed, input="emb", input_neurons=16)
+    cell.add_node("act", 4, ["h"], fn="linear")
+    torch.manual_seed(seed)
+    net = compile_cell(cell, functions={"emb": _Embedding(obs_dim)}, grouping="child")
+    net.synthetic = method == "sgprop"
+    opt = torch.optim.Adam(net.model_parameters(), lr=1e-3)
+    gen_opt = torch.optim.Adam(net.generator_parameters(), lr=1e-5)
+    obs = torch.randn(steps, sequences, obs_dim)
+    resets = torch.zeros(steps, sequences, dtype=torch.bool)
+    resets[0] = True
+    feedback = torch.randn(steps, sequences, 4)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        out = net({"obs": obs}, resets=resets)["act"]
+        (out * feedback).mean().backward()
+        if net.synthetic:
+            net.adapt_lambda(momentum=0.9)
+        opt.step()
+        if net.synthetic:
+            net.update_generators(gen_opt)
+
+    return step
+
+
+def bench_recurrent(repeats: int = 5, warmup: int = 1, steps: int = 80, sequences: int = 20,
+                    seed: int = 0) -> dict[str, float]:
+    """Median milliseconds for forward + backward (+ generator update and adaptive λ for sgprop)
+    of a 128-neuron recurrent SparseNet cell (q = 6, 6 slots, 6 parents, 16 input neurons fed a
+    128-wide embedding) over ``steps`` steps for ``sequences`` sequences."""
+    timers = {m: _recurrent_step_timer(m, steps, sequences, seed) for m in ("backprop", "sgprop")}
+    times: dict[str, list[float]] = {m: [] for m in timers}
+    for _ in range(warmup):
+        for step in timers.values():
+            step()
+    for _ in range(repeats):
+        for m, step in timers.items():
+            t0 = time.perf_counter()
+            step()
+            times[m].append(time.perf_counter() - t0)
+    out = {f"{m}_ms": round(statistics.median(times[m]) * 1e3, 1) for m in timers}
+    out["sgprop_over_backprop"] = round(out["sgprop_ms"] / out["backprop_ms"], 3)
+    return out
+
+
 def run_bench(steps: int = 30) -> dict:
     """Every section of the benchmark."""
     return {"threads": torch.get_num_threads(), "matmul_peak_gflops": round(matmul_peak_gflops(), 1),
-            "bandit": bench_bandit(steps=steps)}
+            "bandit": bench_bandit(steps=steps), "recurrent": bench_recurrent()}
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -121,6 +191,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     for m in ("backprop", "sgprop"):
         print(f"  {m:8s}: {b[m + '_ms']:7.2f} ms/step  {b[m + '_gflop_per_step']:.3f} GFLOP  "
               f"{b[m + '_gflops']:6.1f} GFLOP/s")
+    r = result["recurrent"]
+    print("recurrent SparseNet cell (128 neurons, q=6, 6 slots, 6 parents, 16 input neurons; T=80, 20 sequences):")
+    print(f"  backprop: {r['backprop_ms']:7.1f} ms   sgprop: {r['sgprop_ms']:7.1f} ms   "
+          f"ratio {r['sgprop_over_backprop']:.2f}")
     return 0
 
 

@@ -655,6 +655,8 @@ def compile(graph: Graph, functions: Mapping[str, nn.Module] | None = None,
     Returns
     -------
     CompiledGraph
+        (or a :class:`~sggraph.recurrent.CompiledCell` when ``graph`` is a recurrent
+        :class:`~sggraph.unroll.Cell`).
 
     Examples
     --------
@@ -665,4 +667,10 @@ def compile(graph: Graph, functions: Mapping[str, nn.Module] | None = None,
     ...
     sggraph.exceptions.CompileError: node 'y': no function for this node. Fix: add `fn: linear|tanh|identity|dot` in the YAML, or pass compile(graph, functions={'y': module}).
     """
+    from .unroll import Cell
+
+    if isinstance(graph, Cell):
+        from .recurrent import compile_cell
+
+        return compile_cell(graph, functions, generators, grouping=grouping)  # type: ignore[return-value]
     return CompiledGraph(graph, functions, generators, grouping)

@@ -112,34 +112,63 @@ def per_sample_param_grads(block, cotangent: torch.Tensor) -> torch.Tensor:
     return torch.cat([g.reshape(g.shape[0], 1, -1) for g in per.values()], dim=-1)
 
 
-def _slot_rows(alpha: torch.Tensor, y: torch.Tensor, squash: torch.Tensor | None, scale: torch.Tensor | float,
-               cot: torch.Tensor, x2: torch.Tensor, normalize: bool, eps: float = 1e-12):
-    """Per-sample gradient rows of slot neurons under cotangent ``cot [N, B, q]``.
+def _slot_rows(alpha: torch.Tensor, y: torch.Tensor, alpha_dtanh: torch.Tensor, squash: torch.Tensor | None,
+               scale: torch.Tensor | float, cot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample gradient rows of slot neurons under cotangent ``cot [N, R, q]``.
 
-    Returns ``D [N, B, M + M q]`` (to be multiplied by the input ``x_b``) and the bias part
-    ``β [N, B, M q]``, both divided by the per-sample gradient norm when normalising
-    (``‖g_b‖² = ‖D_b‖² ‖x_b‖² + ‖β_b‖²``, ``x2 = ‖x_b‖² [N, B]``).
+    A neuron's per-sample parameter gradient is ``(dlogit ⊗ x, dpre ⊗ x, dpre)`` for its keys,
+    slot maps and biases, with ``x`` its input. Returns ``dlogit [N, R, M]`` and ``dpre [N, R, M q]``.
+    ``alpha_dtanh = α ⊙ (1 − y²)`` is shared by both cotangents.
     """
-    n, b, m, q = y.shape
     dh = cot * squash if squash is not None else cot
-    dpre = (alpha.unsqueeze(-1) * dh.unsqueeze(2) * (1 - y * y)).reshape(n, b, m * q)
-    dalpha = (dh.unsqueeze(2) * y).sum(-1)
+    dpre = (alpha_dtanh * dh.unsqueeze(2)).flatten(2)
+    dalpha = torch.matmul(y, dh.unsqueeze(-1)).squeeze(-1)
     dlogit = alpha * (dalpha - (alpha * dalpha).sum(-1, keepdim=True)) * scale
-    d = torch.cat([dlogit, dpre], dim=-1)
+    return dlogit, dpre
+
+
+def _lambda_from_rows(rows_p, rows_s, x2: torch.Tensor, inputs: list[torch.Tensor], normalize: bool,
+                      eps: float = 1e-12) -> torch.Tensor:
+    """λ_batch ``[N]`` from the rows of ``p̃`` and ``s̃``.
+
+    ``x2 [N, R]`` is each sample's ``‖x_b‖²``; ``inputs`` are the input blocks ``[k, R, d]`` whose
+    outer products with the rows form the weight gradients (block ``k < N`` covers neurons ``0 … k−1``).
+    Normalisation folds ``1/‖g_b‖`` into per-sample weights instead of rescaling the rows.
+    """
+    n, r = x2.shape
+
+    def dot(a, b):
+        bias = (a[1] * b[1]).sum(-1)
+        return ((a[0] * b[0]).sum(-1) + bias) * x2 + bias
+
+    pp, ps, ss = dot(rows_p, rows_p), dot(rows_p, rows_s), dot(rows_s, rows_s)
     if normalize:
-        norm = ((d * d).sum(-1) * x2 + (dpre * dpre).sum(-1)).clamp_min(0).sqrt() + eps
-        d, dpre = d / norm.unsqueeze(-1), dpre / norm.unsqueeze(-1)
-    return d, dpre
+        wp, ws = 1 / (pp.clamp_min(0).sqrt() + eps), 1 / (ss.clamp_min(0).sqrt() + eps)
+        pp, ps, ss = pp * wp * wp, ps * wp * ws, ss * ws * ws
+    else:
+        wp = ws = torch.ones_like(x2)
+
+    def mean(rows, w):
+        parts = []
+        for x in inputs:
+            k = x.shape[0]
+            xw = x * w[:k].unsqueeze(-1)
+            for row in rows:
+                block = torch.bmm(row[:k].transpose(1, 2), xw).reshape(k, -1)
+                if k < n:
+                    block = torch.cat([block, block.new_zeros(n - k, block.shape[1])], dim=0)
+                parts.append(block)
+        parts.append((rows[1] * w.unsqueeze(-1)).sum(1))
+        return torch.cat(parts, dim=-1) / r
+
+    return batch_lambda_from_stats(mean(rows_p, wp), mean(rows_s, ws), pp, ps, ss)
 
 
-def _lambda_from_rows(dp, bp, ds, bs, x2, mean_of):
-    """λ_batch from the rows of ``p̃`` and ``s̃``; ``mean_of(d, β)`` gives the ``[N, P]`` batch mean."""
-
-    def dot(x, bx, y_, by):
-        return (x * y_).sum(-1) * x2 + (bx * by).sum(-1)
-
-    return batch_lambda_from_stats(mean_of(dp, bp), mean_of(ds, bs), dot(dp, bp, dp, bp), dot(dp, bp, ds, bs),
-                                   dot(ds, bs, ds, bs))
+def _slot_forward(out: torch.Tensor, bias: torch.Tensor, slots: int, dim: int, scale):
+    n, r, _ = out.shape
+    alpha = torch.softmax(out[..., :slots] * scale, dim=-1)
+    y = torch.tanh(out[..., slots:] + bias.unsqueeze(1)).view(n, r, slots, dim)
+    return alpha, y, alpha.unsqueeze(-1) * (1 - y * y)
 
 
 @torch.no_grad()
@@ -157,62 +186,52 @@ def slot_array_lambda(array, u: torch.Tensor, residual: torch.Tensor | None, cot
     u : ``[N, B, d]`` local inputs; residual : ``[N, B, q]`` or None
     cot_p, cot_s : ``[N, B, q]`` the received feedback and the synthetic prediction
     """
-    n, b, _ = u.shape
-    m, q = array.slots, array.dim
-    out = torch.bmm(u, array.proj.transpose(1, 2))
-    alpha = torch.softmax(out[..., :m] * array.scale, dim=-1)
-    y = torch.tanh(out[..., m:] + array.bias.unsqueeze(1)).view(n, b, m, q)
+    alpha, y, alpha_dtanh = _slot_forward(torch.bmm(u, array.proj.transpose(1, 2)), array.bias, array.slots,
+                                          array.dim, array.scale)
     squash = None
     if array.residual:
         hbar = torch.matmul(alpha.unsqueeze(-2), y).squeeze(-2)
         squash = 1 - torch.tanh(hbar) ** 2
-    x2 = (u * u).sum(-1)
-    dp, bp = _slot_rows(alpha, y, squash, array.scale, cot_p, x2, normalize)
-    ds, bs = _slot_rows(alpha, y, squash, array.scale, cot_s, x2, normalize)
-
-    def mean_of(d, beta):
-        return torch.cat([torch.bmm(d.transpose(1, 2), u).reshape(n, -1), beta.sum(1)], dim=-1) / b
-
-    return _lambda_from_rows(dp, bp, ds, bs, x2, mean_of)
+    rows_p = _slot_rows(alpha, y, alpha_dtanh, squash, array.scale, cot_p)
+    rows_s = _slot_rows(alpha, y, alpha_dtanh, squash, array.scale, cot_s)
+    return _lambda_from_rows(rows_p, rows_s, (u * u).sum(-1), [u], normalize)
 
 
 @torch.no_grad()
-def recurrent_state_lambda(state, steps: list[int], normalize: bool = True) -> torch.Tensor:
+def recurrent_state_lambda(state, steps: list[int], normalize: bool = True,
+                           max_samples: int | None = None) -> torch.Tensor:
     """Closed-form λ_batch ``[N]`` for a recurrent state array; every (step, sequence) is a sample.
 
     The input neurons' per-sample gradient also has the part ``D_b ⊗ e_b`` on ``proj_in``,
-    so their ``‖x_b‖² = ‖u_b‖² + ‖e_b‖²``.
+    so their ``‖x_b‖² = ‖u_b‖² + ‖e_b‖²``. With ``max_samples`` the estimate uses the samples
+    of ``⌈max_samples / B⌉`` steps drawn uniformly without replacement (torch's global RNG).
     """
     fn = state.function
+    if max_samples is not None:  # a random subset of steps, all sequences of each
+        batch = state.step_inputs[steps[0]][0].shape[1]
+        keep = max(1, -(-max_samples // batch))
+        if keep < len(steps):
+            chosen = torch.randperm(len(steps))[:keep].sort().values.tolist()
+            steps = [steps[i] for i in chosen]
     u = torch.cat([state.step_inputs[t][0] for t in steps], dim=1)  # [N, R, F q]
     has_e = state.step_inputs[steps[0]][1] is not None and fn.input_neurons > 0
     e = torch.cat([state.step_inputs[t][1] for t in steps], dim=0) if has_e else None  # [R, d_in]
     cot_p = torch.cat([state.records[t].received for t in steps], dim=1)
     cot_s = torch.cat([state.predictions[t].detach() for t in steps], dim=1)
-    n, r, _ = u.shape
-    m, q, k = fn.slots, fn.dim, fn.input_neurons
+    k = fn.input_neurons
     out = torch.bmm(u, fn.proj.transpose(1, 2))
     if e is not None:
         out = torch.cat([out[:k] + fn.project_input(e), out[k:]], dim=0)
-    alpha = torch.softmax(out[..., :m] * fn.scale.view(-1, 1, 1), dim=-1)
-    y = torch.tanh(out[..., m:] + fn.bias.unsqueeze(1)).view(n, r, m, q)
+    scale = fn.scale.view(-1, 1, 1)
+    alpha, y, alpha_dtanh = _slot_forward(out, fn.bias, fn.slots, fn.dim, scale)
     x2 = (u * u).sum(-1)
+    inputs = [u]
     if e is not None:
         x2 = torch.cat([x2[:k] + (e * e).sum(-1).unsqueeze(0), x2[k:]], dim=0)
-    scale = fn.scale.view(-1, 1, 1)
-    dp, bp = _slot_rows(alpha, y, None, scale, cot_p, x2, normalize)
-    ds, bs = _slot_rows(alpha, y, None, scale, cot_s, x2, normalize)
-
-    def mean_of(d, beta):
-        parts = [torch.bmm(d.transpose(1, 2), u).reshape(n, -1)]
-        if e is not None:
-            inp = torch.zeros(n, d.shape[-1] * e.shape[-1], dtype=d.dtype, device=d.device)
-            inp[:k] = (d[:k].transpose(1, 2) @ e).reshape(k, -1)
-            parts.append(inp)
-        parts.append(beta.sum(1))
-        return torch.cat(parts, dim=-1) / r
-
-    return _lambda_from_rows(dp, bp, ds, bs, x2, mean_of)
+        inputs.append(e.unsqueeze(0).expand(k, -1, -1))
+    rows_p = _slot_rows(alpha, y, alpha_dtanh, None, scale, cot_p)
+    rows_s = _slot_rows(alpha, y, alpha_dtanh, None, scale, cot_s)
+    return _lambda_from_rows(rows_p, rows_s, x2, inputs, normalize)
 
 
 def _block_lambda(block, normalize: bool, fast: bool) -> torch.Tensor | None:

@@ -32,7 +32,7 @@ import torch
 
 from .exceptions import GradientError
 
-__all__ = ["Record", "OutMix", "InMix", "ParamMix", "RecordGrad"]
+__all__ = ["Record", "OutMix", "DeferredOutMix", "InMix", "ParamMix", "RecordGrad"]
 
 
 class Record:
@@ -52,13 +52,14 @@ class Record:
         Raise :class:`~sggraph.GradientError` when a non-finite gradient arrives.
     """
 
-    __slots__ = ("node", "received", "synthetic_input", "synthetic_params", "check_finite")
+    __slots__ = ("node", "received", "synthetic_input", "synthetic_params", "synthetic_output", "check_finite")
 
     def __init__(self, node: str, check_finite: bool = True) -> None:
         self.node = node
         self.received: torch.Tensor | None = None
         self.synthetic_input: dict[int, torch.Tensor] = {}
         self.synthetic_params: dict[str, torch.Tensor] = {}
+        self.synthetic_output: torch.Tensor | None = None
         self.check_finite = check_finite
 
     def check(self, grad: torch.Tensor, where: str) -> None:
@@ -88,6 +89,27 @@ class OutMix(torch.autograd.Function):
         record.check(grad, "output")
         record.received = grad.detach()
         return lam * grad + (1 - lam) * synthetic, None, None, None
+
+
+class DeferredOutMix(torch.autograd.Function):
+    """:class:`OutMix` whose ``ĥ`` is read from ``record.synthetic_output`` at backward time.
+
+    Lets a recurrent cell run its generator once over all steps after the step loop.
+    """
+
+    @staticmethod
+    def forward(ctx, out: torch.Tensor, lam: torch.Tensor, record: Record):  # type: ignore[override]
+        ctx.save_for_backward(lam)
+        ctx.record = record
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (lam,) = ctx.saved_tensors
+        record: Record = ctx.record
+        record.check(grad, "output")
+        record.received = grad.detach()
+        return lam * grad + (1 - lam) * record.synthetic_output, None, None
 
 
 class RecordGrad(torch.autograd.Function):

@@ -103,8 +103,9 @@ class SlotNeuronArray(nn.Module):
         n, b, _ = u.shape
         m = self.slots
         out = torch.bmm(u, proj.transpose(1, 2))  # [N, B, M + M q]
-        alpha = torch.softmax(out[..., :m] * self.scale, dim=-1)  # [N, B, M]
-        y = torch.tanh(out[..., m:] + bias.unsqueeze(1)).view(n, b, m, self.dim)
+        logits, slot = out.split([m, out.shape[-1] - m], dim=-1)  # split: its backward is one cat
+        alpha = torch.softmax(logits * self.scale, dim=-1)  # [N, B, M]
+        y = torch.tanh(slot + bias.unsqueeze(1)).view(n, b, m, self.dim)
         hbar = torch.matmul(alpha.unsqueeze(-2), y).squeeze(-2)  # [N, B, q]
         if self.residual:
             if residual is None:

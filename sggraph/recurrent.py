@@ -35,7 +35,7 @@ from .compile import GROUPINGS, _NodeBlock, _check_value, _split_ref
 from .exceptions import CompileError, DimensionError, LambdaError
 from .functions import make_function
 from .generators import LinearGenerator
-from .mixing import InMix, OutMix, ParamMix, Record, RecordGrad
+from .mixing import DeferredOutMix, InMix, ParamMix, Record, RecordGrad
 from .unroll import Cell
 
 __all__ = ["RecurrentSlotArray", "RecurrentSlotGenerator", "CompiledCell", "compile_cell", "temporal_schedule"]
@@ -87,10 +87,12 @@ class RecurrentSlotArray(nn.Module):
         n, b, _ = u.shape
         m = self.slots
         out = torch.bmm(u, proj.transpose(1, 2))
-        if e_proj is not None and self.input_neurons:
-            out = torch.cat([out[: self.input_neurons] + e_proj, out[self.input_neurons:]], dim=0)
-        alpha = torch.softmax(out[..., :m] * self.scale.view(-1, 1, 1), dim=-1)
-        y = torch.tanh(out[..., m:] + bias.unsqueeze(1)).view(n, b, m, self.dim)
+        if e_proj is not None and self.input_neurons:  # split, not slice: a slice's backward zero-fills
+            wired, rest = out.split([self.input_neurons, n - self.input_neurons], dim=0)
+            out = torch.cat([wired + e_proj, rest], dim=0)
+        logits, slot = out.split([m, out.shape[-1] - m], dim=-1)
+        alpha = torch.softmax(logits * self.scale.view(-1, 1, 1), dim=-1)
+        y = torch.tanh(slot + bias.unsqueeze(1)).view(n, b, m, self.dim)
         return torch.matmul(alpha.unsqueeze(-2), y).squeeze(-2), {"alpha": alpha}
 
     def extra_repr(self) -> str:
@@ -120,7 +122,7 @@ class RecurrentSlotGenerator(nn.Module):
         if e_proj is not None and e_proj.shape[0]:
             k = e_proj.shape[0]
             pre = torch.cat([pre[:k] + e_proj, pre[k:]], dim=0)
-        return torch.matmul(alpha.detach().unsqueeze(-2), pre.view(n, b, self.slots, self.dim)).squeeze(-2)
+        return (alpha.detach().unsqueeze(-1) * pre.view(n, b, self.slots, self.dim)).sum(2)
 
 
 def temporal_schedule(theta: torch.Tensor, children: torch.Tensor, steps: int, rho: float = 0.1) -> torch.Tensor:
@@ -160,6 +162,7 @@ class _StateBlock(nn.Module):
         self.records: list[Record] = []
         self.predictions: list[torch.Tensor] = []
         self.step_inputs: list[tuple] = []
+        self.prediction_all: torch.Tensor | None = None
         self.mode = "plain"
 
     def gather(self, prev: torch.Tensor) -> torch.Tensor:
@@ -283,29 +286,37 @@ class CompiledCell(nn.Module):
             e_proj = fn.project_input(e_all).reshape(st.input_neurons, t_steps, batch, width)
         if e_all is not None and mode != "plain":
             e_gen = gen.project_input(e_all.detach()).reshape(st.input_neurons, t_steps, batch, -1)
+        # unbind once: slicing per step would make each step's backward zero-fill the whole tensor
+        e_steps = [None] * t_steps if e_proj is None else e_proj.unbind(1)
+        e_rows = [None] * t_steps if e_all is None else e_all.detach().view(t_steps, batch, -1).unbind(0)
         thetas = self.schedule(t_steps) if mode == "child" else None
         h = torch.zeros(st.count, batch, st.dim, dtype=self.state.lam.dtype, device=self.state.lam.device) \
             if state is None else state.transpose(0, 1)
-        st.records, st.predictions, st.step_inputs = [], [], []
+        st.records, st.predictions, st.step_inputs, st.prediction_all = [], [], [], None
         hs = []
         for t in range(t_steps):
             if resets is not None:
                 h = h * (~resets[t].bool()).to(h.dtype).view(1, batch, 1)
             u = st.gather(h)
             if mode == "plain":
-                h, _ = fn.step(u, None if e_proj is None else e_proj[:, t])
-            elif mode == "child":
-                out, aux = fn.step(u, None if e_proj is None else e_proj[:, t])
+                h, _ = fn.step(u, e_steps[t])
+            elif mode == "child":  # ĥ_t is filled in after the loop, in one batched generator call
+                out, aux = fn.step(u, e_steps[t])
                 rec = Record(f"{st.name}@{t + 1}", self.check_finite)
-                pred = gen.step(u.detach(), None if e_gen is None else e_gen[:, t], aux["alpha"])
                 st.records.append(rec)
-                st.predictions.append(pred)
-                st.step_inputs.append((u.detach(), None if e_all is None else
-                                       e_all.view(t_steps, batch, -1)[t].detach(), aux["alpha"].detach()))
-                h = OutMix.apply(out, pred.detach(), thetas[t].view(-1, 1, 1), rec)  # type: ignore[index]
+                st.step_inputs.append((u.detach(), e_rows[t], aux["alpha"].detach()))
+                h = DeferredOutMix.apply(out, thetas[t].view(-1, 1, 1), rec)  # type: ignore[index]
             else:
                 h = self._general_step(u, e_all, t, t_steps, batch)
             hs.append(h)
+        if mode == "child":
+            u_all = torch.cat([x[0] for x in st.step_inputs], dim=1)  # [N, T B, F q]
+            alpha_all = torch.cat([x[2] for x in st.step_inputs], dim=1)
+            e_gen_all = None if e_gen is None else e_gen.reshape(st.input_neurons, t_steps * batch, -1)
+            pred_all = st.prediction_all = gen.step(u_all, e_gen_all, alpha_all)
+            st.predictions = list(pred_all.split(batch, dim=1))
+            for rec, pred in zip(st.records, st.predictions):
+                rec.synthetic_output = pred.detach()
         self.final_state = h.transpose(0, 1)
         values[st.name] = torch.stack(hs, dim=1).reshape(st.count, t_steps * batch, st.dim)
         for name, block in self.post.items():
@@ -372,9 +383,13 @@ class CompiledCell(nn.Module):
             if rec is not None and pred is not None and rec.received is not None:
                 total = total + torch.mean((pred - rec.received) ** 2)
         st = self.state
-        pairs = [(p, r.received) for p, r in zip(st.predictions, st.records) if r.received is not None]
-        if pairs:
-            total = total + torch.stack([torch.mean((p - r) ** 2) for p, r in pairs]).mean()
+        received = [r.received for r in st.records]
+        if received and all(r is not None for r in received) and st.prediction_all is not None:
+            total = total + torch.mean((st.prediction_all - torch.cat(received, dim=1)) ** 2)  # = mean over steps
+        else:
+            pairs = [(p, r.received) for p, r in zip(st.predictions, st.records) if r.received is not None]
+            if pairs:
+                total = total + torch.stack([torch.mean((p - r) ** 2) for p, r in pairs]).mean()
         return total
 
     def update_generators(self, optimizer: torch.optim.Optimizer | None = None) -> float:
@@ -386,8 +401,14 @@ class CompiledCell(nn.Module):
             optimizer.step()
         return float(loss.detach())
 
-    def adapt_lambda(self, momentum: float = 0.9, normalize: bool = True) -> torch.Tensor | None:
-        """Adapt the state neurons' base θ from the last backward (every step and sequence is a sample)."""
+    def adapt_lambda(self, momentum: float = 0.9, normalize: bool = True,
+                     max_samples: int | None = 128) -> torch.Tensor | None:
+        """Adapt the state neurons' base θ from the last backward.
+
+        Every (step, sequence) pair is a sample of the per-step parameter gradients; the batch
+        estimate of eq. 18 uses ``max_samples`` of them drawn at random (None: all ``T·B``),
+        then ``θ ← μ θ + (1 − μ) λ_batch``. Returns ``λ_batch [N]`` (NaN: kept).
+        """
         from .lambdas import recurrent_state_lambda
 
         if self.grouping != "child":
@@ -397,7 +418,7 @@ class CompiledCell(nn.Module):
         usable = [i for i, r in enumerate(st.records) if r.received is not None]
         if not usable:
             return None
-        lam_batch = recurrent_state_lambda(st, usable, normalize)
+        lam_batch = recurrent_state_lambda(st, usable, normalize, max_samples)
         with torch.no_grad():
             new = momentum * st.lam_self + (1 - momentum) * lam_batch.to(st.lam_self)
             new = torch.where(torch.isnan(lam_batch.to(st.lam_self)), st.lam_self, new).clamp(0, 1)
