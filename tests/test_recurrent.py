@@ -298,3 +298,43 @@ def test_check_conditions_on_unrolled_popgym_cell_is_fast():
     assert sum(1 for v in g.nx if v.startswith("h@") and not v.startswith("h@0:")) == 10240
     assert report.a and report.b == "not_guaranteed"
     assert elapsed < 5.0, elapsed
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_recurrent_closed_form_lambda_equals_per_sample_torch_func(normalize):
+    from torch.func import grad, vmap
+
+    from sggraph.lambdas import batch_lambda_from_vectors, recurrent_state_lambda
+
+    torch.manual_seed(6)
+    rnet = compile_cell(make_cell(), grouping="child").double()
+    rnet.set_lambda(0.7)
+    _random_generators(rnet, torch.Generator().manual_seed(2))
+    obs, fb = _data(8)
+    (rnet({"obs": obs})["act"] * fb).sum().backward()
+    st = rnet.state
+    fn = st.function
+    steps = list(range(T))
+    got = recurrent_state_lambda(st, steps, normalize, max_samples=None)
+    params = {k: v.detach() for k, v in fn.named_parameters()}
+
+    def dot(ps, u1, e1, c1):  # one sample: u1 [N, F q], e1 [d_in], c1 [N, q]
+        e_proj = fn.project_input(e1.unsqueeze(0), ps["proj_in"])  # [n_in, 1, W]
+        h, _ = fn.step(u1.unsqueeze(1), e_proj, ps)
+        return (h.squeeze(1) * c1).sum()
+
+    u = torch.cat([st.step_inputs[t][0] for t in steps], dim=1)
+    e = torch.cat([st.step_inputs[t][1] for t in steps], dim=0)
+
+    def vectors(cot):
+        per = vmap(grad(dot), in_dims=(None, 1, 0, 1))(params, u, e, cot)
+        r = u.shape[1]
+        proj_in = torch.zeros(r, N, *per["proj_in"].shape[2:], dtype=u.dtype)
+        proj_in[:, :NIN] = per["proj_in"]
+        return torch.cat([per["proj"].reshape(r, N, -1), proj_in.reshape(r, N, -1),
+                          per["bias"].reshape(r, N, -1)], dim=-1)
+
+    cot_p = torch.cat([st.records[t].received for t in steps], dim=1)
+    cot_s = torch.cat([st.predictions[t].detach() for t in steps], dim=1)
+    want = batch_lambda_from_vectors(vectors(cot_p), vectors(cot_s), normalize)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-8)
