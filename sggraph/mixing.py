@@ -12,8 +12,10 @@ Three identity-forward operations carry the whole backward rule:
   with ``J_uᵀ ĥ_v`` computed in the forward (it only depends on forward quantities).
 * :class:`ParamMix` on a parameter: ``λ^self J_θᵀ g̃ + (1 − λ^self) J_θᵀ ĥ``.
 
-Each backward is ``lam * grad + (1 - lam) * synthetic``: at ``lam = 1`` this is
-``grad`` bit for bit, so λ = 1 is plain backpropagation exactly.
+Each backward is ``torch.lerp(synthetic, grad, lam)`` = ``lam·grad + (1 − lam)·synthetic``
+in one fused kernel, which evaluates ``grad − (grad − synthetic)·(1 − lam)`` for
+``lam ≥ 0.5``: at ``lam = 1`` that is ``grad`` bit for bit, so λ = 1 is plain
+backpropagation exactly (tested).
 
 Examples
 --------
@@ -88,7 +90,7 @@ class OutMix(torch.autograd.Function):
         record: Record = ctx.record
         record.check(grad, "output")
         record.received = grad.detach()
-        return lam * grad + (1 - lam) * synthetic, None, None, None
+        return torch.lerp(synthetic, grad, lam), None, None, None
 
 
 class DeferredOutMix(torch.autograd.Function):
@@ -109,7 +111,7 @@ class DeferredOutMix(torch.autograd.Function):
         record: Record = ctx.record
         record.check(grad, "output")
         record.received = grad.detach()
-        return lam * grad + (1 - lam) * record.synthetic_output, None, None
+        return torch.lerp(record.synthetic_output, grad, lam), None, None
 
 
 class RecordGrad(torch.autograd.Function):
@@ -148,7 +150,7 @@ class InMix(torch.autograd.Function):
         record: Record = ctx.record
         record.check(grad, "input")
         synthetic = record.synthetic_input[ctx.key]
-        return lam * grad + (1 - lam) * synthetic, None, None, None
+        return torch.lerp(synthetic, grad, lam), None, None, None
 
 
 class ParamMix(torch.autograd.Function):
@@ -166,4 +168,4 @@ class ParamMix(torch.autograd.Function):
         (lam,) = ctx.saved_tensors
         record: Record = ctx.record
         synthetic = record.synthetic_params[ctx.name]
-        return lam * grad + (1 - lam) * synthetic, None, None, None
+        return torch.lerp(synthetic, grad, lam), None, None, None
