@@ -76,6 +76,75 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _cmd_expert(args: argparse.Namespace) -> int:
+    import csv
+    import io
+
+    from .models.expert import sweep
+
+    def progress(row: dict) -> None:
+        if not args.json:
+            print(f"{row['case']:10s} d={row['d']:2d} k={row['k']} n={row['n']}  "
+                  f"ratio {row['ratio']:9.2f}  [{row['ci_low']:8.2f}, {row['ci_high']:8.2f}]  "
+                  f"theory {row['theory']:6.0f}", flush=True)
+
+    rows = sweep(args.d, args.k, args.case, args.n, trials=args.trials, m=args.m, seed=args.seed,
+                 sigma=args.sigma, p=args.p, tau=args.tau, progress=progress)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        _write_atomic(out / "summary.csv", buf.getvalue())
+        _write_atomic(out / "summary.json", json.dumps(rows, indent=2))
+        for path in _plot_expert(rows, out):
+            if not args.json:
+                print(f"wrote {path}")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    return 0
+
+
+def _plot_expert(rows: list[dict], out: Path) -> list[Path]:
+    """Figure 2(a)/4: the MSE ratio against d − k (log scale) with the theory line, one PNG per case."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for case in sorted({r["case"] for r in rows}):
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        sub = [r for r in rows if r["case"] == case]
+        for n in sorted({r["n"] for r in sub}):
+            pts = sorted((r["d"] - r["k"], r["ratio"], r["ci_low"], r["ci_high"]) for r in sub if r["n"] == n)
+            x = [p[0] + 0.06 * (n - 2.5) for p in pts]
+            y = [p[1] for p in pts]
+            err = [[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]]
+            ax.errorbar(x, y, yerr=err, fmt="o", ms=3, capsize=2, label=f"n = {n}")
+        gaps = sorted({r["d"] - r["k"] for r in sub})
+        ax.plot(gaps, [2.0 ** g for g in gaps], "k--", label="theory $2^{d-k}$")
+        ax.set_yscale("log", base=2)
+        ax.set_xlabel("d − k")
+        ax.set_ylabel("MSE ratio Δ² / Δ̃²")
+        ax.set_title(f"expert network — {case} feedback")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out / f"ratio_{case}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sggraph`` command."""
     parser = _Parser(prog="sggraph", description="Synthetic-gradient propagation on layered computational graphs.")
@@ -85,6 +154,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--node", help="also print this node's siblings and sibling-extended ancestors")
     p.set_defaults(run=_cmd_check)
+    p = sub.add_parser("expert", help="the expert network of §5: backprop vs synthetic MSE ratio (Theorem 5)")
+    p.add_argument("--d", type=int, nargs="+", default=list(range(4, 13)), help="target dimensions d")
+    p.add_argument("--k", type=int, nargs="+", default=[2, 3, 4], help="coordinates per expert k")
+    p.add_argument("--case", nargs="+", default=["noisy", "activation", "partial"],
+                   help="feedback cases: noisy, activation, partial")
+    p.add_argument("--n", type=int, nargs="+", default=[1, 2, 3, 4], help="samples per partition")
+    p.add_argument("--trials", type=int, default=20, help="Monte Carlo trials per setting")
+    p.add_argument("--m", type=int, default=5, help="number of experts")
+    p.add_argument("--sigma", type=float, default=0.5, help="noise std (noisy case)")
+    p.add_argument("--p", type=float, default=0.5, help="activation probability (activation case)")
+    p.add_argument("--tau", type=float, default=0.5, help="std of the unobserved variable (partial case)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.add_argument("--out", help="write summary.csv, summary.json and ratio_<case>.png here")
+    p.set_defaults(run=_cmd_expert)
     p = sub.add_parser("demo", help="run the example graphs through check-conditions")
     p.set_defaults(run=_cmd_demo)
     try:

@@ -43,7 +43,7 @@ from torch import nn
 
 from .exceptions import CompileError, DimensionError, LambdaError
 from .functions import make_function
-from .generators import LinearGenerator, SlotGenerator, TabularGenerator
+from .generators import LinearGenerator, SlotGenerator
 from .graph import Graph, neuron_name
 from .mixing import InMix, OutMix, ParamMix, Record, RecordGrad
 from .neuron import SlotNeuronArray
@@ -55,6 +55,11 @@ __all__ = ["compile", "CompiledGraph", "GROUPINGS"]
 #: ``parent``: one λ per node over its out-edges (paper §4.2);
 #: ``child``: ``λ^self_v = λ_{·→v} = θ_v`` (the paper's experiment code; SparseNet runs).
 GROUPINGS = ("edge", "parent", "child")
+
+
+def _observes(generator: nn.Module) -> bool:
+    """Generators with an ``observe(z, target)`` method (tabular) learn by observation, not by gradient."""
+    return callable(getattr(generator, "observe", None))
 
 
 def _split_ref(ref: str) -> tuple[str, int | None]:
@@ -588,12 +593,13 @@ class CompiledGraph(nn.Module):
 
         Call after a backward. The target is the received ``g̃_v`` (itself mixed from
         below: the bootstrapped target). Summed over nodes, mean over elements.
-        Tabular generators are skipped (see :meth:`update_generators`).
+        Generators that learn by observation (``observe``, e.g. tabular) are skipped
+        (see :meth:`update_generators`).
         """
         total = None
         for block in self.blocks.values():
             rec, pred = block.record, block.prediction
-            if rec is None or pred is None or rec.received is None or isinstance(block.generator, TabularGenerator):
+            if rec is None or pred is None or rec.received is None or _observes(block.generator):
                 continue
             loss = torch.mean((pred - rec.received) ** 2)
             total = loss if total is None else total + loss
@@ -604,11 +610,12 @@ class CompiledGraph(nn.Module):
     def update_generators(self, optimizer: torch.optim.Optimizer | None = None) -> float:
         """One generator update on the targets recorded in the last backward.
 
-        Tabular generators observe ``(z_v, g̃_v)``; the others take one ``optimizer`` step
+        Generators with an ``observe(z, target)`` method (tabular) observe ``(z_v, g̃_v)``;
+        the others take one ``optimizer`` step
         on :meth:`generator_loss`. Returns the loss value.
         """
         for block in self.blocks.values():
-            if isinstance(block.generator, TabularGenerator) and block.record is not None \
+            if _observes(block.generator) and block.record is not None \
                     and block.record.received is not None and block.generator_input is not None:
                 block.generator.observe(block.generator_input, block.record.received)
         loss = self.generator_loss()

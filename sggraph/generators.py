@@ -80,8 +80,10 @@ class TabularGenerator(nn.Module):
     """Conditional empirical mean of the received feedback over a discrete ``z``.
 
     ``ĥ(z)`` is the mean of every target observed with exactly this ``z`` (rows
-    compared exactly), and 0 for a ``z`` never seen. Updated by :meth:`observe`
-    (the compiled graph calls it from ``update_generators``), not by an optimizer.
+    compared exactly, on ``columns`` when given), and 0 for a ``z`` never seen.
+    Updated by :meth:`observe` (the compiled graph calls it from
+    ``update_generators``), not by an optimizer. Vectorised: keys are matched with
+    ``torch.unique`` over rows.
 
     Parameters
     ----------
@@ -102,35 +104,64 @@ class TabularGenerator(nn.Module):
         super().__init__()
         self.dim = dim
         self.columns = None if columns is None else list(columns)
-        self.sums: dict[tuple, torch.Tensor] = {}
-        self.counts: dict[tuple, int] = {}
+        self.keys: torch.Tensor | None = None  # [K, c] observed keys
+        self.sums: torch.Tensor | None = None  # [K, dim] float64
+        self.counts: torch.Tensor | None = None  # [K]
 
-    def _keys(self, z: torch.Tensor) -> list[tuple]:
-        zz = z if self.columns is None else z[:, self.columns]
-        return [tuple(row) for row in zz.detach().cpu().tolist()]
+    def _key(self, z: torch.Tensor) -> torch.Tensor:
+        zz = z.detach() if self.columns is None else z.detach()[:, self.columns]
+        return zz.to(torch.float64)
+
+    @staticmethod
+    def _unique_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``torch.unique(rows, dim=0, return_inverse=True)``, fast when the rows are few-valued:
+        each column is coded by its own unique values and the codes combined in mixed radix."""
+        codes = torch.zeros(len(rows), dtype=torch.long, device=rows.device)
+        radix = 1
+        for col in rows.T:
+            values, inverse = torch.unique(col, return_inverse=True)
+            radix_next = radix * len(values)
+            if radix_next >= 2 ** 62:
+                return torch.unique(rows, dim=0, return_inverse=True)
+            codes += inverse * radix
+            radix = radix_next
+        uniq_codes, inverse = torch.unique(codes, return_inverse=True)
+        representative = torch.zeros(len(uniq_codes), dtype=torch.long, device=rows.device)
+        representative.scatter_(0, inverse, torch.arange(len(rows), device=rows.device))
+        return rows[representative], inverse
 
     def forward(self, z: torch.Tensor, aux: dict | None = None) -> torch.Tensor:
         out = torch.zeros(z.shape[0], self.dim, dtype=z.dtype, device=z.device)
-        for i, key in enumerate(self._keys(z)):
-            if key in self.counts:
-                out[i] = (self.sums[key] / self.counts[key]).to(z.dtype)
+        if self.keys is None:
+            return out
+        query = self._key(z)
+        _, inverse = self._unique_rows(torch.cat([self.keys, query]))
+        known = torch.full((int(inverse.max()) + 1,), -1, dtype=torch.long, device=z.device)
+        known[inverse[: len(self.keys)]] = torch.arange(len(self.keys), device=z.device)
+        slot = known[inverse[len(self.keys):]]
+        hit = slot >= 0
+        means = self.sums / self.counts.unsqueeze(1)  # type: ignore[operator]
+        out[hit] = means[slot[hit]].to(z.dtype)
         return out
 
     @torch.no_grad()
     def observe(self, z: torch.Tensor, target: torch.Tensor) -> None:
         """Add ``target [B, dim]`` observed at ``z [B, in]`` to the running means."""
-        for key, t in zip(self._keys(z), target.detach().to(torch.float64).cpu()):
-            if key in self.counts:
-                self.sums[key] = self.sums[key] + t
-                self.counts[key] += 1
-            else:
-                self.sums[key] = t.clone()
-                self.counts[key] = 1
+        key = self._key(z)
+        tgt = target.detach().to(torch.float64).reshape(len(key), self.dim)
+        ones = torch.ones(len(key), dtype=torch.float64, device=key.device)
+        if self.keys is not None:
+            key = torch.cat([self.keys, key])
+            tgt = torch.cat([self.sums, tgt])  # type: ignore[list-item]
+            ones = torch.cat([self.counts, ones])  # type: ignore[list-item]
+        uniq, inverse = self._unique_rows(key)
+        self.keys = uniq
+        self.sums = torch.zeros(len(uniq), self.dim, dtype=torch.float64, device=key.device).index_add_(0, inverse, tgt)
+        self.counts = torch.zeros(len(uniq), dtype=torch.float64, device=key.device).index_add_(0, inverse, ones)
 
     def reset(self) -> None:
         """Forget every observation."""
-        self.sums.clear()
-        self.counts.clear()
+        self.keys = self.sums = self.counts = None
 
     def __repr__(self) -> str:
-        return f"TabularGenerator(dim={self.dim}, keys={len(self.counts)})"
+        return f"TabularGenerator(dim={self.dim}, keys={0 if self.keys is None else len(self.keys)})"
