@@ -76,6 +76,63 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_mse(args: argparse.Namespace) -> int:
+    import torch
+
+    from .compile import compile as compile_graph
+    from .diagnostics import format_profile, profile
+    from .exceptions import ConfigError
+    from .graph import Graph
+
+    for flag in ("n", "samples", "reference", "repeats"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag} must be at least 1 (got {getattr(args, flag)})", fix=f"pass --{flag} 1 or more")
+    if args.noise < 0:
+        raise ConfigError(f"--noise must be non-negative (got {args.noise})", fix="pass a standard deviation >= 0")
+    graph = Graph.from_yaml(args.file)
+    torch.manual_seed(args.seed)
+    net = compile_graph(graph, grouping="child").double()
+    net.set_lambda(args.lam)
+    sources = {name: (src.count, src.dim) for name, src in net.sources.items()}
+    width = sum(d if c is None else c * d for c, d in sources.values())
+    gen0 = torch.Generator().manual_seed(args.seed + 1)
+    targets = {}
+    with torch.no_grad():
+        probe = net({k: torch.zeros((1, d) if c is None else (1, c, d), dtype=torch.float64)
+                     for k, (c, d) in sources.items()})
+    for name, out in probe.items():
+        targets[name] = torch.randn(width, out[0].numel(), generator=gen0, dtype=torch.float64) / width ** 0.5
+
+    def sampler(count: int, gen: torch.Generator):
+        k = max(1, count // args.repeats)
+        inputs = {name: torch.randn((k, d) if c is None else (k, c, d), generator=gen, dtype=torch.float64)
+                  .repeat_interleave(args.repeats, 0)[:count] for name, (c, d) in sources.items()}
+        flat = torch.cat([x.reshape(len(x), -1) for x in inputs.values()], dim=1)
+        with torch.no_grad():
+            out = net(inputs)
+        feedback = {name: out[name] - (flat @ targets[name]).view_as(out[name])
+                    + args.noise * torch.randn(out[name].shape, generator=gen, dtype=torch.float64) for name in out}
+        groups = torch.arange(k).repeat_interleave(args.repeats)[:count]
+        return inputs, feedback, groups
+
+    gen = torch.Generator().manual_seed(args.seed + 2)
+    opt = torch.optim.Adam(net.generator_parameters(), lr=args.generator_lr)
+    for _ in range(args.fit_steps):  # fit the generators on their bootstrapped targets
+        inputs, feedback, _ = sampler(64, gen)
+        out = net(inputs)
+        sum((out[k] * feedback[k]).sum() for k in feedback).backward()
+        net.update_generators(opt)
+    profiles = profile(net, sampler, n=args.n, reference_samples=args.reference, samples=args.samples,
+                       seed=args.seed, jacobian_bound=args.jacobian_bound, epsilon=args.epsilon)
+    if args.json:
+        print(json.dumps({k: v.to_dict() for k, v in profiles.items()}, indent=2))
+    else:
+        print(f"graph '{graph.name}': n = {args.n}, λ = {args.lam} (per child), feedback noise σ = {args.noise}, "
+              f"generators fitted for {args.fit_steps} steps")
+        print(format_profile(profiles))
+    return 0
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
@@ -169,6 +226,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.add_argument("--out", help="write summary.csv, summary.json and ratio_<case>.png here")
     p.set_defaults(run=_cmd_expert)
+    p = sub.add_parser("mse", help="profile gradient-estimator MSE per node (Lemma 1, λ*, Theorem 3)")
+    p.add_argument("file", help="graph YAML file whose nodes use built-in functions")
+    p.add_argument("--n", type=int, default=1, help="samples per gradient estimate")
+    p.add_argument("--noise", type=float, default=1.0, help="std of the feedback noise (A.1)")
+    p.add_argument("--lambda", dest="lam", type=float, default=0.5, help="mixing weight of the profiled mixture")
+    p.add_argument("--samples", type=int, default=2048, help="samples for the variance terms")
+    p.add_argument("--reference", type=int, default=4096, help="samples for E g and the paired bias terms")
+    p.add_argument("--repeats", type=int, default=4, help="each context repeated this often (for ρ², ν²)")
+    p.add_argument("--fit-steps", type=int, default=200, help="generator fitting steps before profiling")
+    p.add_argument("--generator-lr", type=float, default=1e-2)
+    p.add_argument("--jacobian-bound", type=float, help="J for the eq. 19 check")
+    p.add_argument("--epsilon", type=float, help="ε + ε′ for the eq. 19 check")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_cmd_mse)
     p = sub.add_parser("demo", help="run the example graphs through check-conditions")
     p.set_defaults(run=_cmd_demo)
     try:
