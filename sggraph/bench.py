@@ -3,8 +3,8 @@
 The bandit section times one training step of the compiled SparseNet policy in the
 paper's bandit configuration (5 arrays × 200 neurons, q = 10, 5 slots, 5 parents,
 residual, batch 64, 784 pixels, 10 actions): forward, REINFORCE loss, one backward,
-Adam step — and for sgprop (per-child λ = 0.9, λ = 1 into the action head) the
-generator update as well. FLOPs count the matmuls (forward ``F``; backward ``2F``;
+Adam step — and for sgprop (per-child λ from 0.9, λ = 1 into the action head) adaptive λ
+(eq. 18, closed form) and the generator update as well. FLOPs count the matmuls (forward ``F``; backward ``2F``;
 sgprop adds the generator's forward and weight gradient). The machine's fp32
 matmul peak is measured in the same run.
 
@@ -70,6 +70,7 @@ def _bandit_step_timer(method: str, batch: int, seed: int):
     gen_opt = torch.optim.Adam(net.generator_parameters(), lr=0.005)
     x = torch.randn(batch, 784)
     labels = torch.randint(0, 10, (batch,))
+    adapt_nodes = [f"h{i}" for i in range(1, 6)]
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -79,6 +80,8 @@ def _bandit_step_timer(method: str, batch: int, seed: int):
         reward = (action == labels).float()
         loss = -(reward * dist.log_prob(action)).mean()
         loss.backward()
+        if net.synthetic:
+            net.adapt_lambda(momentum=0.9, nodes=adapt_nodes)
         opt.step()
         if net.synthetic:
             net.update_generators(gen_opt)

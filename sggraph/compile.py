@@ -103,6 +103,7 @@ class _Block(nn.Module):
         self.prediction: torch.Tensor | None = None
         self.generator_input: torch.Tensor | None = None
         self.last_inputs: tuple | None = None  # detached inputs of the last mixed forward (adaptive λ)
+        self.aux: dict | None = None  # detached forward quantities of the array template (child path)
         self.mode = "plain"
 
     def modes(self) -> str:
@@ -218,6 +219,7 @@ class _ArrayBlock(_Block):
         mode = self.mode = net._mode_for(self)
         rec = self.record = Record(self.name, net.check_finite)
         self.prediction = self.generator_input = None
+        self.aux = None
         if mode == "plain":
             self.last_inputs = None
             return self._checked(self.function(u_raw, r_raw)[0], u_raw)
@@ -225,6 +227,7 @@ class _ArrayBlock(_Block):
         if mode == "child":
             out, aux = self.function(u_raw, r_raw)
             out = self._checked(out, u_raw)
+            self.aux = {k: v.detach() for k, v in aux.items()}
             self.generator_input = u_raw.detach()
             h = self.prediction = self.generator(self.generator_input, aux)
             return OutMix.apply(out, h.detach(), self.lam_self.view(-1, 1, 1), rec)

@@ -148,20 +148,26 @@ def _lambda_from_rows(rows_p, rows_s, x2: torch.Tensor, inputs: list[torch.Tenso
     else:
         wp = ws = torch.ones_like(x2)
 
-    def mean(rows, w):
-        parts = []
+    def means():
+        """Both batch means in one ``bmm`` per input block: rows of p̃ and s̃ stacked."""
+        stacked = torch.cat([rows_p[0] * wp.unsqueeze(-1), rows_p[1] * wp.unsqueeze(-1),
+                             rows_s[0] * ws.unsqueeze(-1), rows_s[1] * ws.unsqueeze(-1)], dim=-1)  # [N, R, 2W]
+        width = stacked.shape[-1] // 2
+        parts_p, parts_s = [], []
         for x in inputs:
             k = x.shape[0]
-            xw = x * w[:k].unsqueeze(-1)
-            for row in rows:
-                block = torch.bmm(row[:k].transpose(1, 2), xw).reshape(k, -1)
-                if k < n:
-                    block = torch.cat([block, block.new_zeros(n - k, block.shape[1])], dim=0)
-                parts.append(block)
-        parts.append((rows[1] * w.unsqueeze(-1)).sum(1))
-        return torch.cat(parts, dim=-1) / r
+            block = torch.bmm(stacked[:k].transpose(1, 2), x)  # [k, 2W, d]
+            if k < n:
+                block = torch.cat([block, block.new_zeros(n - k, *block.shape[1:])], dim=0)
+            parts_p.append(block[:, :width].reshape(n, -1))
+            parts_s.append(block[:, width:].reshape(n, -1))
+        m1 = rows_p[1].shape[-1]
+        parts_p.append(stacked[..., width - m1:width].sum(1))
+        parts_s.append(stacked[..., 2 * width - m1:].sum(1))
+        return torch.cat(parts_p, dim=-1) / r, torch.cat(parts_s, dim=-1) / r
 
-    return batch_lambda_from_stats(mean(rows_p, wp), mean(rows_s, ws), pp, ps, ss)
+    p_mean, s_mean = means()
+    return batch_lambda_from_stats(p_mean, s_mean, pp, ps, ss)
 
 
 def _slot_forward(out: torch.Tensor, bias: torch.Tensor, slots: int, dim: int, scale):
@@ -173,7 +179,7 @@ def _slot_forward(out: torch.Tensor, bias: torch.Tensor, slots: int, dim: int, s
 
 @torch.no_grad()
 def slot_array_lambda(array, u: torch.Tensor, residual: torch.Tensor | None, cot_p: torch.Tensor,
-                      cot_s: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+                      cot_s: torch.Tensor, normalize: bool = True, aux: dict | None = None) -> torch.Tensor:
     """Closed-form λ_batch ``[N]`` for a slot-neuron array, never forming per-sample gradients.
 
     A neuron's per-sample gradient is ``(D_b ⊗ u_b, β_b)`` — rows ``D_b`` (keys and slot
@@ -185,13 +191,22 @@ def slot_array_lambda(array, u: torch.Tensor, residual: torch.Tensor | None, cot
     array : SlotNeuronArray
     u : ``[N, B, d]`` local inputs; residual : ``[N, B, q]`` or None
     cot_p, cot_s : ``[N, B, q]`` the received feedback and the synthetic prediction
+    aux : dict, optional
+        The forward's ``alpha``, ``y`` (and ``squashed``): reused instead of recomputed.
     """
-    alpha, y, alpha_dtanh = _slot_forward(torch.bmm(u, array.proj.transpose(1, 2)), array.bias, array.slots,
-                                          array.dim, array.scale)
+    if aux is not None and "y" in aux:
+        alpha, y = aux["alpha"], aux["y"]
+        alpha_dtanh = alpha.unsqueeze(-1) * (1 - y * y)
+    else:
+        alpha, y, alpha_dtanh = _slot_forward(torch.bmm(u, array.proj.transpose(1, 2)), array.bias, array.slots,
+                                              array.dim, array.scale)
     squash = None
     if array.residual:
-        hbar = torch.matmul(alpha.unsqueeze(-2), y).squeeze(-2)
-        squash = 1 - torch.tanh(hbar) ** 2
+        if aux is not None and "squashed" in aux:
+            squash = 1 - aux["squashed"] ** 2
+        else:
+            hbar = torch.matmul(alpha.unsqueeze(-2), y).squeeze(-2)
+            squash = 1 - torch.tanh(hbar) ** 2
     rows_p = _slot_rows(alpha, y, alpha_dtanh, squash, array.scale, cot_p)
     rows_s = _slot_rows(alpha, y, alpha_dtanh, squash, array.scale, cot_s)
     return _lambda_from_rows(rows_p, rows_s, (u * u).sum(-1), [u], normalize)
@@ -244,7 +259,8 @@ def _block_lambda(block, normalize: bool, fast: bool) -> torch.Tensor | None:
     received, predicted = rec.received, block.prediction.detach()
     if isinstance(block, _ArrayBlock) and fast and isinstance(block.function, SlotNeuronArray):
         u, r = block.last_inputs
-        return slot_array_lambda(block.function, u, r, received, predicted, normalize=normalize)
+        return slot_array_lambda(block.function, u, r, received, predicted, normalize=normalize,
+                                 aux=getattr(block, "aux", None))
     p = per_sample_param_grads(block, received)
     s = per_sample_param_grads(block, predicted)
     return batch_lambda_from_vectors(p, s, normalize)

@@ -95,7 +95,9 @@ class SlotNeuronArray(nn.Module):
         -------
         h : Tensor ``[N, B, q]``
         aux : dict
-            ``alpha`` ``[N, B, M]``, the routing weights (for the slot generator).
+            ``alpha`` ``[N, B, M]`` (the routing weights, for the slot generator), ``y``
+            ``[N, B, M, q]`` (slot outputs) and, for residual arrays, ``squashed = tanh(h̄)``
+            ``[N, B, q]`` — reused by adaptive λ instead of recomputing the forward.
         """
         p = params or {}
         proj = p.get("proj", self.proj)
@@ -107,11 +109,14 @@ class SlotNeuronArray(nn.Module):
         alpha = torch.softmax(logits * self.scale, dim=-1)  # [N, B, M]
         y = torch.tanh(slot + bias.unsqueeze(1)).view(n, b, m, self.dim)
         hbar = torch.matmul(alpha.unsqueeze(-2), y).squeeze(-2)  # [N, B, q]
+        aux = {"alpha": alpha, "y": y}  # forward quantities the generator and adaptive λ reuse
         if self.residual:
             if residual is None:
                 raise ValueError("this array is residual: pass the residual parent")
-            return torch.tanh(hbar) + residual, {"alpha": alpha}
-        return hbar, {"alpha": alpha}
+            squashed = torch.tanh(hbar)
+            aux["squashed"] = squashed
+            return squashed + residual, aux
+        return hbar, aux
 
     def extra_repr(self) -> str:
         return (f"count={self.count}, in_dim={self.in_dim}, dim={self.dim}, slots={self.slots}, "

@@ -1,0 +1,1 @@
+"""Experiments that train models through the engine, each readable top to bottom."""
