@@ -2,7 +2,7 @@
 
 >>> mlp = ResidualMLP(784, 10, width=745, layers=5)
 >>> mlp.parameter_count()
-2808970
+2815365
 """
 
 from __future__ import annotations

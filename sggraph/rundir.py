@@ -7,8 +7,8 @@ last checkpoint without losing or repeating steps.
 
 >>> import tempfile, pathlib
 >>> d = RunDir(pathlib.Path(tempfile.mkdtemp()) / "run")
->>> d.write_json("config.json", {"seed": 0})
->>> d.write_metrics([{"step": 1, "reward": 0.5}])
+>>> _ = d.write_json("config.json", {"seed": 0})
+>>> _ = d.write_metrics([{"step": 1, "reward": 0.5}])
 >>> d.read_json("config.json"), (d.path / "metrics.csv").read_text().splitlines()
 ({'seed': 0}, ['step,reward', '1,0.5'])
 """
