@@ -62,6 +62,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    """A miniature of the paper: conditions of the example graphs, the expert-network ratio
+    table for small d, and the MNIST bandit (SparseNet sgprop vs backprop vs MLP) briefly."""
+    import statistics
+
     from .analysis import check_conditions
     from .graph import Graph
 
@@ -73,6 +77,31 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"$ sggraph check-conditions {path.relative_to(EXAMPLES.parent)}")
         print(check_conditions(Graph.from_yaml(str(path))))
         print()
+    if args.conditions_only:
+        return 0
+    from .models.expert import sweep
+
+    print("$ sggraph expert --d 4 6 8 --k 2 --n 1 --trials 20   (Theorem 5: ratio = 2^(d-k))")
+    for row in sweep([4, 6, 8], [2], ["noisy", "activation", "partial"], [1], trials=20):
+        print(f"  {row['case']:10s} d={row['d']} k={row['k']}  ratio {row['ratio']:7.2f}  "
+              f"95% CI [{row['ci_low']:.2f}, {row['ci_high']:.2f}]  theory {row['theory']:.0f}")
+    print()
+    from .experiments.mnist_bandit import BanditConfig, run_bandit
+
+    out = Path(args.out)
+    print(f"MNIST bandit, {args.steps} steps, seeds 0-1, p_flip 0.4 (run directories under {out}/):")
+    finals: dict[str, list[float]] = {}
+    for method in ("sgprop", "backprop", "mlp"):
+        for seed in (0, 1):
+            cfg = BanditConfig(method=method, seed=seed, steps=args.steps, evaluations=5, eval_batch=1000)
+            summary = run_bandit(cfg, out / f"{method}-seed{seed}")
+            finals.setdefault(method, []).append(summary["final_eval_reward"])
+            print(f"  {method:8s} seed {seed}: final eval reward {summary['final_eval_reward']:.4f} "
+                  f"({summary['seconds']:.0f}s)  {out / f'{method}-seed{seed}' / 'learning_curve.png'}")
+    print()
+    print(f"  {'method':8s}  mean final eval reward (2 seeds)")
+    for method, values in finals.items():
+        print(f"  {method:8s}  {statistics.mean(values):.4f}")
     return 0
 
 
@@ -331,7 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_cmd_mse)
     _add_train(sub)
-    p = sub.add_parser("demo", help="run the example graphs through check-conditions")
+    p = sub.add_parser("demo", help="a miniature of the paper (conditions, expert ratios, a short bandit run)")
+    p.add_argument("--steps", type=int, default=300, help="bandit training steps per run")
+    p.add_argument("--out", default="runs/demo", help="where the bandit runs are written")
+    p.add_argument("--conditions-only", action="store_true", help="only the check-conditions part")
     p.set_defaults(run=_cmd_demo)
     try:
         from .bench import add_parser as add_bench

@@ -94,9 +94,12 @@ def test_usage_errors_exit_2(capsys):
     assert "Traceback" not in capsys.readouterr().err
 
 
-def test_demo(capsys):
-    assert main(["demo"]) == 0
+def test_demo(capsys, tmp_path):
+    assert main(["demo", "--steps", "4", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
+    assert "Theorem 5" in out and "mean final eval reward" in out
+    for method in ("sgprop", "backprop", "mlp"):
+        assert (tmp_path / f"{method}-seed1" / "summary.json").exists()
     files = sorted(EXAMPLES.glob("*.yaml"))
     assert len(files) >= 3
     for f in files:
