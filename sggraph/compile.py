@@ -255,11 +255,11 @@ class _ArrayBlock(_Block):
 
     def columns_for(self, parent_index: int | None, child_index: int | None) -> torch.Tensor:
         """Boolean mask ``[N, F(+1)]`` of table entries from parent neuron ``parent_index``."""
-        mask = torch.zeros(self.count, self.fan_in + int(self.residual), dtype=torch.bool)
+        mask = torch.zeros(self.count, self.fan_in + int(self.residual), dtype=torch.bool, device=self.lam.device)
         if parent_index is None:
             mask[:] = True
         else:
-            mask[:, : self.fan_in] = self.table.cpu() == parent_index
+            mask[:, : self.fan_in] = self.table == parent_index
             if self.residual:
                 mask[parent_index, self.fan_in] = parent_index < self.count
         if child_index is not None:
@@ -607,7 +607,7 @@ class CompiledGraph(nn.Module):
             loss = torch.mean((pred - rec.received) ** 2)
             total = loss if total is None else total + loss
         if total is None:
-            return torch.zeros(())
+            return torch.zeros((), device=next(iter(self.blocks.values())).lam.device)
         return total
 
     def update_generators(self, optimizer: torch.optim.Optimizer | None = None) -> float:

@@ -708,13 +708,25 @@ class Graph:
 
     @classmethod
     def from_yaml(cls, path: str) -> "Graph":
-        """Load a graph from a YAML file (errors name the file and line)."""
+        """Load a graph from a YAML file (errors name the file and line).
+
+        >>> Graph.from_yaml("examples/expert-net.yaml")
+        Graph('expert-net', nodes=7, arrays=0, layers=3)
+        """
         from .spec import load_yaml
 
         return load_yaml(path)
 
     def to_yaml(self) -> str:
-        """The graph as YAML text."""
+        """The graph as YAML text.
+
+        >>> g = Graph("t"); g.add_node("z", 2)
+        >>> print(g.to_yaml().strip())
+        name: t
+        nodes:
+        - name: z
+          dim: 2
+        """
         import yaml
 
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

@@ -21,7 +21,7 @@ def test_train_custom_dag_example_runs():
 
 def test_bench_section_runs_and_counts_flops():
     out = bench_bandit(steps=1, warmup=0, batch=8)
-    for key in ("backprop_ms", "sgprop_ms", "backprop_gflops", "sgprop_gflops"):
+    for key in ("backprop_ms", "sgprop_ms", "backprop_gflops", "sgprop_gflops", "sgprop_adaptive_ms"):
         assert out[key] > 0
     flops = bandit_flops(64)
     assert 0.9e9 < flops["backprop"] < 1.3e9  # DESIGN.md §5: ≈ 1.1 GFLOP per backprop step
@@ -33,7 +33,10 @@ def test_bench_cli_json_keys(monkeypatch, capsys):
     from sggraph.cli import main
 
     monkeypatch.setattr(bench, "bench_bandit", lambda steps: bench_bandit(steps=1, warmup=0, batch=4))
+    monkeypatch.setattr(bench, "bench_recurrent", lambda: bench.bench_recurrent(repeats=1, warmup=0, steps=3,
+                                                                               sequences=2))
     assert main(["bench", "--json", "--steps", "1"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert set(data["bandit"]) >= {"backprop_ms", "sgprop_ms", "backprop_gflops", "sgprop_gflops"}
     assert data["matmul_peak_gflops"] > 0
+    assert set(data["recurrent"]) == {"backprop_ms", "sgprop_ms", "sgprop_over_backprop"}
