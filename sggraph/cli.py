@@ -9,8 +9,10 @@ Commands
     The paper's conditions A.1–A.3 and (B), with witnesses and the regime.
 ``sggraph bench [--json]``
     Time a compiled SparseNet training step (backprop and sgprop).
+``sggraph expert``, ``sggraph mse``, ``sggraph train mnist-bandit``, ``sggraph draw``
+    The expert network of §5, the MSE profiler, the MNIST bandit, graphviz drawings.
 ``sggraph demo``
-    Run the example graphs through check-conditions.
+    A miniature of the paper: the example graphs' conditions, expert ratios, a short bandit run.
 """
 
 from __future__ import annotations
@@ -360,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_cmd_mse)
     _add_train(sub)
+    from .viz import add_parser as add_draw
+
+    add_draw(sub)
     p = sub.add_parser("demo", help="a miniature of the paper (conditions, expert ratios, a short bandit run)")
     p.add_argument("--steps", type=int, default=300, help="bandit training steps per run")
     p.add_argument("--out", default="runs/demo", help="where the bandit runs are written")
