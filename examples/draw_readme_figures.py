@@ -1,0 +1,57 @@
+"""Draw the README's three pictures with sggraph.viz and the real `dot`.
+
+Run:  python examples/draw_readme_figures.py [--run runs/paper/sgprop-seed0] [--out examples/results]
+
+1. the expert net with an expert node's siblings and sibling-extended ancestors highlighted;
+2. the bandit SparseNet (1,000 neurons, arrays folded) coloured by the λ a trained sgprop
+   run ended with (its checkpoint);
+3. the POPGym recurrent cell (128 neurons, 16 wired to the embedding) unrolled for 5 steps,
+   the first 6 neurons of every step drawn.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+import sggraph
+from sggraph.models.sparsenet import sparsenet_graph
+from sggraph.viz import draw, render
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", default="runs/paper/sgprop-seed0", help="an sgprop bandit run directory")
+    parser.add_argument("--out", default=str(HERE / "results"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    expert = sggraph.Graph.from_yaml(str(HERE / "expert-net.yaml"))
+    print(render(draw(expert, node="e1"), out / "expert_net_an_sib.png"))
+
+    import json
+
+    cfg = json.loads((Path(args.run) / "config.json").read_text())
+    graph = sparsenet_graph(cfg["width"], cfg["layers"], cfg["q"], cfg["slots"], cfg["n_parents"], 784,
+                            len(cfg["classes"]), cfg["seed"])
+    net = sggraph.compile(graph, grouping="child")
+    state = torch.load(Path(args.run) / "checkpoint.pt", weights_only=False)["model"]
+    net.load_state_dict({k: v for k, v in state.items() if k.endswith((".lam", ".lam_self"))}, strict=False)
+    print(render(draw(net), out / "sparsenet_lambda.png"))
+
+    cell = sggraph.Cell("popgym-sparsenet")
+    cell.add_input("obs", 20)
+    cell.add_node("emb", 128, ["obs"], fn="tanh")
+    cell.set_state("h", count=128, dim=6, fan_in=6, slots=6, input="emb", input_neurons=16)
+    cell.add_node("act", 4, ["h"], fn="linear")
+    cell.set_feedback("act", "contextual")
+    print(render(draw(cell, unroll=5, expand_arrays=6), out / "popgym_cell_unrolled.png"))
+
+
+if __name__ == "__main__":
+    main()
