@@ -33,8 +33,8 @@ def test_bench_cli_json_keys(monkeypatch, capsys):
     from sggraph.cli import main
 
     monkeypatch.setattr(bench, "bench_bandit", lambda steps: bench_bandit(steps=1, warmup=0, batch=4))
-    monkeypatch.setattr(bench, "bench_recurrent", lambda: bench.bench_recurrent(repeats=1, warmup=0, steps=3,
-                                                                               sequences=2))
+    original = bench.bench_recurrent
+    monkeypatch.setattr(bench, "bench_recurrent", lambda: original(repeats=1, warmup=0, steps=3, sequences=2))
     assert main(["bench", "--json", "--steps", "1"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert set(data["bandit"]) >= {"backprop_ms", "sgprop_ms", "backprop_gflops", "sgprop_gflops"}
