@@ -57,6 +57,15 @@ __all__ = ["compile", "CompiledGraph", "GROUPINGS"]
 GROUPINGS = ("edge", "parent", "child")
 
 
+def step_on(loss: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> float:
+    """One ``optimizer`` step on ``loss`` (when it has a graph); returns its value."""
+    if optimizer is not None and loss.requires_grad:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return float(loss.detach())
+
+
 def _observes(generator: nn.Module) -> bool:
     """Generators with an ``observe(z, target)`` method (tabular) learn by observation, not by gradient."""
     return callable(getattr(generator, "observe", None))
@@ -621,12 +630,7 @@ class CompiledGraph(nn.Module):
             if _observes(block.generator) and block.record is not None \
                     and block.record.received is not None and block.generator_input is not None:
                 block.generator.observe(block.generator_input, block.record.received)
-        loss = self.generator_loss()
-        if optimizer is not None and loss.requires_grad:
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        return float(loss.detach())
+        return step_on(self.generator_loss(), optimizer)
 
     def received(self, name: str) -> torch.Tensor | None:
         """The feedback node ``name`` received in the last backward (``[B, dim]``; arrays ``[B, N, q]``)."""

@@ -25,7 +25,8 @@ int tensor ``[count]`` of group ids whose members share ``z_v`` at every node, o
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+import contextlib
+from typing import Callable, Iterator, Mapping
 
 import attrs
 import torch
@@ -60,22 +61,39 @@ class NodeProfile:
         return attrs.asdict(self)
 
 
-def _per_sample(net: CompiledGraph, inputs, feedback, synthetic: bool) -> dict[str, dict[str, torch.Tensor]]:
-    """Per-sample parameter gradients per node: ``p`` (received feedback), ``s`` (synthetic), ``g`` (mixed)."""
+@contextlib.contextmanager
+def _recording(net: CompiledGraph, backprop: bool) -> Iterator[None]:
+    """Run with the mixers on (so they record) and, for ``backprop``, every weight at 1;
+    restore λ, ``synthetic`` and clear the parameter gradients afterwards."""
     saved = {n: (b.lam.clone(), b.lam_self.clone()) for n, b in net.blocks.items()}
     was = net.synthetic
     try:
         net.synthetic = True
-        if not synthetic:  # backprop: every weight 1, the mixers only record
+        if backprop:
             for b in net.blocks.values():
                 b.lam.fill_(1.0)
                 b.lam_self.fill_(1.0)
+        yield
+    finally:
+        net.synthetic = was
+        with torch.no_grad():
+            for n, b in net.blocks.items():
+                b.lam.copy_(saved[n][0])
+                b.lam_self.copy_(saved[n][1])
         for p in net.model_parameters():
             p.grad = None
-        out = net(inputs)
-        loss = sum((out[k] * feedback[k]).sum() for k in feedback)
-        loss.backward()
-        result = {}
+
+
+def _backward(net: CompiledGraph, inputs, feedback) -> None:
+    out = net(inputs)
+    sum((out[k] * feedback[k]).sum() for k in feedback).backward()
+
+
+def _per_sample(net: CompiledGraph, inputs, feedback, synthetic: bool) -> dict[str, dict[str, torch.Tensor]]:
+    """Per-sample parameter gradients per node: ``p`` (received feedback), ``s`` (synthetic), ``g`` (mixed)."""
+    result = {}
+    with _recording(net, backprop=not synthetic):
+        _backward(net, inputs, feedback)
         for name, block in net.blocks.items():
             rec = block.record
             if rec is None or rec.received is None or block.prediction is None:
@@ -88,15 +106,7 @@ def _per_sample(net: CompiledGraph, inputs, feedback, synthetic: bool) -> dict[s
             s = per_sample_param_grads(block, pred)
             mixed = per_sample_param_grads(block, lam_self * received + (1 - lam_self) * pred)
             result[name] = {"p": p.flatten(1).double(), "s": s.flatten(1).double(), "g": mixed.flatten(1).double()}
-        for p in net.model_parameters():
-            p.grad = None
-        return result
-    finally:
-        net.synthetic = was
-        with torch.no_grad():
-            for n, b in net.blocks.items():
-                b.lam.copy_(saved[n][0])
-                b.lam_self.copy_(saved[n][1])
+    return result
 
 
 def _tr_cov(x: torch.Tensor) -> float:
@@ -230,23 +240,8 @@ def condition_b_test(net: CompiledGraph, sampler: Sampler, node: str, samples: i
         raise ConfigError(f"'{node}' is not a compiled node", fix=f"use one of {', '.join(net.blocks)}")
     gen = torch.Generator().manual_seed(seed)
     inputs, feedback, _ = sampler(samples, gen)
-    saved = {n: (b.lam.clone(), b.lam_self.clone()) for n, b in net.blocks.items()}
-    was = net.synthetic
-    try:
-        net.synthetic = True
-        for b in net.blocks.values():
-            b.lam.fill_(1.0)
-            b.lam_self.fill_(1.0)
-        out = net(inputs)
-        sum((out[k] * feedback[k]).sum() for k in feedback).backward()
-    finally:
-        net.synthetic = was
-        with torch.no_grad():
-            for n, b in net.blocks.items():
-                b.lam.copy_(saved[n][0])
-                b.lam_self.copy_(saved[n][1])
-    for p in net.model_parameters():
-        p.grad = None
+    with _recording(net, backprop=True):
+        _backward(net, inputs, feedback)
 
     def z_of(name: str) -> torch.Tensor:
         block = net.blocks[name]

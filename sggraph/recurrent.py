@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .compile import GROUPINGS, _NodeBlock, _check_value, _split_ref
+from .compile import GROUPINGS, _NodeBlock, _check_value, _split_ref, step_on
 from .exceptions import CompileError, DimensionError, LambdaError
 from .functions import make_function
 from .generators import LinearGenerator
@@ -394,12 +394,7 @@ class CompiledCell(nn.Module):
 
     def update_generators(self, optimizer: torch.optim.Optimizer | None = None) -> float:
         """One optimizer step of the generators on the last backward's targets."""
-        loss = self.generator_loss()
-        if optimizer is not None and loss.requires_grad:
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        return float(loss.detach())
+        return step_on(self.generator_loss(), optimizer)
 
     def adapt_lambda(self, momentum: float = 0.9, normalize: bool = True,
                      max_samples: int | None = 128) -> torch.Tensor | None:
