@@ -126,9 +126,9 @@ def _split(x: torch.Tensor, groups: torch.Tensor | None) -> tuple[float | None, 
 
 
 def profile(net: CompiledGraph, sampler: Sampler, n: int, reference_samples: int = 4096, *,
-            samples: int = 2048, seed: int = 0, jacobian_bound: float | None = None,
-            epsilon: float | None = None, child_constants: Mapping[str, list[float]] | None = None
-            ) -> dict[str, NodeProfile]:
+            lambdas: float | Mapping[str, float] | None = None, samples: int = 2048, seed: int = 0,
+            jacobian_bound: float | None = None, epsilon: float | None = None,
+            child_constants: Mapping[str, list[float]] | None = None) -> dict[str, NodeProfile]:
     """Profile the gradient estimators of every node of ``net`` (see the module docstring).
 
     Parameters
@@ -139,6 +139,10 @@ def profile(net: CompiledGraph, sampler: Sampler, n: int, reference_samples: int
         ``sampler(count, generator) -> (inputs, feedback, groups)``.
     n : int
         Samples per estimate (the ``n`` of eq. 7).
+    lambdas : float or mapping, optional
+        The mixture to profile: one λ for every edge, or ``{node: λ}`` set with
+        ``net.set_lambda(λ, node=...)`` (per the net's grouping). Default: the net's current λ.
+        The net's own λ are restored afterwards.
     reference_samples : int
         Samples that estimate ``E g^θ`` and, paired, the mixture's offsets from it.
     samples : int
@@ -154,6 +158,21 @@ def profile(net: CompiledGraph, sampler: Sampler, n: int, reference_samples: int
     """
     if n < 1:
         raise ConfigError(f"n={n}: an estimate needs at least one sample", fix="use n >= 1")
+    if lambdas is not None:
+        saved = {k: (b.lam.clone(), b.lam_self.clone()) for k, b in net.blocks.items()}
+        try:
+            if isinstance(lambdas, Mapping):
+                for node, value in lambdas.items():
+                    net.set_lambda(value, node=node)
+            else:
+                net.set_lambda(lambdas)
+            return profile(net, sampler, n, reference_samples, samples=samples, seed=seed,
+                           jacobian_bound=jacobian_bound, epsilon=epsilon, child_constants=child_constants)
+        finally:
+            with torch.no_grad():
+                for k, b in net.blocks.items():
+                    b.lam.copy_(saved[k][0])
+                    b.lam_self.copy_(saved[k][1])
     gen = torch.Generator().manual_seed(seed)
     ref_inputs, ref_feedback, _ = sampler(reference_samples, gen)
     ref_bp = _per_sample(net, ref_inputs, ref_feedback, synthetic=False)

@@ -142,3 +142,14 @@ def test_mse_cli_json_and_bad_input(capsys):
     assert {"delta2_backprop", "delta2_mixture", "rho2", "nu2", "b2", "lambda_star", "theorem3"} <= set(data["y"])
     assert main(["mse", "examples/regression-dag.yaml", "--noise", "-1"]) == 2
     assert "non-negative" in capsys.readouterr().err
+
+
+def test_profile_lambdas_argument_sets_and_restores():
+    net = linear_net(lam=0.5)
+    sampler = linear_sampler()
+    at_one = profile(net, sampler, n=2, reference_samples=2000, samples=2000, lambdas=1.0)["y"]
+    assert float(net.blocks["y"].lam_self) == 0.5  # restored
+    assert at_one.b2 == pytest.approx(0.0, abs=1e-12)  # λ = 1 is backprop: no bias
+    assert at_one.delta2_mixture == pytest.approx(at_one.delta2_backprop, rel=1e-9)
+    mixed = profile(net, sampler, n=2, reference_samples=2000, samples=2000, lambdas={"y": 0.2})["y"]
+    assert mixed.b2 > 0.01
