@@ -149,21 +149,19 @@ def _lambda_from_rows(rows_p, rows_s, x2: torch.Tensor, inputs: list[torch.Tenso
         wp = ws = torch.ones_like(x2)
 
     def means():
-        """Both batch means in one ``bmm`` per input block: rows of p̃ and s̃ stacked."""
-        stacked = torch.cat([rows_p[0] * wp.unsqueeze(-1), rows_p[1] * wp.unsqueeze(-1),
-                             rows_s[0] * ws.unsqueeze(-1), rows_s[1] * ws.unsqueeze(-1)], dim=-1)  # [N, R, 2W]
-        width = stacked.shape[-1] // 2
+        """Both batch means: the per-sample weights fold into the inputs, one bmm per row block."""
         parts_p, parts_s = [], []
         for x in inputs:
             k = x.shape[0]
-            block = torch.bmm(stacked[:k].transpose(1, 2), x)  # [k, 2W, d]
-            if k < n:
-                block = torch.cat([block, block.new_zeros(n - k, *block.shape[1:])], dim=0)
-            parts_p.append(block[:, :width].reshape(n, -1))
-            parts_s.append(block[:, width:].reshape(n, -1))
-        m1 = rows_p[1].shape[-1]
-        parts_p.append(stacked[..., width - m1:width].sum(1))
-        parts_s.append(stacked[..., 2 * width - m1:].sum(1))
+            for rows, w, parts in ((rows_p, wp, parts_p), (rows_s, ws, parts_s)):
+                xw = x * w[:k].unsqueeze(-1)
+                for row in rows:
+                    block = torch.bmm(row[:k].transpose(1, 2), xw).reshape(k, -1)
+                    if k < n:
+                        block = torch.cat([block, block.new_zeros(n - k, block.shape[1])], dim=0)
+                    parts.append(block)
+        parts_p.append((rows_p[1] * wp.unsqueeze(-1)).sum(1))
+        parts_s.append((rows_s[1] * ws.unsqueeze(-1)).sum(1))
         return torch.cat(parts_p, dim=-1) / r, torch.cat(parts_s, dim=-1) / r
 
     p_mean, s_mean = means()
