@@ -45,8 +45,8 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -57,9 +57,9 @@ __all__ = [
     "EMBEDDED_DATA_DIR",
     "MNIST_MEAN",
     "MNIST_STD",
+    "MnistBandit",
     "load_idx",
     "load_mnist",
-    "MnistBandit",
 ]
 
 #: The directory of the embedded 10,000-digit copy.

@@ -15,9 +15,9 @@ import argparse
 from pathlib import Path
 
 import torch
+from sggraph.models.sparsenet import sparsenet_graph
 
 import sggraph
-from sggraph.models.sparsenet import sparsenet_graph
 from sggraph.viz import draw, render
 
 HERE = Path(__file__).resolve().parent

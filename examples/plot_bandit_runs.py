@@ -20,7 +20,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 LABELS = {"sgprop": "SparseNet (sgprop)", "backprop": "SparseNet (backprop)", "mlp": "MLP (backprop)"}
 

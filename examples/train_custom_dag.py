@@ -52,7 +52,8 @@ def main() -> None:
         for _ in range(args.steps):
             x1, x2 = torch.randn(args.batch, 4, generator=data), torch.randn(args.batch, 4, generator=data)
             noisy = target(x1, x2) + args.noise * torch.randn(args.batch, 1, generator=data)
-            train_step(net, lambda out: 0.5 * (out["y"] - noisy).pow(2).mean(), {"x1": x1, "x2": x2}, opt, gen_opt)
+            train_step(net, lambda out, y_noisy=noisy: 0.5 * (out["y"] - y_noisy).pow(2).mean(), {"x1": x1, "x2": x2},
+                       opt, gen_opt)
         with torch.no_grad():
             test = float((net({"x1": test_x1, "x2": test_x2})["y"] - test_y).pow(2).mean())
         results[method] = test

@@ -25,7 +25,7 @@ True
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import attrs
 import numpy as np
@@ -36,9 +36,21 @@ import sggraph
 from sggraph.exceptions import ConfigError
 from sggraph.generators import TabularGenerator
 
-__all__ = ["CASES", "ExpertProblem", "make_problem", "clean_feedback", "sample_feedback", "exact_gradient",
-           "numpy_estimates", "engine_estimates", "expert_graph", "ExpertSimulator", "paired_bootstrap_ratio",
-           "sweep", "check_settings"]
+__all__ = [
+    "CASES",
+    "ExpertProblem",
+    "ExpertSimulator",
+    "check_settings",
+    "clean_feedback",
+    "engine_estimates",
+    "exact_gradient",
+    "expert_graph",
+    "make_problem",
+    "numpy_estimates",
+    "paired_bootstrap_ratio",
+    "sample_feedback",
+    "sweep",
+]
 
 CASES = ("noisy", "activation", "partial")
 

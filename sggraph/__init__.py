@@ -4,28 +4,62 @@ The torch-free core (:class:`Graph`, YAML specs, analysis) is importable without
 torch; the compiler, generators and training live in the torch layer.
 """
 
-from .analysis import (ConditionReport, check_conditions, extended_ancestors, siblings, theorem3_condition,
-                       theorem3_constants)
-from .exceptions import (CompileError, ConfigError, DataError, DimensionError, GradientError, GraphError,
-                         LambdaError, SggraphError, SpecError)
+from .analysis import (
+    ConditionReport,
+    check_conditions,
+    extended_ancestors,
+    siblings,
+    theorem3_condition,
+    theorem3_constants,
+)
+from .exceptions import (
+    CompileError,
+    ConfigError,
+    DataError,
+    DimensionError,
+    GradientError,
+    GraphError,
+    LambdaError,
+    SggraphError,
+    SpecError,
+)
 from .graph import Graph, Node, NodeArray
 from .unroll import Cell, unroll
 
 try:  # the torch layer
+    from . import generators
     from .compile import GROUPINGS, CompiledGraph, compile
     from .recurrent import CompiledCell, compile_cell
-    from . import generators
 except ImportError as _err:  # pragma: no cover - torch missing
     _TORCH_ERROR = _err
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Graph", "Node", "NodeArray",
-    "siblings", "extended_ancestors", "check_conditions", "ConditionReport",
-    "theorem3_constants", "theorem3_condition",
-    "compile", "CompiledGraph", "GROUPINGS", "generators",
-    "Cell", "unroll", "compile_cell", "CompiledCell",
-    "SggraphError", "GraphError", "SpecError", "CompileError", "DimensionError", "LambdaError",
-    "GradientError", "DataError", "ConfigError",
+    "GROUPINGS",
+    "Cell",
+    "CompileError",
+    "CompiledCell",
+    "CompiledGraph",
+    "ConditionReport",
+    "ConfigError",
+    "DataError",
+    "DimensionError",
+    "GradientError",
+    "Graph",
+    "GraphError",
+    "LambdaError",
+    "Node",
+    "NodeArray",
+    "SggraphError",
+    "SpecError",
+    "check_conditions",
+    "compile",
+    "compile_cell",
+    "extended_ancestors",
+    "generators",
+    "siblings",
+    "theorem3_condition",
+    "theorem3_constants",
+    "unroll",
 ]

@@ -20,15 +20,22 @@ Examples
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import attrs
 
 from .exceptions import GraphError
 from .graph import Graph
 
-__all__ = ["siblings", "extended_ancestors", "check_conditions", "ConditionReport", "theorem3_constants",
-           "theorem3_condition", "dominates_descendants"]
+__all__ = [
+    "ConditionReport",
+    "check_conditions",
+    "dominates_descendants",
+    "extended_ancestors",
+    "siblings",
+    "theorem3_condition",
+    "theorem3_constants",
+]
 
 
 class _Bits:

@@ -27,7 +27,7 @@ import time
 
 import torch
 
-__all__ = ["matmul_peak_gflops", "bench_bandit", "run_bench", "add_parser"]
+__all__ = ["add_parser", "bench_bandit", "matmul_peak_gflops", "run_bench"]
 
 
 def matmul_peak_gflops(size: int = 1024, repeats: int = 20) -> float:

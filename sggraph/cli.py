@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .exceptions import SggraphError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -35,7 +35,7 @@ torch.Size([8, 1])
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -44,11 +44,11 @@ from torch import nn
 from .exceptions import CompileError, DimensionError, LambdaError
 from .functions import make_function
 from .generators import LinearGenerator, SlotGenerator
-from .graph import Graph, neuron_name
+from .graph import Graph
 from .mixing import InMix, OutMix, ParamMix, Record, RecordGrad
 from .neuron import SlotNeuronArray
 
-__all__ = ["compile", "CompiledGraph", "GROUPINGS"]
+__all__ = ["GROUPINGS", "CompiledGraph", "compile"]
 
 #: Named groupings of the mixing weights.
 #: ``edge``: every edge free, ``λ^self = 1`` unless set (eq. 5–6 as written);
@@ -116,7 +116,7 @@ class _Block(nn.Module):
         self.mode = "plain"
 
     def modes(self) -> str:
-        lam, lam_self = self.lam, self.lam_self  # type: ignore[attr-defined]
+        lam = self.lam  # type: ignore[attr-defined]
         if lam.numel() == 0 or bool((lam == self._self_per_edge()).all()):
             return "child"
         return "general"
@@ -143,7 +143,7 @@ class _NodeBlock(_Block):
     def _self_per_edge(self) -> torch.Tensor:
         return self.lam_self
 
-    def run(self, values: Mapping[str, torch.Tensor], net: "CompiledGraph") -> torch.Tensor:
+    def run(self, values: Mapping[str, torch.Tensor], net: CompiledGraph) -> torch.Tensor:
         parts = []
         for ref in self.parents:
             base, idx = _split_ref(ref)
@@ -221,7 +221,7 @@ class _ArrayBlock(_Block):
             return prev.new_zeros(n, b, 0)
         return prev.index_select(0, self.flat_table).view(n, f, b, qp).permute(0, 2, 1, 3).reshape(n, b, f * qp)
 
-    def run(self, values: Mapping[str, torch.Tensor], net: "CompiledGraph") -> torch.Tensor:
+    def run(self, values: Mapping[str, torch.Tensor], net: CompiledGraph) -> torch.Tensor:
         prev = values[self.parent]
         u_raw = self.gather(prev)
         r_raw = prev if self.residual else None

@@ -26,7 +26,7 @@ int tensor ``[count]`` of group ids whose members share ``z_v`` at every node, o
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import attrs
 import torch
@@ -35,7 +35,7 @@ from .compile import CompiledGraph, _ArrayBlock
 from .exceptions import ConfigError
 from .lambdas import per_sample_param_grads
 
-__all__ = ["NodeProfile", "profile", "format_profile", "condition_b_test", "ConditionBResult"]
+__all__ = ["ConditionBResult", "NodeProfile", "condition_b_test", "format_profile", "profile"]
 
 Sampler = Callable[[int, torch.Generator], tuple]
 

@@ -16,15 +16,15 @@ net.yaml:4: node 'x': unknown parent 'zz'. Fix: declare a node named 'zz' or cor
 from __future__ import annotations
 
 __all__ = [
-    "SggraphError",
-    "GraphError",
-    "SpecError",
     "CompileError",
-    "DimensionError",
-    "LambdaError",
-    "GradientError",
-    "DataError",
     "ConfigError",
+    "DataError",
+    "DimensionError",
+    "GradientError",
+    "GraphError",
+    "LambdaError",
+    "SggraphError",
+    "SpecError",
 ]
 
 
@@ -62,7 +62,7 @@ class SggraphError(Exception):
             text += f" Fix: {self.fix.rstrip('.')}."
         return text
 
-    def located(self, file: str | None, line: int | None) -> "SggraphError":
+    def located(self, file: str | None, line: int | None) -> SggraphError:
         """Fill in ``file``/``line`` where they are missing and return ``self``."""
         if self.file is None:
             self.file = file

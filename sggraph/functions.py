@@ -16,7 +16,7 @@ from torch import nn
 
 from .exceptions import CompileError
 
-__all__ = ["Linear", "TanhLinear", "Identity", "ScaledDot", "make_function"]
+__all__ = ["Identity", "Linear", "ScaledDot", "TanhLinear", "make_function"]
 
 
 class Linear(nn.Linear):

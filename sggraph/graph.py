@@ -27,7 +27,7 @@ Graph('tiny', nodes=3, arrays=0, layers=3)
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import attrs
 import networkx as nx
@@ -35,14 +35,12 @@ import numpy as np
 
 from .exceptions import GraphError
 
-__all__ = ["Graph", "Node", "NodeArray", "FEEDBACK_KINDS", "NODE_FUNCTIONS", "neuron_name"]
+__all__ = ["FEEDBACK_KINDS", "NODE_FUNCTIONS", "Graph", "Node", "NodeArray", "neuron_name"]
 
 #: Feedback kinds of a terminal node (condition A.1).
 FEEDBACK_KINDS = ("deterministic", "stochastic", "contextual")
 #: Built-in node functions a YAML file may name with ``fn:``.
 NODE_FUNCTIONS = ("linear", "tanh", "identity", "dot")
-#: Built-in array templates.
-ARRAY_TEMPLATES = ("slot",)
 
 
 def neuron_name(array: str, index: int) -> str:
@@ -378,10 +376,6 @@ class Graph:
             self._cache[key] = arr.parent_table(parent_count)
         return self._cache[key]  # type: ignore[return-value]
 
-    def expanded_parents(self, name: str) -> tuple[str, ...]:
-        """Parents of a node or neuron at the neuron level (arrays expanded)."""
-        return self.parents(name)
-
     # ------------------------------------------------------------- structure
     @property
     def nx(self) -> nx.DiGraph:
@@ -621,7 +615,7 @@ class Graph:
         return self._arrays[base].layer if base in self._arrays else None
 
     # -------------------------------------------------------------- helpers
-    def insert_relays(self) -> "Graph":
+    def insert_relays(self) -> Graph:
         """Return a copy in which identity relay nodes bridge parents more than one layer up.
 
         A parent ``p`` of ``v`` in layer ``l_p < l_v - 1`` is replaced by a chain of
@@ -672,7 +666,7 @@ class Graph:
         out._feedback = dict(self._feedback)
         return out
 
-    def copy(self) -> "Graph":
+    def copy(self) -> Graph:
         """A deep copy (nodes are immutable, so this copies the containers)."""
         out = Graph(self.name)
         out._nodes = dict(self._nodes)
@@ -694,7 +688,7 @@ class Graph:
         return graph_to_dict(self)
 
     @classmethod
-    def from_dict(cls, mapping: Mapping, *, file: str | None = None) -> "Graph":
+    def from_dict(cls, mapping: Mapping, *, file: str | None = None) -> Graph:
         """Build a graph from a mapping in the YAML format.
 
         >>> g = Graph.from_dict({"name": "t", "nodes": [{"name": "z", "dim": 2},
@@ -707,7 +701,7 @@ class Graph:
         return graph_from_dict(mapping, file=file)
 
     @classmethod
-    def from_yaml(cls, path: str) -> "Graph":
+    def from_yaml(cls, path: str) -> Graph:
         """Load a graph from a YAML file (errors name the file and line).
 
         >>> Graph.from_yaml("examples/expert-net.yaml")
@@ -747,8 +741,3 @@ class Graph:
             n_layers = "?"
         return f"Graph({self.name!r}, nodes={len(self)}, arrays={len(self._arrays)}, layers={n_layers})"
 
-
-def iter_blocks(graph: Graph) -> Iterable[str]:
-    """Declared node and array names in layer order (the compile order)."""
-    layers = graph.block_layers()
-    return sorted(layers, key=lambda b: layers[b])

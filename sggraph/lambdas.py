@@ -25,7 +25,8 @@ True
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import torch
 from torch.func import functional_call, grad, vmap
@@ -35,8 +36,14 @@ from .exceptions import LambdaError
 if TYPE_CHECKING:
     from .compile import CompiledGraph
 
-__all__ = ["batch_lambda_from_stats", "batch_lambda_from_vectors", "per_sample_param_grads",
-           "slot_array_lambda", "recurrent_state_lambda", "adapt_lambda"]
+__all__ = [
+    "adapt_lambda",
+    "batch_lambda_from_stats",
+    "batch_lambda_from_vectors",
+    "per_sample_param_grads",
+    "recurrent_state_lambda",
+    "slot_array_lambda",
+]
 
 
 def batch_lambda_from_stats(p_mean: torch.Tensor, s_mean: torch.Tensor, pp: torch.Tensor, ps: torch.Tensor,
@@ -264,7 +271,7 @@ def _block_lambda(block, normalize: bool, fast: bool) -> torch.Tensor | None:
     return batch_lambda_from_vectors(p, s, normalize)
 
 
-def adapt_lambda(net: "CompiledGraph", momentum: float = 0.9, normalize: bool = True,
+def adapt_lambda(net: CompiledGraph, momentum: float = 0.9, normalize: bool = True,
                  nodes: Iterable[str] | None = None, fast: bool = True) -> dict[str, torch.Tensor]:
     """Update ``θ_v ← μ θ_v + (1 − μ) λ_batch`` from the last backward (per-child grouping).
 

@@ -34,7 +34,7 @@ import torch
 
 from .exceptions import GradientError
 
-__all__ = ["Record", "OutMix", "DeferredOutMix", "InMix", "ParamMix", "RecordGrad"]
+__all__ = ["DeferredOutMix", "InMix", "OutMix", "ParamMix", "Record", "RecordGrad"]
 
 
 class Record:
@@ -54,7 +54,7 @@ class Record:
         Raise :class:`~sggraph.GradientError` when a non-finite gradient arrives.
     """
 
-    __slots__ = ("node", "received", "synthetic_input", "synthetic_params", "synthetic_output", "check_finite")
+    __slots__ = ("check_finite", "node", "received", "synthetic_input", "synthetic_output", "synthetic_params")
 
     def __init__(self, node: str, check_finite: bool = True) -> None:
         self.node = node

@@ -21,7 +21,7 @@ All ``count`` neurons run as one batched matmul: activations are laid out
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn

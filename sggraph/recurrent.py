@@ -25,20 +25,20 @@ torch.Size([5, 3, 4])
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
-from .compile import GROUPINGS, _NodeBlock, _check_value, _split_ref, step_on
+from .compile import GROUPINGS, _check_value, _NodeBlock, _split_ref, step_on
 from .exceptions import CompileError, DimensionError, LambdaError
 from .functions import make_function
 from .generators import LinearGenerator
 from .mixing import DeferredOutMix, InMix, ParamMix, Record, RecordGrad
 from .unroll import Cell
 
-__all__ = ["RecurrentSlotArray", "RecurrentSlotGenerator", "CompiledCell", "compile_cell", "temporal_schedule"]
+__all__ = ["CompiledCell", "RecurrentSlotArray", "RecurrentSlotGenerator", "compile_cell", "temporal_schedule"]
 
 
 class RecurrentSlotArray(nn.Module):

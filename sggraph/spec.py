@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 import cattrs
@@ -40,8 +41,16 @@ import yaml
 from .exceptions import GraphError, SggraphError, SpecError
 from .graph import Graph
 
-__all__ = ["GraphSpec", "NodeSpec", "ArraySpec", "ArrayParentsSpec", "graph_from_dict", "graph_to_dict",
-           "load_yaml", "yaml_line_index"]
+__all__ = [
+    "ArrayParentsSpec",
+    "ArraySpec",
+    "GraphSpec",
+    "NodeSpec",
+    "graph_from_dict",
+    "graph_to_dict",
+    "load_yaml",
+    "yaml_line_index",
+]
 
 
 @attrs.frozen
@@ -51,9 +60,9 @@ class NodeSpec:
     name: str
     dim: int
     parents: list[str] = attrs.field(factory=list)
-    layer: Optional[int] = None
+    layer: int | None = None
     stochastic: bool = False
-    fn: Optional[str] = None
+    fn: str | None = None
 
 
 @attrs.frozen
@@ -61,9 +70,9 @@ class ArrayParentsSpec:
     """The ``parents:`` mapping of an array: the parent array and how neurons are wired to it."""
 
     array: str
-    fan_in: Optional[int] = None
+    fan_in: int | None = None
     seed: int = 0
-    table: Optional[list[list[int]]] = None
+    table: list[list[int]] | None = None
 
 
 @attrs.frozen
@@ -73,10 +82,10 @@ class ArraySpec:
     name: str
     count: int
     dim: int
-    parents: Optional[ArrayParentsSpec] = None
+    parents: ArrayParentsSpec | None = None
     residual: bool = False
     slots: int = 5
-    layer: Optional[int] = None
+    layer: int | None = None
     stochastic: bool = False
 
 

@@ -20,14 +20,14 @@ Examples
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import attrs
 import torch
 
 from .compile import CompiledGraph
 
-__all__ = ["train_step", "StepResult"]
+__all__ = ["StepResult", "train_step"]
 
 
 @attrs.frozen

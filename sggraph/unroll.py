@@ -24,7 +24,7 @@ Examples
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import attrs
 import numpy as np
@@ -32,7 +32,7 @@ import numpy as np
 from .exceptions import GraphError
 from .graph import FEEDBACK_KINDS, NODE_FUNCTIONS, Graph
 
-__all__ = ["Cell", "StateArray", "unroll", "recurrent_table"]
+__all__ = ["Cell", "StateArray", "recurrent_table", "unroll"]
 
 
 def recurrent_table(count: int, fan_in: int, seed: int) -> np.ndarray:

@@ -56,9 +56,10 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import graphviz
 import numpy as np
@@ -70,8 +71,16 @@ from .graph import Graph, neuron_name
 from .unroll import Cell
 from .unroll import unroll as unroll_cell
 
-__all__ = ["draw", "render", "add_parser", "run_draw", "lambda_color", "LAMBDA_COLORS", "HIGHLIGHT_COLORS",
-           "RENDER_FORMATS"]
+__all__ = [
+    "HIGHLIGHT_COLORS",
+    "LAMBDA_COLORS",
+    "RENDER_FORMATS",
+    "add_parser",
+    "draw",
+    "lambda_color",
+    "render",
+    "run_draw",
+]
 
 #: Ends of the λ scale: ``(λ = 0 synthetic, λ = 1 backprop)``.
 LAMBDA_COLORS = ("#e66101", "#2166ac")

@@ -84,9 +84,10 @@ def reference_gradients(net, inputs, feedback):
             z = torch.cat(parts, dim=-1).detach()
             f = block.function
             x = f(z).detach()
-            jz = _per_sample_jacobian(lambda zz: f(zz), z)
+            jz = _per_sample_jacobian(f, z)
             params = dict(f.named_parameters())
-            jt = _param_jacobians(lambda ps: functional_call(f, ps, (z,)), {k: v.detach() for k, v in params.items()})
+            jt = _param_jacobians(lambda ps, f=f, z=z: functional_call(f, ps, (z,)),
+                                  {k: v.detach() for k, v in params.items()})
             h = block.generator(z, None).detach()
             unit_value[name] = x
             local[name] = dict(parents=cols, jz=jz, jt={k: (params[k], v, None) for k, v in jt.items()}, h=h,
@@ -107,12 +108,12 @@ def reference_gradients(net, inputs, feedback):
                 if res is not None:
                     zfull = torch.cat([u, res], dim=-1)
                     cols.append((f"{block.parent}[{i}]", slice(d, d + q), block.lam[i, block.fan_in]))
-                    fz = lambda zz: slot_neuron_reference(zz[:, :d], pk, pw, pb, zz[:, d:])  # noqa: E731
+                    fz = lambda zz: slot_neuron_reference(zz[:, :d], pk, pw, pb, zz[:, d:])
                     fp = lambda ps: slot_neuron_reference(u, ps["keys"], ps["weight"], ps["bias"], res)  # noqa
                 else:
                     zfull = u
-                    fz = lambda zz: slot_neuron_reference(zz, pk, pw, pb)  # noqa: E731
-                    fp = lambda ps: slot_neuron_reference(u, ps["keys"], ps["weight"], ps["bias"])  # noqa: E731
+                    fz = lambda zz: slot_neuron_reference(zz, pk, pw, pb)
+                    fp = lambda ps: slot_neuron_reference(u, ps["keys"], ps["weight"], ps["bias"])
                 x = fz(zfull).detach()
                 jz = _per_sample_jacobian(fz, zfull)
                 jt = _param_jacobians(fp, {"keys": pk, "weight": pw, "bias": pb})

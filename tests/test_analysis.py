@@ -12,8 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from sggraph import (Graph, GraphError, check_conditions, extended_ancestors, siblings, theorem3_condition,
-                     theorem3_constants)
+from sggraph import (
+    Graph,
+    GraphError,
+    check_conditions,
+    extended_ancestors,
+    siblings,
+    theorem3_condition,
+    theorem3_constants,
+)
 from sggraph.analysis import dominates_descendants
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

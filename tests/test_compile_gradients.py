@@ -6,12 +6,11 @@ import random
 
 import pytest
 import torch
+from reference import reference_gradients
 from torch import nn
 
 import sggraph
 from sggraph.neuron import SlotNeuronArray, slot_neuron_reference
-
-from reference import reference_gradients
 
 
 class NoisyTanh(nn.Module):

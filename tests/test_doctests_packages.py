@@ -10,7 +10,6 @@ import importlib
 import pkgutil
 
 import pytest
-
 import sggraph.envs
 import sggraph.models
 

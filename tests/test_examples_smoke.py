@@ -29,7 +29,7 @@ def test_bench_section_runs_and_counts_flops():
 
 
 def test_bench_cli_json_keys(monkeypatch, capsys):
-    import sggraph.bench as bench
+    from sggraph import bench
     from sggraph.cli import main
 
     monkeypatch.setattr(bench, "bench_bandit", lambda steps: bench_bandit(steps=1, warmup=0, batch=4))

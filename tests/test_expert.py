@@ -6,10 +6,18 @@ import json
 
 import numpy as np
 import pytest
+from sggraph.models.expert import (
+    ExpertSimulator,
+    engine_estimates,
+    exact_gradient,
+    make_problem,
+    numpy_estimates,
+    paired_bootstrap_ratio,
+    sample_feedback,
+    sweep,
+)
 
 from sggraph.cli import main
-from sggraph.models.expert import (ExpertSimulator, engine_estimates, exact_gradient, make_problem,
-                                   numpy_estimates, paired_bootstrap_ratio, sample_feedback, sweep)
 
 
 @pytest.mark.parametrize("case", ["noisy", "activation", "partial"])

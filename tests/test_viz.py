@@ -12,8 +12,17 @@ import pytest
 import torch
 
 import sggraph
-from sggraph import Cell, ConfigError, Graph, GraphError, LambdaError, check_conditions, extended_ancestors, siblings
-from sggraph import viz
+from sggraph import (
+    Cell,
+    ConfigError,
+    Graph,
+    GraphError,
+    LambdaError,
+    check_conditions,
+    extended_ancestors,
+    siblings,
+    viz,
+)
 from sggraph.viz import HIGHLIGHT_COLORS, add_parser, draw, lambda_color, render
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

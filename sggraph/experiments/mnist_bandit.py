@@ -22,16 +22,16 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from ..exceptions import ConfigError
 from ..rundir import RunDir
 
-__all__ = ["BanditConfig", "run_bandit", "PAPER_LR"]
+__all__ = ["PAPER_LR", "BanditConfig", "run_bandit"]
 
 #: Table 1's learning rates per method.
 PAPER_LR = {"sgprop": 0.005, "backprop": 0.001, "mlp": 2e-5}
