@@ -165,7 +165,8 @@ class _NodeBlock(_Block):
         h = self.prediction = self.generator(self.generator_input, None)
         if mode == "child":
             out = self._checked(self.function(z_raw), z_raw)
-            return OutMix.apply(out, h.detach(), self.lam_self, rec)
+            rec.synthetic_output = h.detach()
+            return OutMix.apply(out, self.lam_self, rec)
         lam_cols = torch.repeat_interleave(self.lam, self._dims.to(self.lam.device))
         z = InMix.apply(z_raw, lam_cols, rec, 0)
         params = {}
@@ -239,7 +240,8 @@ class _ArrayBlock(_Block):
             self.aux = {k: v.detach() for k, v in aux.items()}
             self.generator_input = u_raw.detach()
             h = self.prediction = self.generator(self.generator_input, aux)
-            return OutMix.apply(out, h.detach(), self.lam_self.view(-1, 1, 1), rec)
+            rec.synthetic_output = h.detach()
+            return OutMix.apply(out, self.lam_self.view(-1, 1, 1), rec)
         f, qp = self.fan_in, self.parent_dim
         u = InMix.apply(u_raw, self.lam[:, :f].repeat_interleave(qp, dim=1).unsqueeze(1), rec, 0)
         r = InMix.apply(r_raw, self.lam[:, f:].unsqueeze(1), rec, 1) if self.residual else None

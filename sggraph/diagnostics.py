@@ -98,13 +98,11 @@ def _per_sample(net: CompiledGraph, inputs, feedback, synthetic: bool) -> dict[s
             rec = block.record
             if rec is None or rec.received is None or block.prediction is None:
                 continue
-            received, pred = rec.received, block.prediction.detach()
-            lam_self = block.lam_self
-            if isinstance(block, _ArrayBlock):
-                lam_self = lam_self.view(-1, 1, 1)
-            p = per_sample_param_grads(block, received)
-            s = per_sample_param_grads(block, pred)
-            mixed = per_sample_param_grads(block, lam_self * received + (1 - lam_self) * pred)
+            p = per_sample_param_grads(block, rec.received)  # [B, U, P]
+            s = per_sample_param_grads(block, block.prediction.detach())
+            # parameter gradients are linear in the cotangent: J_θᵀ(λ g̃ + (1 − λ) ĥ) = λ p̃ + (1 − λ) s̃
+            lam_self = block.lam_self.reshape(1, -1, 1).to(p.dtype)
+            mixed = lam_self * p + (1 - lam_self) * s
             result[name] = {"p": p.flatten(1).double(), "s": s.flatten(1).double(), "g": mixed.flatten(1).double()}
     return result
 

@@ -21,8 +21,9 @@ Examples
 --------
 >>> import torch
 >>> rec = Record("v")
+>>> rec.synthetic_output = torch.full((2, 3), 5.0)  # ĥ_v
 >>> x = torch.ones(2, 3, requires_grad=True)
->>> y = OutMix.apply(x * 2, torch.full((2, 3), 5.0), torch.tensor(0.5), rec)
+>>> y = OutMix.apply(x * 2, torch.tensor(0.5), rec)
 >>> y.sum().backward()
 >>> x.grad[0].tolist(), rec.received[0].tolist()
 ([6.0, 6.0, 6.0], [1.0, 1.0, 1.0])
@@ -34,7 +35,7 @@ import torch
 
 from .exceptions import GradientError
 
-__all__ = ["DeferredOutMix", "InMix", "OutMix", "ParamMix", "Record", "RecordGrad"]
+__all__ = ["InMix", "OutMix", "ParamMix", "Record", "RecordGrad"]
 
 
 class Record:
@@ -76,27 +77,10 @@ class Record:
 
 
 class OutMix(torch.autograd.Function):
-    """Identity on a node's output; backward ``g ↦ λ g + (1 − λ) ĥ`` (and records ``g``)."""
+    """Identity on a node's output; backward ``g ↦ λ g + (1 − λ) ĥ`` (and records ``g``).
 
-    @staticmethod
-    def forward(ctx, out: torch.Tensor, synthetic: torch.Tensor, lam: torch.Tensor, record: Record):  # type: ignore
-        ctx.save_for_backward(synthetic, lam)
-        ctx.record = record
-        return out.view_as(out)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        synthetic, lam = ctx.saved_tensors
-        record: Record = ctx.record
-        record.check(grad, "output")
-        record.received = grad.detach()
-        return torch.lerp(synthetic, grad, lam), None, None, None
-
-
-class DeferredOutMix(torch.autograd.Function):
-    """:class:`OutMix` whose ``ĥ`` is read from ``record.synthetic_output`` at backward time.
-
-    Lets a recurrent cell run its generator once over all steps after the step loop.
+    ``ĥ`` is read from ``record.synthetic_output`` at backward time, so it may be set after
+    the forward (a recurrent cell runs its generator once over all steps after the loop).
     """
 
     @staticmethod

@@ -31,11 +31,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .compile import GROUPINGS, _check_value, _NodeBlock, _split_ref, step_on
+from .compile import GROUPINGS, _check_value, _NodeBlock, _split_ref, _synthetic_vjp, step_on
 from .exceptions import CompileError, DimensionError, LambdaError
 from .functions import make_function
 from .generators import LinearGenerator
-from .mixing import DeferredOutMix, InMix, ParamMix, Record, RecordGrad
+from .mixing import InMix, OutMix, ParamMix, Record, RecordGrad
 from .unroll import Cell
 
 __all__ = ["CompiledCell", "RecurrentSlotArray", "RecurrentSlotGenerator", "compile_cell", "temporal_schedule"]
@@ -305,7 +305,7 @@ class CompiledCell(nn.Module):
                 rec = Record(f"{st.name}@{t + 1}", self.check_finite)
                 st.records.append(rec)
                 st.step_inputs.append((u.detach(), e_rows[t], aux["alpha"].detach()))
-                h = DeferredOutMix.apply(out, thetas[t].view(-1, 1, 1), rec)  # type: ignore[index]
+                h = OutMix.apply(out, thetas[t].view(-1, 1, 1), rec)  # type: ignore[index]
             else:
                 h = self._general_step(u, e_all, t, t_steps, batch)
             hs.append(h)
@@ -345,8 +345,6 @@ class CompiledCell(nn.Module):
         out, aux = fn.step(u, e_proj, params)
         e_gen = None if e_t is None else gen.project_input(e_t.detach())
         pred = gen.step(u_raw.detach(), e_gen, aux["alpha"])
-        from .compile import _synthetic_vjp
-
         _synthetic_vjp(out, pred, rec, inputs, params)
         st.records.append(rec)
         st.predictions.append(pred)

@@ -379,7 +379,7 @@ def test_render_svg_png_and_pdf_with_dot(tmp_path):
     svg = render(dg, tmp_path / "g.svg")
     assert svg == tmp_path / "g.svg"
     head = svg.read_text()[:200].lstrip()
-    assert head.startswith("<?xml") or head.startswith("<svg")
+    assert head.startswith(("<?xml", "<svg"))
     png = render(dg, tmp_path / "sub" / "g.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert render(dg, tmp_path / "g.pdf").read_bytes()[:4] == b"%PDF"
