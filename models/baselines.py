@@ -1,8 +1,11 @@
-"""Dense baselines (plain PyTorch, trained by backprop).
+"""Baselines (plain PyTorch, trained by backprop): the bandit's dense MLP and POPGym's GRU / LSTM.
 
 >>> mlp = ResidualMLP(784, 10, width=745, layers=5)
 >>> mlp.parameter_count()
 2815365
+>>> gru = RecurrentPolicy(56, 4, kind="gru")
+>>> gru(torch.zeros(5, 3, 56)).shape                 # [T, B, obs] -> [T, B, actions]
+torch.Size([5, 3, 4])
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ResidualMLP"]
+__all__ = ["RecurrentPolicy", "ResidualMLP"]
 
 
 class ResidualMLP(nn.Module):
@@ -37,3 +40,50 @@ class ResidualMLP(nn.Module):
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+class RecurrentPolicy(nn.Module):
+    """POPGym's GRU / LSTM baseline (Table 2): the SparseNet's observation embedding, one recurrent
+    layer of ``hidden`` units, and an actor MLP ``hidden → 128 → 128 → actions`` (LeakyReLU).
+
+    Shapes: ``forward(obs [T, B, obs_dim])`` → ``[T, B, A]`` from the zero state;
+    ``step(obs [B, obs_dim], state)`` → ``logits [B, A]``, next state.
+    """
+
+    def __init__(self, obs_dim: int, n_actions: int, kind: str = "gru", hidden: int = 256, embed: int = 128,
+                 actor_hidden: int = 128, seed: int = 0) -> None:
+        from .recurrent_sparsenet import ObservationEmbedding
+
+        super().__init__()
+        if kind not in ("gru", "lstm"):
+            raise ValueError(f"kind must be 'gru' or 'lstm', got {kind!r}")
+        self.kind, self.hidden = kind, hidden
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.embedding = ObservationEmbedding(obs_dim, embed)
+            self.rnn = (nn.GRU if kind == "gru" else nn.LSTM)(embed, hidden)
+            self.actor = nn.Sequential(nn.Linear(hidden, actor_hidden), nn.LeakyReLU(),
+                                       nn.Linear(actor_hidden, actor_hidden), nn.LeakyReLU(),
+                                       nn.Linear(actor_hidden, n_actions))
+        self.synthetic = False
+
+    def initial_state(self, batch: int):
+        zero = torch.zeros(1, batch, self.hidden)
+        return zero if self.kind == "gru" else (zero, zero.clone())
+
+    def step(self, obs: torch.Tensor, state):
+        out, state = self.rnn(self.embedding(obs).unsqueeze(0), state)
+        return self.actor(out[0]), state
+
+    def forward(self, obs: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        out, _ = self.rnn(self.embedding(obs))
+        return self.actor(out)
+
+    def model_parameters(self):
+        return self.parameters()
+
+    def generator_parameters(self):
+        return iter(())
+
+    def lambda_mean(self) -> float | None:
+        return None

@@ -9,8 +9,9 @@ Commands
     The paper's conditions A.1–A.3 and (B), with witnesses and the regime.
 ``sggraph bench [--json]``
     Time a compiled SparseNet training step (backprop and sgprop).
-``sggraph expert``, ``sggraph mse``, ``sggraph train mnist-bandit``, ``sggraph draw``
-    The expert network of §5, the MSE profiler, the MNIST bandit, graphviz drawings.
+``sggraph expert``, ``sggraph mse``, ``sggraph train mnist-bandit|popgym``, ``sggraph draw``
+    The expert network of §5, the MSE profiler, the MNIST bandit, the POPGym labyrinths,
+    graphviz drawings.
 ``sggraph demo``
     A miniature of the paper: the example graphs' conditions, expert ratios, a short bandit run.
 """
@@ -208,16 +209,28 @@ def _config_from(args: argparse.Namespace, cls, skip=("out", "resume", "config",
     return cls(**values)
 
 
+def _experiments() -> dict:
+    """``sggraph train`` experiments: name → (config class, run function, default run directory)."""
+    from .experiments.mnist_bandit import BanditConfig, run_bandit
+    from .experiments.popgym import PopgymConfig, run_popgym
+
+    return {
+        "mnist-bandit": (BanditConfig, run_bandit, lambda c: f"runs/mnist-bandit/{c.method}-seed{c.seed}",
+                         "the MNIST contextual bandit (§6, App. H.3)"),
+        "popgym": (PopgymConfig, run_popgym,
+                   lambda c: f"runs/popgym/{c.env}-{c.model}{'-' + c.method if c.model == 'sparsenet' else ''}"
+                             f"-seed{c.seed}",
+                   "POPGym labyrinths: recurrent SparseNet (sgprop/backprop) vs GRU/LSTM (App. H.4)"),
+    }
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .exceptions import ConfigError
+    from .experiments.mnist_bandit import progress_printer
 
-    if args.experiment != "mnist-bandit":
-        raise ConfigError(f"unknown experiment '{args.experiment}'", fix="use: sggraph train mnist-bandit ...")
-    from .experiments.mnist_bandit import BanditConfig, progress_printer, run_bandit
-
-    cfg = _config_from(args, BanditConfig)
-    out = args.out or f"runs/mnist-bandit/{cfg.method}-seed{cfg.seed}"
-    summary = run_bandit(cfg, out, resume=args.resume, progress=progress_printer())
+    cls, run, default_out, _ = _experiments()[args.experiment]
+    cfg = _config_from(args, cls)
+    out = args.out or default_out(cfg)
+    summary = run(cfg, out, resume=args.resume, progress=progress_printer())
     print(json.dumps(summary, indent=2))
     print(f"run directory: {out}")
     return 0
@@ -227,30 +240,31 @@ def _add_train(sub) -> None:
     import dataclasses
     import typing
 
-    from .experiments.mnist_bandit import BanditConfig
-
-    p = sub.add_parser("train", help="train an experiment: mnist-bandit")
-    p.add_argument("experiment", help="mnist-bandit")
-    p.add_argument("--config", help="YAML file of settings (flags override it)")
-    p.add_argument("--out", help="run directory (default runs/mnist-bandit/METHOD-seedS)")
-    p.add_argument("--resume", action="store_true", help="continue a killed run from its checkpoint")
-    hints = typing.get_type_hints(BanditConfig)
-    for f in dataclasses.fields(BanditConfig):
-        flag = "--lambda" if f.name == "lam" else "--" + f.name.replace("_", "-")
-        kind = hints[f.name]
-        if f.name == "classes":
-            p.add_argument(flag, dest=f.name, type=int, nargs="+", default=None, help="action classes")
-        elif kind is bool:
-            p.add_argument(flag, dest=f.name, type=lambda v: v.lower() in ("1", "true", "yes"), default=None)
-        elif f.name == "lam":
-            p.add_argument(flag, dest="lam", default=None, help="adaptive or a fixed λ in [0, 1]")
-        else:
-            base = {int: int, float: float, str: str}.get(kind, None)
-            if base is None:  # optional types
-                args_ = [a for a in typing.get_args(kind) if a is not type(None)]
-                base = args_[0] if args_ else str
-            p.add_argument(flag, dest=f.name, type=base, default=None, help=f"default {f.default!r}")
-    p.set_defaults(run=_cmd_train)
+    p = sub.add_parser("train", help="train an experiment: mnist-bandit, popgym")
+    which = p.add_subparsers(dest="experiment", required=True, parser_class=_Parser, metavar="EXPERIMENT")
+    for name, (cls, _, default_out, about) in _experiments().items():
+        e = which.add_parser(name, help=about, description=about)
+        e.add_argument("--config", help="YAML file of settings (flags override it)")
+        e.add_argument("--out", help="run directory (default under runs/)")
+        e.add_argument("--resume", action="store_true", help="continue a killed run from its checkpoint")
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            flag = "--lambda" if f.name == "lam" else "--" + f.name.replace("_", "-")
+            kind = hints[f.name]
+            if f.name == "classes":
+                e.add_argument(flag, dest=f.name, type=int, nargs="+", default=None, help="action classes")
+            elif kind is bool:
+                e.add_argument(flag, dest=f.name, type=lambda v: v.lower() in ("1", "true", "yes"), default=None,
+                               help=f"true/false (default {f.default!r})")
+            elif f.name == "lam":
+                e.add_argument(flag, dest="lam", default=None, help="adaptive or a fixed λ in [0, 1]")
+            else:
+                base = {int: int, float: float, str: str}.get(kind, None)
+                if base is None:  # optional types
+                    args_ = [a for a in typing.get_args(kind) if a is not type(None)]
+                    base = args_[0] if args_ else str
+                e.add_argument(flag, dest=f.name, type=base, default=None, help=f"default {f.default!r}")
+        e.set_defaults(run=_cmd_train)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -365,6 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .viz import add_parser as add_draw
 
     add_draw(sub)
+    from .figures import add_parser as add_plot
+    from .sweep import add_parser as add_sweep
+
+    add_sweep(sub)
+    add_plot(sub)
     p = sub.add_parser("demo", help="a miniature of the paper (conditions, expert ratios, a short bandit run)")
     p.add_argument("--steps", type=int, default=300, help="bandit training steps per run")
     p.add_argument("--out", default="runs/demo", help="where the bandit runs are written")

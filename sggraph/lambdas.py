@@ -219,12 +219,13 @@ def slot_array_lambda(array, u: torch.Tensor, residual: torch.Tensor | None, cot
 
 @torch.no_grad()
 def recurrent_state_lambda(state, steps: list[int], normalize: bool = True,
-                           max_samples: int | None = None) -> torch.Tensor:
+                           max_samples: int | None = None, valid: torch.Tensor | None = None) -> torch.Tensor:
     """Closed-form λ_batch ``[N]`` for a recurrent state array; every (step, sequence) is a sample.
 
     The input neurons' per-sample gradient also has the part ``D_b ⊗ e_b`` on ``proj_in``,
     so their ``‖x_b‖² = ‖u_b‖² + ‖e_b‖²``. With ``max_samples`` the estimate uses the samples
     of ``⌈max_samples / B⌉`` steps drawn uniformly without replacement (torch's global RNG).
+    ``valid [T, B]`` (bool) drops the samples where it is false.
     """
     fn = state.function
     if max_samples is not None:  # a random subset of steps, all sequences of each
@@ -238,6 +239,11 @@ def recurrent_state_lambda(state, steps: list[int], normalize: bool = True,
     e = torch.cat([state.step_inputs[t][1] for t in steps], dim=0) if has_e else None  # [R, d_in]
     cot_p = torch.cat([state.records[t].received for t in steps], dim=1)
     cot_s = torch.cat([state.predictions[t].detach() for t in steps], dim=1)
+    if valid is not None:
+        keep_cols = torch.cat([valid[t] for t in steps]).nonzero().squeeze(1)
+        if keep_cols.numel() < u.shape[1]:
+            u, cot_p, cot_s = u[:, keep_cols], cot_p[:, keep_cols], cot_s[:, keep_cols]
+            e = None if e is None else e[keep_cols]
     k = fn.input_neurons
     out = torch.bmm(u, fn.proj.transpose(1, 2))
     if e is not None:

@@ -71,7 +71,13 @@ class RecurrentSlotArray(nn.Module):
         self.proj = nn.Parameter(torch.randn(count, width, rec_dim) * std.view(-1, 1, 1))
         self.proj_in = nn.Parameter(torch.randn(input_neurons, width, input_dim) * std[:input_neurons].view(-1, 1, 1))
         self.bias = nn.Parameter(torch.randn(count, slots * dim) * std.view(-1, 1))
-        self.register_buffer("scale", total.rsqrt(), persistent=False)
+        # the integer fan-in is exact in any dtype; 1/√d is taken in the module's dtype when used
+        self.register_buffer("fan_total", total, persistent=False)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """Routing temperature ``1/√d_i`` per neuron ``[N]`` (``d_i`` counts the external input)."""
+        return self.fan_total.rsqrt()
 
     def project_input(self, e: torch.Tensor, proj_in: torch.Tensor | None = None) -> torch.Tensor:
         """``e [R, d_in]`` → ``[n_in, R, M + M·q]`` (only the wired neurons)."""
@@ -191,6 +197,9 @@ class CompiledCell(nn.Module):
         Temporal-schedule coefficient (``child`` grouping); None switches the schedule off.
     synthetic, check_finite : bool
         As for :class:`~sggraph.CompiledGraph`.
+    plain_nodes : set of str
+        Pre / post nodes that always run plain backprop (no generator, no mixing), e.g. an
+        embedding and an actor head kept at ``λ = 1``.
     """
 
     def __init__(self, cell: Cell, functions: Mapping[str, nn.Module] | None = None,
@@ -205,6 +214,7 @@ class CompiledCell(nn.Module):
         assert st is not None
         self.cell, self.grouping, self.rho = cell, grouping, rho
         self.synthetic, self.check_finite = True, True
+        self.plain_nodes: set[str] = set()
         functions, generators = dict(functions or {}), dict(generators or {})
         dims = dict(cell.inputs)
         dims.update({n: node.dim for n, node in cell.nodes.items()})
@@ -235,7 +245,7 @@ class CompiledCell(nn.Module):
 
     # the interface _NodeBlock.run expects of its net
     def _mode_for(self, block) -> str:
-        if not self.synthetic or not torch.is_grad_enabled():
+        if not self.synthetic or not torch.is_grad_enabled() or block.name in self.plain_nodes:
             return "plain"
         return block.modes()
 
@@ -264,7 +274,7 @@ class CompiledCell(nn.Module):
         return temporal_schedule(theta, self.state.child_mean, steps, self.rho)
 
     def forward(self, inputs: Mapping[str, torch.Tensor], resets: torch.Tensor | None = None,
-                state: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                state: torch.Tensor | None = None, valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         st = self.state
         first = next(iter(self.cell.inputs))
         t_steps, batch = inputs[first].shape[:2]
@@ -307,7 +317,7 @@ class CompiledCell(nn.Module):
                 st.step_inputs.append((u.detach(), e_rows[t], aux["alpha"].detach()))
                 h = OutMix.apply(out, thetas[t].view(-1, 1, 1), rec)  # type: ignore[index]
             else:
-                h = self._general_step(u, e_all, t, t_steps, batch)
+                h = self._general_step(u, e_all, t, t_steps, batch, None if valid is None else valid[t])
             hs.append(h)
         if mode == "child":
             u_all = torch.cat([x[0] for x in st.step_inputs], dim=1)  # [N, T B, F q]
@@ -315,6 +325,9 @@ class CompiledCell(nn.Module):
             e_gen_all = None if e_gen is None else e_gen.reshape(st.input_neurons, t_steps * batch, -1)
             pred_all = st.prediction_all = gen.step(u_all, e_gen_all, alpha_all)
             st.predictions = list(pred_all.split(batch, dim=1))
+            if valid is not None:
+                keep = valid.reshape(1, t_steps * batch, 1).to(pred_all.dtype)
+                st.predictions = list((pred_all * keep).split(batch, dim=1))
             for rec, pred in zip(st.records, st.predictions):
                 rec.synthetic_output = pred.detach()
         self.final_state = h.transpose(0, 1)
@@ -323,7 +336,7 @@ class CompiledCell(nn.Module):
             values[name] = block.run(values, self)
         return {n: values[n].view(t_steps, batch, -1) for n in self.terminals}
 
-    def _general_step(self, u_raw, e_all, t, t_steps, batch):
+    def _general_step(self, u_raw, e_all, t, t_steps, batch, valid_t=None):
         st = self.state
         fn, gen = st.function, st.generator
         rec = Record(f"{st.name}@{t + 1}", self.check_finite)
@@ -345,6 +358,8 @@ class CompiledCell(nn.Module):
         out, aux = fn.step(u, e_proj, params)
         e_gen = None if e_t is None else gen.project_input(e_t.detach())
         pred = gen.step(u_raw.detach(), e_gen, aux["alpha"])
+        if valid_t is not None:
+            pred = pred * valid_t.view(1, batch, 1).to(pred.dtype)
         _synthetic_vjp(out, pred, rec, inputs, params)
         st.records.append(rec)
         st.predictions.append(pred)
@@ -372,9 +387,13 @@ class CompiledCell(nn.Module):
                 if self.grouping == "child":
                     block.lam_self[...] = v
 
-    def generator_loss(self) -> torch.Tensor:
+    def generator_loss(self, valid: torch.Tensor | None = None) -> torch.Tensor:
         """MSE of every generator against the feedback its node received, summed over nodes
-        (the state's mean over steps)."""
+        (the state's mean over steps).
+
+        ``valid [T, B]`` (bool, optional) restricts the state's regression to those samples,
+        e.g. the steps inside episodes (padding steps receive zero feedback).
+        """
         total = torch.zeros(())
         for block in list(self.pre.values()) + list(self.post.values()):
             rec, pred = block.record, block.prediction
@@ -383,24 +402,31 @@ class CompiledCell(nn.Module):
         st = self.state
         received = [r.received for r in st.records]
         if received and all(r is not None for r in received) and st.prediction_all is not None:
-            total = total + torch.mean((st.prediction_all - torch.cat(received, dim=1)) ** 2)  # = mean over steps
+            err = (st.prediction_all - torch.cat(received, dim=1)) ** 2  # [N, T B, q]
+            if valid is None:
+                total = total + torch.mean(err)  # = mean over steps
+            else:
+                w = valid.reshape(1, -1, 1).to(err.dtype)
+                total = total + (err * w).sum() / (w.sum() * err.shape[0] * err.shape[2]).clamp_min(1)
         else:
             pairs = [(p, r.received) for p, r in zip(st.predictions, st.records) if r.received is not None]
             if pairs:
                 total = total + torch.stack([torch.mean((p - r) ** 2) for p, r in pairs]).mean()
         return total
 
-    def update_generators(self, optimizer: torch.optim.Optimizer | None = None) -> float:
-        """One optimizer step of the generators on the last backward's targets."""
-        return step_on(self.generator_loss(), optimizer)
+    def update_generators(self, optimizer: torch.optim.Optimizer | None = None,
+                          valid: torch.Tensor | None = None) -> float:
+        """One optimizer step of the generators on the last backward's targets (see :meth:`generator_loss`)."""
+        return step_on(self.generator_loss(valid), optimizer)
 
     def adapt_lambda(self, momentum: float = 0.9, normalize: bool = True,
-                     max_samples: int | None = 128) -> torch.Tensor | None:
+                     max_samples: int | None = 128, valid: torch.Tensor | None = None) -> torch.Tensor | None:
         """Adapt the state neurons' base θ from the last backward.
 
         Every (step, sequence) pair is a sample of the per-step parameter gradients; the batch
         estimate of eq. 18 uses ``max_samples`` of them drawn at random (None: all ``T·B``),
-        then ``θ ← μ θ + (1 − μ) λ_batch``. Returns ``λ_batch [N]`` (NaN: kept).
+        then ``θ ← μ θ + (1 − μ) λ_batch``. ``valid [T, B]`` (bool, optional) keeps only those
+        samples (e.g. steps inside episodes). Returns ``λ_batch [N]`` (NaN: kept).
         """
         from .lambdas import recurrent_state_lambda
 
@@ -409,9 +435,11 @@ class CompiledCell(nn.Module):
                               fix="compile the cell with grouping='child'")
         st = self.state
         usable = [i for i, r in enumerate(st.records) if r.received is not None]
+        if valid is not None:
+            usable = [i for i in usable if bool(valid[i].any())]
         if not usable:
             return None
-        lam_batch = recurrent_state_lambda(st, usable, normalize, max_samples)
+        lam_batch = recurrent_state_lambda(st, usable, normalize, max_samples, valid)
         with torch.no_grad():
             new = momentum * st.lam_self + (1 - momentum) * lam_batch.to(st.lam_self)
             new = torch.where(torch.isnan(lam_batch.to(st.lam_self)), st.lam_self, new).clamp(0, 1)

@@ -227,8 +227,10 @@ def _plot(rows: list[dict], path: Path, title: str) -> None:
     tmp.replace(path)
 
 
-def progress_printer(stream=sys.stderr) -> Callable[[str], None]:
-    """A one-line progress display (carriage return on a terminal, lines otherwise)."""
+def progress_printer(stream=None) -> Callable[[str], None]:
+    """A one-line progress display on ``stream`` (default: the current ``sys.stderr``; carriage
+    return on a terminal, lines otherwise)."""
+    stream = sys.stderr if stream is None else stream
     tty = stream.isatty()
 
     def show(text: str) -> None:

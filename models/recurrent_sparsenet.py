@@ -1,0 +1,156 @@
+"""The recurrent SparseNet policy of the paper's POPGym study (App. H.4, Table 2), as an sggraph cell.
+
+One step of the cell::
+
+    obs ──► emb = LeakyReLU(Linear(LayerNorm₀(Linear(obs))))        (pre node, 128 wide)
+    h@t[i] = Σ_s α_{i,s} tanh(A_{i,s} [h@t−1[parents(i)], emb] + b_{i,s})
+                                                                     (128 slot neurons, q = 6,
+                                                                      6 random parents, 6 slots;
+                                                                      neurons 0–15 also read emb)
+    act = SlotActor(flatten(h@t))                                    (post node, one logit per action)
+
+The state starts at zero at every episode start. ``sgprop`` mixes synthetic gradients into
+BPTT on the state neurons only (per-neuron θ, ``child`` grouping, temporal schedule); the
+embedding and the actor run plain backprop (``λ = 1``, no generator).
+
+>>> import torch
+>>> policy = RecurrentSparseNetPolicy(obs_dim=56, n_actions=4, seed=0)
+>>> logits = policy(torch.zeros(5, 3, 56))              # [T, B, obs] -> [T, B, actions]
+>>> logits.shape
+torch.Size([5, 3, 4])
+>>> step_logits, state = policy.step(torch.zeros(3, 56), policy.initial_state(3))
+>>> step_logits.shape, state.shape
+(torch.Size([3, 4]), torch.Size([3, 128, 6]))
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from sggraph.recurrent import CompiledCell, compile_cell
+from sggraph.unroll import Cell
+
+__all__ = ["ObservationEmbedding", "RecurrentSparseNetPolicy", "SlotActor", "recurrent_sparsenet_cell"]
+
+
+class ObservationEmbedding(nn.Module):
+    """``obs [R, obs_dim]`` → ``[R, width]``: Linear → LayerNorm (no affine) → Linear → LeakyReLU."""
+
+    def __init__(self, obs_dim: int, width: int = 128) -> None:
+        super().__init__()
+        self.first = nn.Linear(obs_dim, width)
+        self.norm = nn.LayerNorm(width, elementwise_affine=False)
+        self.second = nn.Linear(width, width)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return nn.functional.leaky_relu(self.second(self.norm(self.first(obs))))
+
+
+class SlotActor(nn.Module):
+    """Per action ``a``: ``logit_a = Σ_s α_{a,s} (w_{a,s}·x + c_{a,s})``, ``α_a = softmax_s(⟨x, k_{a,s}⟩/√D)``.
+
+    Shapes: ``x [R, D]`` → ``[R, n_actions]``. Keys and slot weights ~ N(0, 1/D), biases zero.
+    """
+
+    def __init__(self, in_dim: int, n_actions: int, slots: int = 6) -> None:
+        super().__init__()
+        self.in_dim, self.n_actions, self.slots = in_dim, n_actions, slots
+        std = 1.0 / math.sqrt(in_dim)
+        # rows: all keys (A·S), then all slot weights (A·S): one matmul for both
+        self.weight = nn.Parameter(torch.randn(2 * n_actions * slots, in_dim) * std)
+        self.bias = nn.Parameter(torch.zeros(n_actions, slots))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, s = self.n_actions, self.slots
+        keys, values = (x @ self.weight.T).view(-1, 2, a, s).unbind(1)
+        alpha = torch.softmax(keys / math.sqrt(self.in_dim), dim=-1)
+        return (alpha * (values + self.bias)).sum(-1)
+
+    def extra_repr(self) -> str:
+        return f"in_dim={self.in_dim}, n_actions={self.n_actions}, slots={self.slots}"
+
+
+def recurrent_sparsenet_cell(obs_dim: int, n_actions: int, neurons: int = 128, q: int = 6, slots: int = 6,
+                             fan_in: int = 6, input_neurons: int = 16, embed: int = 128, seed: int = 0) -> Cell:
+    """The cell graph: input ``obs``, pre node ``emb``, state ``h``, post node ``act``.
+
+    >>> cell = recurrent_sparsenet_cell(56, 4)
+    >>> cell.state.count, cell.state.dim, cell.state.fan_in, cell.state.input_neurons
+    (128, 6, 6, 16)
+    """
+    cell = Cell("popgym-sparsenet")
+    cell.add_input("obs", obs_dim)
+    cell.add_node("emb", embed, ["obs"])
+    cell.set_state("h", count=neurons, dim=q, fan_in=fan_in, slots=slots, seed=seed, input="emb",
+                   input_neurons=input_neurons)
+    cell.add_node("act", n_actions, ["h"])
+    return cell
+
+
+class RecurrentSparseNetPolicy(nn.Module):
+    """The compiled recurrent SparseNet with the rollout / training interface of the POPGym trainer.
+
+    Parameters
+    ----------
+    obs_dim, n_actions : int
+    neurons, q, slots, fan_in, input_neurons, embed, actor_slots : int
+        Table 2's dimensions by default.
+    seed : int
+        Seeds the wiring and the initial weights.
+    rho : float
+        Temporal-schedule coefficient (App. H.4).
+
+    Attributes
+    ----------
+    net : CompiledCell
+    """
+
+    def __init__(self, obs_dim: int, n_actions: int, neurons: int = 128, q: int = 6, slots: int = 6,
+                 fan_in: int = 6, input_neurons: int = 16, embed: int = 128, actor_slots: int = 6,
+                 seed: int = 0, rho: float = 0.1) -> None:
+        super().__init__()
+        cell = recurrent_sparsenet_cell(obs_dim, n_actions, neurons, q, slots, fan_in, input_neurons, embed, seed)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            functions = {"emb": ObservationEmbedding(obs_dim, embed), "act": SlotActor(neurons * q, n_actions,
+                                                                                       actor_slots)}
+            self.net: CompiledCell = compile_cell(cell, functions, grouping="child", rho=rho)
+        self.net.plain_nodes = {"emb", "act"}  # mixing on the state only
+        self.neurons, self.q = neurons, q
+
+    @property
+    def synthetic(self) -> bool:
+        return self.net.synthetic
+
+    @synthetic.setter
+    def synthetic(self, value: bool) -> None:
+        self.net.synthetic = bool(value)
+
+    def initial_state(self, batch: int) -> torch.Tensor:
+        """Zero state ``[B, N, q]``."""
+        return torch.zeros(batch, self.neurons, self.q)
+
+    def step(self, obs: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step: ``obs [B, obs_dim]``, ``state [B, N, q]`` → ``logits [B, A]``, next state."""
+        out = self.net({"obs": obs.unsqueeze(0)}, state=state)["act"][0]
+        return out, self.net.final_state
+
+    def forward(self, obs: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """A whole sequence from the zero state: ``obs [T, B, obs_dim]`` → ``logits [T, B, A]``.
+
+        ``valid [T, B]`` (bool) marks the steps inside episodes: padding steps get no synthetic feedback.
+        """
+        return self.net({"obs": obs}, valid=valid)["act"]
+
+    def model_parameters(self):
+        return self.net.model_parameters()
+
+    def generator_parameters(self):
+        return self.net.generator_parameters()
+
+    def lambda_mean(self) -> float:
+        """Mean base θ of the state neurons."""
+        return float(self.net.state.lam_self.mean())

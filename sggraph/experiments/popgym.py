@@ -1,0 +1,352 @@
+"""POPGym labyrinths with REINFORCE through time (App. H.4): recurrent SparseNet (sgprop or
+backprop) against GRU and LSTM.
+
+One batch:
+
+1. reset ``num_envs`` labyrinths (seeds from (seed, batch)) and roll the policy out step by
+   step without gradients, sampling actions, until every episode has ended or the episode
+   length is reached; steps after an episode's end are padding (``valid`` false);
+2. discounted returns ``G_t = r_t + γ G_{t+1}`` inside each episode, normalised to mean 0 and
+   std 1 over the valid steps;
+3. one forward of the whole sequence from the zero state (BPTT),
+   ``loss = −Σ_valid log π(a_t) Ĝ_t / n_valid − c_H Σ_valid H(π_t) / n_valid``;
+4. one backward (sgprop mixes synthetic gradients into it), adaptive θ from it (sgprop),
+   gradient-norm clipping, Adam step; then one generator update on the feedback that backward
+   recorded (sgprop).
+
+The rollout and the training forward compute the same logits (same parameters, zero state at
+the episode start), so the log-probabilities are those of the actions taken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..exceptions import ConfigError
+from ..rundir import RunDir
+
+__all__ = ["Batch", "PopgymConfig", "build_policy", "collect_batch", "discounted_returns", "normalized_returns",
+           "reinforce_loss", "run_popgym", "train_batch"]
+
+MODELS = ("sparsenet", "gru", "lstm")
+METHODS = ("sgprop", "backprop")
+
+
+@dataclass
+class PopgymConfig:
+    """Every setting of the POPGym study (Tables 2–3); defaults are the paper's."""
+
+    env: str = "labyrinth_escape"  #: labyrinth_escape | labyrinth_explore
+    model: str = "sparsenet"  #: sparsenet | gru | lstm
+    method: str | None = None  #: sgprop | backprop (None: sgprop for sparsenet; gru and lstm: backprop only)
+    num_envs: int = 20  #: parallel environments = episodes per gradient update
+    lr: float = 1e-3  #: Adam learning rate of the policy (the paper sweeps 2e-4 … 4e-3)
+    batches: int = 300  #: gradient updates
+    seed: int = 0
+    gamma: float = 0.95  #: discount factor
+    entropy_coef: float = 0.01
+    clip_norm: float = 0.5  #: gradient-norm clip of the policy's parameters
+    generator_lr: float = 1e-5  #: Adam learning rate of the synthetic-gradient generators
+    lam_init: float = 1.0  #: initial per-neuron θ (sgprop)
+    lam: str = "adaptive"  #: "adaptive" (eq. 18 + momentum) or a fixed θ in [0, 1] (sgprop)
+    lam_momentum: float = 0.9
+    lam_samples: int = 128  #: (step, episode) samples per adaptive-θ estimate
+    normalize: bool = True  #: normalise per-sample gradients before eq. 18
+    rho: float = 0.1  #: temporal-schedule coefficient
+    maze_size: int = 6
+    episode_length: int | None = None  #: None: 80 (escape) / 40 (explore)
+    explore_drop_prob: float = 0.75  #: explore: probability a step's reward becomes −1/episode_length
+    neurons: int = 128  #: SparseNet neurons
+    q: int = 6  #: neuron dimension
+    slots: int = 6
+    fan_in: int = 6  #: parents per neuron
+    input_neurons: int = 16  #: neurons that read the embedding
+    actor_slots: int = 6
+    embed: int = 128  #: embedding width
+    hidden: int = 256  #: GRU / LSTM hidden size
+    checkpoint_every: int = 25  #: batches between checkpoints
+
+    def __post_init__(self) -> None:
+        if self.method is None:
+            self.method = "sgprop" if self.model == "sparsenet" else "backprop"
+
+    def validate(self) -> None:
+        from ..envs.popgym import ENVIRONMENTS
+
+        if self.env not in ENVIRONMENTS:
+            raise ConfigError(f"unknown env '{self.env}'", fix=f"use one of {', '.join(ENVIRONMENTS)}")
+        if self.model not in MODELS:
+            raise ConfigError(f"unknown model '{self.model}'", fix=f"use one of {', '.join(MODELS)}")
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown method '{self.method}'", fix="use sgprop or backprop")
+        if self.method == "sgprop" and self.model != "sparsenet":
+            raise ConfigError(f"--method sgprop needs --model sparsenet (got {self.model})",
+                              fix=f"use --model sparsenet, or --method backprop for {self.model}")
+        if self.lam != "adaptive":
+            try:
+                value = float(self.lam)
+            except ValueError:
+                raise ConfigError(f"--lambda must be 'adaptive' or a number, got {self.lam!r}",
+                                  fix="pass --lambda adaptive or e.g. --lambda 0.9") from None
+            if not 0 <= value <= 1 or math.isnan(value):
+                raise ConfigError(f"--lambda {value} is outside [0, 1]", fix="use a θ in [0, 1]")
+        for name in ("lam_init", "gamma", "lam_momentum", "explore_drop_prob"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ConfigError(f"{name} = {value} is outside [0, 1]", fix=f"set {name} in [0, 1]")
+        for name in ("num_envs", "batches", "neurons", "q", "slots", "fan_in", "actor_slots", "embed", "hidden",
+                     "checkpoint_every", "lam_samples"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1 (got {getattr(self, name)})", fix=f"set {name} >= 1")
+        if not 0 <= self.input_neurons <= self.neurons:
+            raise ConfigError(f"input_neurons = {self.input_neurons} must be in 0..{self.neurons}",
+                              fix="set input_neurons <= neurons")
+        if self.fan_in >= self.neurons:
+            raise ConfigError(f"fan_in = {self.fan_in} must be below neurons = {self.neurons}", fix="lower fan_in")
+        if self.lr <= 0 or self.generator_lr < 0:
+            raise ConfigError("learning rates must be positive", fix="set --lr > 0 and --generator-lr >= 0")
+
+
+def build_policy(cfg: PopgymConfig, obs_dim: int, n_actions: int) -> torch.nn.Module:
+    """The policy of ``cfg.model`` (SparseNet: synthetic mixing on for ``sgprop``)."""
+    from ..models.baselines import RecurrentPolicy
+    from ..models.recurrent_sparsenet import RecurrentSparseNetPolicy
+
+    if cfg.model == "sparsenet":
+        policy = RecurrentSparseNetPolicy(obs_dim, n_actions, cfg.neurons, cfg.q, cfg.slots, cfg.fan_in,
+                                          cfg.input_neurons, cfg.embed, cfg.actor_slots, cfg.seed, cfg.rho)
+        policy.synthetic = cfg.method == "sgprop"
+        policy.net.set_lambda(cfg.lam_init if cfg.lam == "adaptive" else float(cfg.lam), node="h")
+        return policy
+    return RecurrentPolicy(obs_dim, n_actions, cfg.model, cfg.hidden, cfg.embed, seed=cfg.seed)
+
+
+@dataclass
+class Batch:
+    """One batch of episodes, time-major.
+
+    Attributes
+    ----------
+    obs : ``[T, B, obs_dim]`` float
+    actions : ``[T, B]`` long
+    rewards : ``[T, B]`` float (0 on padding steps)
+    valid : ``[T, B]`` bool — the step belongs to the episode (false after it ended)
+    success : ``[B]`` bool — the episode terminated (escaped / fully explored) rather than timed out
+    logits : ``[T, B, A]`` float — the rollout's action logits
+    """
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    valid: torch.Tensor
+    success: torch.Tensor
+    logits: torch.Tensor
+
+    @property
+    def episode_returns(self) -> torch.Tensor:
+        """Undiscounted return of each episode ``[B]``."""
+        return self.rewards.sum(0)
+
+
+def collect_batch(envs, policy, seed: int, batch: int, generator: torch.Generator,
+                  max_steps: int | None = None) -> Batch:
+    """Reset every environment and roll ``policy`` out (no gradients) until all episodes end.
+
+    ``envs`` is a :class:`~sggraph.envs.popgym.LabyrinthBatch` or anything with its
+    ``reset(seed, batch)`` / ``step(actions)`` / ``num_envs`` / ``episode_length``.
+    """
+    horizon = envs.episode_length if max_steps is None else max_steps
+    n = envs.num_envs
+    obs = torch.from_numpy(envs.reset(seed, batch))
+    state = policy.initial_state(n)
+    alive = torch.ones(n, dtype=torch.bool)
+    success = torch.zeros(n, dtype=torch.bool)
+    obs_seq, act_seq, rew_seq, valid_seq, logit_seq = [], [], [], [], []
+    with torch.no_grad():
+        for _ in range(horizon):
+            logits, state = policy.step(obs, state)
+            actions = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
+            next_obs, reward, terminated, truncated = envs.step(actions.numpy())
+            obs_seq.append(obs)
+            logit_seq.append(logits)
+            act_seq.append(actions)
+            valid_seq.append(alive.clone())
+            rew_seq.append(torch.from_numpy(reward) * alive)
+            term = torch.from_numpy(np.asarray(terminated, dtype=bool))
+            success |= alive & term
+            alive &= ~(term | torch.from_numpy(np.asarray(truncated, dtype=bool)))
+            # an ended episode's environment auto-resets into a maze drawn from POPGym's global RNG:
+            # feed zeros instead, so that padding steps depend on nothing outside the run
+            obs = torch.from_numpy(next_obs) * alive.unsqueeze(1)
+            if not alive.any():
+                break
+    return Batch(torch.stack(obs_seq), torch.stack(act_seq), torch.stack(rew_seq), torch.stack(valid_seq), success,
+                 torch.stack(logit_seq))
+
+
+def discounted_returns(rewards: torch.Tensor, valid: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``G_t = r_t + γ G_{t+1}`` inside each episode (0 on padding). Shapes ``[T, B]``.
+
+    >>> r = torch.tensor([[1.0], [0.0], [2.0], [5.0]]); v = torch.tensor([[True], [True], [True], [False]])
+    >>> discounted_returns(r, v, 0.5).squeeze(1).tolist()
+    [1.5, 1.0, 2.0, 0.0]
+    """
+    out = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        running = (rewards[t] + gamma * running) * valid[t]
+        out[t] = running
+    return out
+
+
+def normalized_returns(returns: torch.Tensor, valid: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Returns standardised over the valid steps (mean 0, std 1; padding 0)."""
+    g = returns[valid]
+    std = g.std(unbiased=False) if g.numel() > 1 else g.new_tensor(0.0)
+    return torch.where(valid, (returns - g.mean()) / (std + eps), torch.zeros_like(returns))
+
+
+def reinforce_loss(logits: torch.Tensor, batch: Batch, gamma: float, entropy_coef: float) -> tuple[torch.Tensor,
+                                                                                                   dict]:
+    """Masked REINFORCE loss with an entropy bonus, and its parts."""
+    log_probs = torch.log_softmax(logits, dim=-1)
+    taken = log_probs.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
+    entropy = -(log_probs.exp() * log_probs).sum(-1)
+    adv = normalized_returns(discounted_returns(batch.rewards, batch.valid, gamma), batch.valid)
+    mask = batch.valid.to(logits.dtype)
+    n_valid = mask.sum().clamp_min(1)
+    pg = -(taken * adv * mask).sum() / n_valid
+    ent = (entropy * mask).sum() / n_valid
+    return pg - entropy_coef * ent, {"policy_loss": float(pg.detach()), "entropy": float(ent.detach())}
+
+
+def train_batch(cfg: PopgymConfig, envs, policy, opt, gen_opt, batch_index: int,
+                generator: torch.Generator) -> dict:
+    """Collect one batch and make one update; returns the metrics row."""
+    t0 = time.perf_counter()
+    data = collect_batch(envs, policy, cfg.seed, batch_index, generator)
+    opt.zero_grad(set_to_none=True)
+    logits = policy(data.obs, valid=data.valid)
+    loss, parts = reinforce_loss(logits, data, cfg.gamma, cfg.entropy_coef)
+    loss.backward()
+    sgprop = cfg.method == "sgprop"
+    if sgprop and cfg.lam == "adaptive":
+        policy.net.adapt_lambda(momentum=cfg.lam_momentum, normalize=cfg.normalize, max_samples=cfg.lam_samples,
+                                valid=data.valid)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm))
+    opt.step()
+    if sgprop:
+        policy.net.update_generators(gen_opt, valid=data.valid)
+    row = {"batch": batch_index + 1, "episodes": (batch_index + 1) * envs.num_envs,
+           "success_rate": round(float(data.success.float().mean()), 5),
+           "mean_return": round(float(data.episode_returns.mean()), 5),
+           "episode_steps": round(float(data.valid.sum(0).float().mean()), 2),
+           "loss": round(float(loss.detach()), 6), "entropy": round(parts["entropy"], 5), "grad_norm": round(grad_norm, 5)}
+    if sgprop:
+        row["lambda_mean"] = round(policy.lambda_mean(), 5)
+    row["seconds"] = round(time.perf_counter() - t0, 4)
+    return row
+
+
+def run_popgym(cfg: PopgymConfig, out: str | Path, resume: bool = False,
+               progress: Callable[[str], None] | None = None) -> dict:
+    """Train one run; writes ``config.json``, ``metrics.csv`` (a row per batch), ``summary.json``,
+    ``learning_curve.png`` and ``checkpoint.pt`` into ``out``. Returns the summary."""
+    from ..envs.popgym import LabyrinthBatch
+
+    cfg.validate()
+    rd = RunDir(out)
+    config = dataclasses.asdict(cfg)
+    if resume:
+        if not rd.has_checkpoint():
+            raise ConfigError(f"nothing to resume in {rd.path}", file=str(rd.path),
+                              fix="run without --resume first")
+        saved = rd.read_json("config.json")
+        mine = json.loads(json.dumps(config))
+        if {k: v for k, v in saved.items() if k != "batches"} != {k: v for k, v in mine.items() if k != "batches"}:
+            raise ConfigError("--resume with settings that differ from the run's config.json", file=str(rd.path),
+                              fix="resume with the same settings (only --batches may grow)")
+    rd.write_json("config.json", config)
+    envs = LabyrinthBatch(cfg.env, cfg.num_envs, cfg.maze_size, cfg.episode_length, cfg.explore_drop_prob)
+    torch.manual_seed(cfg.seed)
+    policy = build_policy(cfg, envs.obs_dim, envs.n_actions)
+    opt = torch.optim.Adam(list(policy.model_parameters()), lr=cfg.lr)
+    gen_params = list(policy.generator_parameters())
+    gen_opt = torch.optim.Adam(gen_params, lr=cfg.generator_lr) if cfg.method == "sgprop" else None
+    sampler = torch.Generator().manual_seed(cfg.seed)
+    rows: list[dict] = []
+    start = 0
+    if resume:
+        state = rd.load_checkpoint()
+        policy.load_state_dict(state["policy"])
+        opt.load_state_dict(state["opt"])
+        if gen_opt is not None:
+            gen_opt.load_state_dict(state["gen_opt"])
+        sampler.set_state(state["sampler"])
+        torch.set_rng_state(state["torch_rng"])
+        rows, start = state["rows"], state["batch"]
+
+    def checkpoint(done: int) -> None:
+        rd.save_checkpoint({"batch": done, "policy": policy.state_dict(), "opt": opt.state_dict(),
+                            "gen_opt": None if gen_opt is None else gen_opt.state_dict(),
+                            "sampler": sampler.get_state(), "torch_rng": torch.get_rng_state(), "rows": rows})
+        rd.write_metrics(rows)
+
+    t0 = time.perf_counter()
+    label = f"{cfg.model} {cfg.method}" if cfg.model == "sparsenet" else cfg.model
+    for b in range(start, cfg.batches):
+        row = train_batch(cfg, envs, policy, opt, gen_opt, b, sampler)
+        rows.append(row)
+        if progress is not None:
+            recent = rows[-10:]
+            succ = sum(r["success_rate"] for r in recent) / len(recent)
+            lam = f"  λ̄ {row['lambda_mean']:.3f}" if "lambda_mean" in row else ""
+            progress(f"[{cfg.env} {label} seed {cfg.seed}] batch {b + 1}/{cfg.batches}  success {succ:.3f} "
+                     f"(last 10)  return {row['mean_return']:+.3f}{lam}  {time.perf_counter() - t0:.0f}s")
+        if (b + 1) % cfg.checkpoint_every == 0 or b + 1 == cfg.batches:
+            checkpoint(b + 1)
+    envs.close()
+    rates = [r["success_rate"] for r in rows]
+    tail = rates[-max(1, len(rates) // 10):]
+    summary = {"env": cfg.env, "model": cfg.model, "method": cfg.method, "seed": cfg.seed, "lr": cfg.lr,
+               "num_envs": cfg.num_envs, "batches": cfg.batches,
+               "final_success_rate": round(sum(tail) / len(tail), 5) if tail else None,
+               "auc_success_rate": round(sum(rates) / len(rates), 5) if rates else None,
+               "seconds": round(time.perf_counter() - t0, 2), "resumed_from": start if resume else None,
+               "parameters": sum(p.numel() for p in policy.model_parameters())}
+    rd.write_json("summary.json", summary)
+    _plot(rows, rd.path / "learning_curve.png", f"{cfg.env} — {label}, seed {cfg.seed}")
+    return summary
+
+
+def _plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    x = [r["episodes"] for r in rows]
+    y = np.array([r["success_rate"] for r in rows])
+    ax.plot(x, y, lw=0.6, alpha=0.4)
+    if len(y) >= 10:
+        ax.plot(x[9:], np.convolve(y, np.ones(10) / 10, mode="valid"), lw=1.5, label="mean of 10 batches")
+        ax.legend(fontsize=7)
+    ax.set_xlabel("episodes")
+    ax.set_ylabel("success rate")
+    ax.set_title(title)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
