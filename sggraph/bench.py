@@ -9,13 +9,15 @@ sgprop adds the generator's forward and weight gradient). The machine's fp32
 matmul peak is measured in the same run.
 
 The recurrent section times forward + backward (+ generator update and adaptive λ for
-sgprop) of a 128-neuron recurrent cell over 80 steps for 20 sequences.
+sgprop) of a 128-neuron recurrent cell over 80 steps for 20 sequences. The popgym section
+times whole POPGym batches (20 labyrinth_escape environments: rollout + update).
 
 JSON keys (later sections are added, never renamed)::
 
     {"matmul_peak_gflops": ..., "bandit": {"backprop_ms", "sgprop_ms", "backprop_gflops", "sgprop_gflops",
                                           "sgprop_adaptive_ms", ...},
-     "recurrent": {"backprop_ms", "sgprop_ms", "sgprop_over_backprop"}}
+     "recurrent": {"backprop_ms", "sgprop_ms", "sgprop_over_backprop"},
+     "popgym": {"backprop_s", "sgprop_s", "gru_s", "lstm_s", "*_rollout_s", "num_envs"}}
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import time
 
 import torch
 
-__all__ = ["add_parser", "bench_bandit", "matmul_peak_gflops", "run_bench"]
+__all__ = ["add_parser", "bench_bandit", "bench_popgym", "bench_recurrent", "matmul_peak_gflops", "run_bench"]
 
 
 def matmul_peak_gflops(size: int = 1024, repeats: int = 20) -> float:
@@ -183,10 +185,48 @@ def bench_recurrent(repeats: int = 5, warmup: int = 1, steps: int = 80, sequence
     return out
 
 
+def bench_popgym(repeats: int = 5, warmup: int = 1, num_envs: int = 20, seed: int = 0) -> dict[str, float]:
+    """Median seconds per POPGym batch (``labyrinth_escape``, ``num_envs`` environments, episode
+    length 80): the rollout through the real environments plus one update, exactly as in
+    ``sggraph train popgym``, for SparseNet backprop, SparseNet sgprop (adaptive θ, schedule,
+    generator update), GRU and LSTM. Also the rollout's share of each."""
+    from .envs.popgym import LabyrinthBatch
+    from .experiments.popgym import PopgymConfig, build_policy, collect_batch, train_batch
+
+    variants = {"backprop": ("sparsenet", "backprop"), "sgprop": ("sparsenet", "sgprop"),
+                "gru": ("gru", "backprop"), "lstm": ("lstm", "backprop")}
+    runs = {}
+    for key, (model, method) in variants.items():
+        cfg = PopgymConfig(model=model, method=method, num_envs=num_envs, seed=seed)
+        envs = LabyrinthBatch(cfg.env, cfg.num_envs)
+        torch.manual_seed(seed)
+        policy = build_policy(cfg, envs.obs_dim, envs.n_actions)
+        opt = torch.optim.Adam(list(policy.model_parameters()), lr=cfg.lr)
+        gen = list(policy.generator_parameters())
+        gen_opt = torch.optim.Adam(gen, lr=cfg.generator_lr) if method == "sgprop" else None
+        runs[key] = (cfg, envs, policy, opt, gen_opt, torch.Generator().manual_seed(seed))
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    rollout: dict[str, list[float]] = {k: [] for k in runs}
+    for i in range(warmup + repeats):
+        for key, (cfg, envs, policy, opt, gen_opt, sampler) in runs.items():
+            t0 = time.perf_counter()
+            train_batch(cfg, envs, policy, opt, gen_opt, i, sampler)
+            t1 = time.perf_counter()
+            collect_batch(envs, policy, seed, i, sampler)  # the rollout alone, for its share
+            t2 = time.perf_counter()
+            if i >= warmup:
+                times[key].append(t1 - t0)
+                rollout[key].append(t2 - t1)
+    out = {f"{k}_s": round(statistics.median(v), 3) for k, v in times.items()}
+    out.update({f"{k}_rollout_s": round(statistics.median(v), 3) for k, v in rollout.items()})
+    out["num_envs"] = num_envs
+    return out
+
+
 def run_bench(steps: int = 30) -> dict:
     """Every section of the benchmark."""
     return {"threads": torch.get_num_threads(), "matmul_peak_gflops": round(matmul_peak_gflops(), 1),
-            "bandit": bench_bandit(steps=steps), "recurrent": bench_recurrent()}
+            "bandit": bench_bandit(steps=steps), "recurrent": bench_recurrent(), "popgym": bench_popgym()}
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -205,6 +245,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     print("recurrent SparseNet cell (128 neurons, q=6, 6 slots, 6 parents, 16 input neurons; T=80, 20 sequences):")
     print(f"  backprop: {r['backprop_ms']:7.1f} ms   sgprop: {r['sgprop_ms']:7.1f} ms   "
           f"ratio {r['sgprop_over_backprop']:.2f}")
+    g = result["popgym"]
+    print(f"POPGym batch (labyrinth_escape, {g['num_envs']} envs, rollout through the real envs + one update):")
+    for key, label in (("backprop", "SparseNet backprop"), ("sgprop", "SparseNet sgprop"), ("gru", "GRU"),
+                       ("lstm", "LSTM")):
+        print(f"  {label:18s}: {g[key + '_s']:6.3f} s/batch  (rollout {g[key + '_rollout_s']:.3f} s)")
     return 0
 
 

@@ -35,8 +35,12 @@ def test_bench_cli_json_keys(monkeypatch, capsys):
     monkeypatch.setattr(bench, "bench_bandit", lambda steps: bench_bandit(steps=1, warmup=0, batch=4))
     original = bench.bench_recurrent
     monkeypatch.setattr(bench, "bench_recurrent", lambda: original(repeats=1, warmup=0, steps=3, sequences=2))
+    popgym = bench.bench_popgym
+    monkeypatch.setattr(bench, "bench_popgym", lambda: popgym(repeats=1, warmup=0, num_envs=2))
     assert main(["bench", "--json", "--steps", "1"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert set(data["bandit"]) >= {"backprop_ms", "sgprop_ms", "backprop_gflops", "sgprop_gflops"}
     assert data["matmul_peak_gflops"] > 0
     assert set(data["recurrent"]) == {"backprop_ms", "sgprop_ms", "sgprop_over_backprop"}
+    assert set(data["popgym"]) >= {"backprop_s", "sgprop_s", "gru_s", "lstm_s", "sgprop_rollout_s"}
+    assert all(data["popgym"][k] > 0 for k in ("backprop_s", "sgprop_s", "gru_s"))
