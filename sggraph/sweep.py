@@ -1,0 +1,909 @@
+"""Sweeps: one command run over a grid of settings, on a local process pool or a Ray cluster.
+
+A sweep spec is a YAML file::
+
+    name: small                        # optional (default: the file's stem)
+    command: train mnist-bandit        # any sggraph command that takes --out
+    settings:                          # fixed settings, passed to every run
+      steps: 600
+    grid:                              # every combination becomes one run
+      method: [sgprop, backprop]
+      lr: [0.001, 0.005]
+      seed: [0, 1]
+
+Settings are the command's own flags without the dashes (``n_parents`` or ``n-parents``
+for ``--n-parents``); they are checked against the command's argument parser, so every
+flag the command has — and nothing else — is a setting. In ``grid:`` every list is a list
+of alternatives (a setting that itself takes a list, like ``classes``, gets a list of
+lists). A grid entry whose value is a list of mappings is a *group*: its entries are
+alternatives whose settings vary together, and each entry may itself hold lists (a small
+grid of its own)::
+
+    grid:
+      variant:                         # the name of a group is free
+        - {model: sparsenet, method: [sgprop, backprop]}
+        - {model: gru, method: backprop}
+      lr: [0.0005, 0.001]
+      seed: [0, 1, 2]
+
+Each run is ``python -m sggraph COMMAND --flags --out OUT/NAME`` in a run directory named
+by its grid settings (``method=sgprop,lr=0.005,seed=0``), with the run's ``stdout.log``,
+``stderr.log`` and ``sweep_run.json`` (its command and settings). A run is finished when
+its ``summary.json`` exists; a run with a ``checkpoint.pt`` but no summary was killed and
+is continued with ``--resume``. The sweep writes ``OUT/sweep.json`` and ``OUT/runs.csv``
+(status, exit code, seconds and error of every run) after each run, and exits 1 if any
+run failed — after finishing all the others.
+
+Examples
+--------
+>>> spec = spec_from_dict({"command": "train mnist-bandit", "settings": {"steps": 10},
+...                        "grid": {"method": ["sgprop", "backprop"], "seed": [0, 1]}})
+>>> [cell.name for cell in spec.cells()]
+['method=sgprop,seed=0', 'method=sgprop,seed=1', 'method=backprop,seed=0', 'method=backprop,seed=1']
+>>> spec.argv(spec.cells()[0])
+['train', 'mnist-bandit', '--steps', '10', '--method', 'sgprop', '--seed', '0']
+>>> spec_from_dict({"command": "train mnist-bandit", "grid": {"stpes": [1, 2]}})
+Traceback (most recent call last):
+...
+sggraph.exceptions.SpecError: unknown setting 'stpes' of `sggraph train mnist-bandit` in grid. Fix: did you mean 'steps'? ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import difflib
+import io
+import itertools
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .exceptions import ConfigError, SpecError
+
+__all__ = [
+    "Cell",
+    "RunPlan",
+    "SweepSpec",
+    "add_parser",
+    "command_options",
+    "execute_run",
+    "expand_grid",
+    "format_value",
+    "load_spec",
+    "plan_runs",
+    "run_name",
+    "run_sweep",
+    "spec_from_dict",
+]
+
+#: Top-level keys of a spec.
+SPEC_KEYS = ("name", "command", "settings", "grid", "description")
+#: Flags the sweep itself passes to every run; a spec may not set them.
+MANAGED = ("out", "resume", "help")
+#: Commands that cannot be swept (they run sweeps or read them).
+NOT_SWEEPABLE = ("sweep", "plot")
+#: Per-run files written by the sweep (the command writes the rest).
+RUN_FILE = "sweep_run.json"
+
+
+# ---------------------------------------------------------------------------------------------
+# the command's settings, from its argument parser
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return None
+
+
+def _long_name(action: argparse.Action) -> str:
+    longs = [s for s in action.option_strings if s.startswith("--")]
+    return (longs[0] if longs else action.option_strings[0]).lstrip("-").replace("-", "_")
+
+
+def command_options(words: Sequence[str], parser: argparse.ArgumentParser | None = None, *,
+                    file: str | None = None, line: int | None = None) -> dict[str, argparse.Action]:
+    """The settings (optional flags) of the ``sggraph`` command ``words``, by canonical name.
+
+    The canonical name of a flag is its long option without dashes, ``-`` written ``_``
+    (``--n-parents`` → ``n_parents``, ``--lambda`` → ``lambda``).
+
+    Parameters
+    ----------
+    words : sequence of str
+        The command, e.g. ``["train", "mnist-bandit"]`` or ``["expert"]``.
+    parser : argparse.ArgumentParser, optional
+        The root parser (default: :func:`sggraph.cli.build_parser`).
+    file, line : optional
+        Where the command was written, for errors.
+
+    Raises
+    ------
+    SpecError
+        Unknown or incomplete command, or one that cannot be swept.
+
+    Examples
+    --------
+    >>> opts = command_options(["expert"])
+    >>> "trials" in opts and "out" in opts
+    True
+    >>> command_options(["exprt"])
+    Traceback (most recent call last):
+    ...
+    sggraph.exceptions.SpecError: unknown command 'exprt'. Fix: did you mean 'expert'? ...
+    """
+    if parser is None:
+        from .cli import build_parser
+
+        parser = build_parser()
+    if not words:
+        raise SpecError("the spec names no command", file=file, line=line,
+                        fix="write e.g. `command: train mnist-bandit`")
+    if words[0] in NOT_SWEEPABLE:
+        raise SpecError(f"`sggraph {words[0]}` cannot be swept", file=file, line=line,
+                        fix="sweep a command that makes one run, e.g. `train mnist-bandit` or `expert`")
+    path: list[str] = []
+    positional = 0
+    for word in words:
+        if word.startswith("-"):
+            raise SpecError(f"flag '{word}' in the command", file=file, line=line,
+                            fix="write flags under `settings:` or `grid:` without the dashes")
+        sub = _subparsers(parser)
+        if sub is not None:
+            if word not in sub.choices:
+                guess = difflib.get_close_matches(word, list(sub.choices), n=1)
+                where = f" of `sggraph {' '.join(path)}`" if path else ""
+                raise SpecError(f"unknown command '{word}'{where}", file=file, line=line,
+                                fix=(f"did you mean '{guess[0]}'? " if guess else "")
+                                + f"commands: {', '.join(c for c in sub.choices if c not in NOT_SWEEPABLE)}")
+            parser, positional = sub.choices[word], 0
+            path.append(word)
+            continue
+        slots = [a for a in parser._actions if not a.option_strings]
+        if positional >= len(slots):
+            raise SpecError(f"too many words in the command `{' '.join(words)}`", file=file, line=line,
+                            fix=f"`sggraph {' '.join(path)}` takes no further positional arguments")
+        slot = slots[positional]
+        if slot.choices is not None and word not in slot.choices:
+            raise SpecError(f"unknown {slot.dest} '{word}' of `sggraph {' '.join(path)}`", file=file, line=line,
+                            fix=f"use one of: {', '.join(map(str, slot.choices))}")
+        positional += 1
+        path.append(word)
+    sub = _subparsers(parser)
+    if sub is not None:
+        raise SpecError(f"incomplete command `{' '.join(words)}`", file=file, line=line,
+                        fix=f"add one of: {', '.join(sub.choices)}")
+    missing = [a.dest for a in parser._actions if not a.option_strings][positional:]
+    missing = [m for m, a in zip(missing, [a for a in parser._actions if not a.option_strings][positional:])
+               if a.nargs not in ("?", "*")]
+    if missing:
+        raise SpecError(f"`sggraph {' '.join(words)}` needs the positional argument(s) {', '.join(missing)}",
+                        file=file, line=line, fix="write them in the command, after its name")
+    options = {_long_name(a): a for a in parser._actions if a.option_strings}
+    if "out" not in options:
+        raise SpecError(f"`sggraph {' '.join(words)}` has no --out, so its runs cannot be kept apart",
+                        file=file, line=line, fix="sweep a command that writes a run directory")
+    return options
+
+
+def _aliases(options: Mapping[str, argparse.Action]) -> dict[str, str]:
+    """Every spelling of a setting (``n-parents``, ``n_parents``, the dest) → its canonical name."""
+    out: dict[str, str] = {}
+    for name, action in options.items():
+        for spelling in [name, action.dest, *(s.lstrip("-") for s in action.option_strings if s.startswith("--"))]:
+            out.setdefault(spelling, name)
+            out.setdefault(spelling.replace("-", "_"), name)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# values
+
+
+def format_value(value: Any) -> str:
+    """A setting value as a command-line word (floats exactly, bools as true/false).
+
+    >>> format_value(2e-05), format_value(0.005), format_value(True), format_value("gru")
+    ('2e-05', '0.005', 'true', 'gru')
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _name_value(value: Any) -> str:
+    text = "-".join(format_value(v) for v in value) if isinstance(value, list) else format_value(value)
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", text)
+
+
+def run_name(settings: Mapping[str, Any]) -> str:
+    """A filesystem-safe run-directory name from a run's grid settings.
+
+    >>> run_name({"method": "sgprop", "lr": 0.005, "seed": 0})
+    'method=sgprop,lr=0.005,seed=0'
+    >>> run_name({"classes": [0, 1, 3], "data_dir": "/tmp/x y"})
+    'classes=0-1-3,data_dir=_tmp_x_y'
+    """
+    name = ",".join(f"{k}={_name_value(v)}" for k, v in settings.items()) or "default"
+    if len(name) > 200:  # file names are limited to 255 bytes
+        import hashlib
+
+        name = name[:180] + "," + hashlib.sha1(name.encode()).hexdigest()[:12]
+    return name
+
+
+def _check_value(name: str, action: argparse.Action, value: Any, command: str, *,
+                 file: str | None, line: int | None) -> Any:
+    """Check a setting's value against its flag; returns it with numbers converted (``'2e-4'`` → 0.0002)."""
+    def fail(message: str, fix: str) -> SpecError:
+        return SpecError(f"setting '{name}' of `sggraph {command}`: {message}", file=file, line=line, fix=fix)
+
+    if value is None:
+        raise fail("no value (null)", "give a value, or leave the setting out to use the command's default")
+    if isinstance(value, Mapping):
+        raise fail(f"a mapping is not a value ({value!r})", "give a number, a word or a list")
+    if action.nargs == 0:  # store_true / store_false
+        if not isinstance(value, bool):
+            raise fail(f"takes true or false, got {value!r}", f"write `{name}: true` or `{name}: false`")
+        return value
+    items = value if isinstance(value, list) else [value]
+    if isinstance(value, list):
+        if action.nargs in (None, "?"):
+            raise fail(f"takes one value, got the list {value!r}",
+                       "give one value (in `grid:`, a list means alternatives: one run each)")
+        if not value and action.nargs == "+":
+            raise fail("takes at least one value, got []", "give a non-empty list")
+        if isinstance(action.nargs, int) and len(value) != action.nargs:
+            raise fail(f"takes {action.nargs} values, got {len(value)}", f"give {action.nargs} values")
+    converted = []
+    for item in items:
+        if isinstance(item, (list, Mapping)) or item is None:
+            raise fail(f"{item!r} is not a value", "give numbers or words")
+        word = format_value(item)
+        if action.type is not None and callable(action.type):
+            try:
+                item_value = action.type(word)
+            except (ValueError, TypeError, argparse.ArgumentTypeError):
+                kind = {int: "an integer", float: "a number"}.get(action.type, "a valid value")
+                raise fail(f"{word!r} is not {kind}", f"give {kind}") from None
+        else:
+            item_value = word
+        if action.choices is not None and item_value not in action.choices:
+            raise fail(f"{word!r} is not one of its choices", f"use one of: {', '.join(map(str, action.choices))}")
+        if action.type in (int, float) and not isinstance(item, bool):
+            converted.append(item_value)
+        else:
+            converted.append(item)
+    return converted if isinstance(value, list) else converted[0]
+
+
+def _argv_for(name: str, action: argparse.Action, value: Any) -> list[str]:
+    flag = next((s for s in action.option_strings if s.startswith("--")), action.option_strings[0])
+    if action.nargs == 0:
+        on = bool(value) if not isinstance(action, argparse._StoreFalseAction) else not value
+        return [flag] if on else []
+    items = value if isinstance(value, list) else [value]
+    return [flag, *(format_value(v) for v in items)]
+
+
+# ---------------------------------------------------------------------------------------------
+# the grid
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """One grid entry: a setting with alternatives, or a group of sub-grids."""
+
+    key: str
+    values: tuple[Any, ...] = ()  # alternatives of a setting axis
+    entries: tuple[tuple[_Axis, ...], ...] = ()  # a group: each entry is a list of setting axes
+    group: bool = False
+
+
+def expand_grid(axes: Sequence[_Axis]) -> list[dict[str, Any]]:
+    """Every combination of a grid, in order (the last axis varies fastest); duplicates removed.
+
+    >>> g = [_Axis("a", (1, 2)), _Axis("v", entries=((_Axis("m", ("x",)),), (_Axis("m", ("y",)), _Axis("b", (0, 1)))),
+    ...      group=True)]
+    >>> expand_grid(g)
+    [{'a': 1, 'm': 'x'}, {'a': 1, 'm': 'y', 'b': 0}, {'a': 1, 'm': 'y', 'b': 1}, {'a': 2, 'm': 'x'}, {'a': 2, 'm': 'y', 'b': 0}, {'a': 2, 'm': 'y', 'b': 1}]
+    """
+    def choices(axis: _Axis) -> list[dict[str, Any]]:
+        if not axis.group:
+            return [{axis.key: v} for v in axis.values]
+        return [cell for entry in axis.entries for cell in expand_grid(entry)]
+
+    cells, seen = [], set()
+    for parts in itertools.product(*(choices(a) for a in axes)):
+        cell: dict[str, Any] = {}
+        for part in parts:
+            cell.update(part)
+        key = json.dumps(cell, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            cells.append(cell)
+    return cells
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of a sweep: its grid settings and its directory name."""
+
+    name: str
+    settings: dict[str, Any]
+
+
+@dataclass
+class SweepSpec:
+    """A validated sweep spec (see the module docstring for the format).
+
+    Attributes
+    ----------
+    name : str
+    command : list of str
+        e.g. ``["train", "mnist-bandit"]``.
+    settings : dict
+        Fixed settings (canonical names), passed to every run.
+    axes : list
+        The grid.
+    options : dict
+        The command's flags by canonical name.
+    file : str or None
+    """
+
+    name: str
+    command: list[str]
+    settings: dict[str, Any]
+    axes: list[_Axis]
+    options: dict[str, argparse.Action] = field(repr=False)
+    file: str | None = None
+
+    def cells(self) -> list[Cell]:
+        """Every run of the grid, named by its grid settings."""
+        cells = [Cell(run_name(s), s) for s in expand_grid(self.axes)]
+        names: dict[str, dict] = {}
+        for cell in cells:
+            if cell.name in names:
+                raise SpecError(f"two runs get the same directory name '{cell.name}' ({names[cell.name]} and "
+                                f"{cell.settings})", file=self.file,
+                                fix="make the values differ after non-alphanumeric characters are replaced by _")
+            names[cell.name] = cell.settings
+        return cells
+
+    def run_settings(self, cell: Cell) -> dict[str, Any]:
+        """The fixed settings overlaid with the cell's."""
+        return {**self.settings, **cell.settings}
+
+    def argv(self, cell: Cell) -> list[str]:
+        """The command line of a run (without ``--out`` and ``--resume``)."""
+        argv = list(self.command)
+        for name, value in self.run_settings(cell).items():
+            argv += _argv_for(name, self.options[name], value)
+        return argv
+
+    @property
+    def resumable(self) -> bool:
+        """Whether the command takes ``--resume``."""
+        return "resume" in self.options
+
+    def __repr__(self) -> str:
+        return (f"SweepSpec({self.name!r}, command={' '.join(self.command)!r}, "
+                f"{len(self.settings)} fixed settings, {len(self.cells())} runs)")
+
+
+def _canonical(key: Any, aliases: Mapping[str, str], command: str, where: str, *,
+               file: str | None, line: int | None) -> str:
+    key = str(key)
+    if key in MANAGED or aliases.get(key) in MANAGED:
+        raise SpecError(f"setting '{key}' in {where} is managed by the sweep", file=file, line=line,
+                        fix="leave it out: every run gets --out OUT/NAME, and --resume when it was killed")
+    if key not in aliases:
+        names = sorted(n for n in set(aliases.values()) if n not in MANAGED)
+        guess = difflib.get_close_matches(key.replace("-", "_"), names, n=1)
+        raise SpecError(f"unknown setting '{key}' of `sggraph {command}` in {where}", file=file, line=line,
+                        fix=(f"did you mean '{guess[0]}'? " if guess else "") + f"settings: {', '.join(names)}")
+    return aliases[key]
+
+
+def spec_from_dict(data: Any, *, file: str | None = None, lines: Mapping[str, int] | None = None,
+                   parser: argparse.ArgumentParser | None = None) -> SweepSpec:
+    """Validate a spec given as a mapping (``lines``: document path → line, for errors).
+
+    Raises
+    ------
+    SpecError
+        Unknown key, command or setting; empty grid; a value the command would reject.
+    """
+    from .spec import _line_for
+
+    lines = lines or {}
+
+    def at(path: str) -> int | None:
+        return _line_for(lines, path)
+
+    if not isinstance(data, Mapping):
+        raise SpecError("a sweep spec must be a mapping with `command:` and `grid:`", file=file, line=1,
+                        fix="see examples/sweeps/small.yaml")
+    for key in data:
+        if key not in SPEC_KEYS:
+            guess = difflib.get_close_matches(str(key), SPEC_KEYS, n=1)
+            raise SpecError(f"unknown key '{key}' in the sweep spec", file=file, line=at(f"$.{key}"),
+                            fix=(f"did you mean '{guess[0]}'? " if guess else "") + f"keys: {', '.join(SPEC_KEYS)}")
+    command = data.get("command")
+    if not isinstance(command, str) or not command.strip():
+        raise SpecError("the spec needs `command:`, a sggraph command as text", file=file,
+                        line=at("$.command") or 1, fix="write e.g. `command: train mnist-bandit`")
+    words = command.split()
+    cmd_text = " ".join(words)
+    options = command_options(words, parser, file=file, line=at("$.command"))
+    aliases = _aliases(options)
+
+    settings_in = data.get("settings") or {}
+    if not isinstance(settings_in, Mapping):
+        raise SpecError("`settings:` must be a mapping of setting: value", file=file, line=at("$.settings"),
+                        fix="write one `setting: value` per line under `settings:`")
+    settings: dict[str, Any] = {}
+    for key, value in settings_in.items():
+        line = at(f"$.settings.{key}")
+        name = _canonical(key, aliases, cmd_text, "settings", file=file, line=line)
+        if name in settings:
+            raise SpecError(f"setting '{name}' given twice in settings", file=file, line=line, fix="keep one")
+        settings[name] = _check_value(name, options[name], value, cmd_text, file=file, line=line)
+
+    grid = data.get("grid")
+    if grid is None or (isinstance(grid, (Mapping, list)) and not grid):
+        raise SpecError("the grid is empty", file=file, line=at("$.grid") or 1,
+                        fix="add `grid:` with at least one setting and its values, e.g. `seed: [0, 1]`")
+    if not isinstance(grid, Mapping):
+        raise SpecError("`grid:` must be a mapping of setting: [values]", file=file, line=at("$.grid"),
+                        fix="write e.g. `grid: {seed: [0, 1, 2]}`")
+
+    used: dict[str, str] = {}  # setting -> where it is varied
+
+    def setting_axis(key: Any, values: Any, path: str, where: str, owner: str) -> _Axis:
+        line = at(path)
+        name = _canonical(key, aliases, cmd_text, where, file=file, line=line)
+        if name in settings:
+            raise SpecError(f"setting '{name}' is both fixed (settings) and varied (grid)", file=file, line=line,
+                            fix="keep it in one place")
+        if name in used and used[name] != owner:
+            raise SpecError(f"setting '{name}' is varied in two places of the grid ({used[name]} and {owner})",
+                            file=file, line=line, fix="vary each setting in one grid entry")
+        used[name] = owner
+        alternatives = values if isinstance(values, list) else [values]
+        if not alternatives:
+            raise SpecError(f"grid setting '{name}' has no values", file=file, line=line,
+                            fix=f"give at least one value, e.g. `{name}: [...]`, or remove it")
+        checked = tuple(_check_value(name, options[name], v, cmd_text, file=file, line=line) for v in alternatives)
+        return _Axis(name, checked)
+
+    axes: list[_Axis] = []
+    for key, values in grid.items():
+        path = f"$.grid.{key}"
+        if isinstance(values, list) and values and any(isinstance(v, Mapping) for v in values):
+            if not all(isinstance(v, Mapping) for v in values):
+                raise SpecError(f"grid group '{key}' mixes mappings and values", file=file, line=at(path),
+                                fix="make every entry of a group a mapping of settings, e.g. `- {method: sgprop}`")
+            entries = []
+            for i, entry in enumerate(values):
+                entries.append(tuple(setting_axis(k, v, f"{path}[{i}].{k}", f"grid group '{key}'", f"group '{key}'")
+                                     for k, v in entry.items()))
+            axes.append(_Axis(str(key), entries=tuple(entries), group=True))
+        else:
+            axes.append(setting_axis(key, values, path, "grid", f"grid '{key}'"))
+    name = data.get("name")
+    if name is None:
+        name = Path(file).stem if file else "sweep"
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._+-]+", name):
+        raise SpecError(f"sweep name {name!r} is not a plain word", file=file, line=at("$.name"),
+                        fix="use letters, digits and . _ + - only")
+    spec = SweepSpec(name=name, command=words, settings=settings, axes=axes, options=options, file=file)
+    spec.cells()  # duplicate names are spec errors
+    return spec
+
+
+def load_spec(path: str | Path, parser: argparse.ArgumentParser | None = None) -> SweepSpec:
+    """Read and validate a sweep spec YAML file; errors name the file and line."""
+    import yaml
+
+    from .spec import yaml_line_index
+
+    path = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise SpecError(f"cannot read the sweep spec: {exc.strerror}", file=path, fix="check the path") from None
+    try:
+        data = yaml.safe_load(text)
+        lines = yaml_line_index(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise SpecError(f"YAML syntax error: {getattr(exc, 'problem', exc)}", file=path,
+                        line=mark.line + 1 if mark else None, fix="check indentation and colons") from None
+    return spec_from_dict(data, file=path, lines=lines, parser=parser)
+
+
+# ---------------------------------------------------------------------------------------------
+# planning and running
+
+
+@dataclass
+class RunPlan:
+    """What the sweep does with one cell: ``skip`` (finished), ``resume`` (killed) or ``new``."""
+
+    name: str
+    run_dir: Path
+    argv: list[str]
+    settings: dict[str, Any]
+    grid: dict[str, Any]
+    action: str
+
+    def record(self, command: Sequence[str]) -> dict[str, Any]:
+        """The content of the run's ``sweep_run.json``."""
+        return {"name": self.name, "command": list(command), "settings": self.settings, "grid": self.grid}
+
+
+def plan_runs(spec: SweepSpec, out: str | Path) -> list[RunPlan]:
+    """The sweep's runs and what to do with each, checking earlier runs were made with the same settings.
+
+    Raises
+    ------
+    ConfigError
+        A run directory holds a run made with other settings.
+    """
+    out = Path(out).resolve()
+    plans = []
+    for cell in spec.cells():
+        run_dir = out / cell.name
+        settings = spec.run_settings(cell)
+        previous = run_dir / RUN_FILE
+        if previous.exists():
+            try:
+                old = json.loads(previous.read_text())
+            except (OSError, ValueError):
+                old = None
+            old_cmp = None if old is None else {"command": old.get("command"), "settings": old.get("settings")}
+            new_cmp = json.loads(json.dumps({"command": spec.command, "settings": settings}))
+            if old_cmp != new_cmp:
+                diff = _describe_difference(old_cmp, new_cmp)
+                raise ConfigError(f"run directory {run_dir} holds a run made with other settings ({diff})",
+                                  fix="give the sweep another --out, or delete that run directory to redo it")
+        if (run_dir / "summary.json").exists():
+            action = "skip"
+        elif spec.resumable and (run_dir / "checkpoint.pt").exists():
+            action = "resume"
+        else:
+            action = "new"
+        argv = spec.argv(cell) + ["--out", str(run_dir)] + (["--resume"] if action == "resume" else [])
+        plans.append(RunPlan(cell.name, run_dir, argv, settings, dict(cell.settings), action))
+    return plans
+
+
+def _describe_difference(old: dict | None, new: dict) -> str:
+    if old is None:
+        return f"its {RUN_FILE} is unreadable"
+    if old.get("command") != new["command"]:
+        return f"command {' '.join(old.get('command') or [])!r} → {' '.join(new['command'])!r}"
+    a, b = old.get("settings") or {}, new["settings"]
+    parts = [f"{k}: {a.get(k, '(default)')} → {b.get(k, '(default)')}" for k in sorted(set(a) | set(b))
+             if a.get(k) != b.get(k)]
+    return ", ".join(parts)
+
+
+def die_with_parent(parent_pid: int | None = None) -> None:
+    """Ask Linux to kill this process when its parent dies (a killed sweep takes its runs along).
+
+    Does nothing where ``prctl`` is unavailable. If the parent is already gone, exits at once.
+    """
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(137)
+
+
+def _tail(path: Path, start: int, lines: int = 8, chars: int = 1500) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+    text = "\n".join(ln for ln in text.replace("\r", "\n").splitlines() if ln.strip())
+    return "\n".join(text.splitlines()[-lines:])[-chars:]
+
+
+def execute_run(argv: Sequence[str], run_dir: str, env: Mapping[str, str] | None = None,
+                cwd: str | None = None) -> dict[str, Any]:
+    """Run ``python -m sggraph ARGV`` for one run directory; the same function runs in the local pool and in Ray.
+
+    Appends the run's output to ``stdout.log`` / ``stderr.log`` in the run directory, holds
+    an exclusive lock on ``run.lock`` while the run lives (a second sweep cannot run the
+    same directory at once), and kills the run if this process dies.
+
+    Returns
+    -------
+    dict
+        ``returncode``, ``seconds``, ``error`` (the last lines of stderr when it failed) and ``host``.
+    """
+    import fcntl
+    import socket
+    import subprocess
+
+    path = Path(run_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    lock = open(path / "run.lock", "a")  # noqa: SIM115 - held for the run's life, inherited by the child
+    try:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return {"returncode": None, "seconds": 0.0, "host": socket.gethostname(),
+                    "error": f"another process is running {path} (run.lock is held); wait for it or stop it"}
+        child_env = dict(os.environ)
+        child_env.update(env or {})
+        child_env["SGGRAPH_PARENT_PID"] = str(os.getpid())
+        stderr_path = path / "stderr.log"
+        start = stderr_path.stat().st_size if stderr_path.exists() else 0
+        header = f"=== sggraph sweep {time.strftime('%Y-%m-%d %H:%M:%S')}: sggraph {' '.join(argv)}\n"
+        with open(path / "stdout.log", "a") as out, open(stderr_path, "a") as err:
+            out.write(header)
+            out.flush()
+            err.write(header)
+            err.flush()
+            start += len(header.encode())
+            proc = subprocess.run([sys.executable, "-m", "sggraph", *argv], check=False, stdout=out, stderr=err,
+                                  stdin=subprocess.DEVNULL, env=child_env, pass_fds=(lock.fileno(),),
+                                  cwd=cwd if cwd and os.path.isdir(cwd) else None)
+        error = ""
+        if proc.returncode != 0:
+            error = _tail(stderr_path, start) or f"exit code {proc.returncode} and nothing on stderr"
+        elif not (path / "summary.json").exists():
+            error = "the command exited 0 but wrote no summary.json"
+        return {"returncode": proc.returncode, "seconds": round(time.perf_counter() - t0, 2),
+                "host": socket.gethostname(), "error": error}
+    finally:
+        lock.close()
+
+
+def _pool_init(parent_pid: int) -> None:
+    die_with_parent(parent_pid)
+
+
+def _run_local(plans: Sequence[RunPlan], workers: int, env: Mapping[str, str],
+               done: Callable[[RunPlan, dict], None]) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    ctx = multiprocessing.get_context("spawn")  # the sweep process has torch loaded: never fork it
+    cwd = os.getcwd()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_pool_init,
+                             initargs=(os.getpid(),)) as pool:
+        futures = {pool.submit(execute_run, p.argv, str(p.run_dir), dict(env), cwd): p for p in plans}
+        try:
+            for future in as_completed(futures):
+                plan = futures[future]
+                try:
+                    result = future.result()
+                except Exception as exc:  # noqa: BLE001 - a pool worker died: report it as this run's failure
+                    result = {"returncode": None, "seconds": None, "error": f"{type(exc).__name__}: {exc}"}
+                done(plan, result)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def _import_ray(address: str | None):
+    if not address:  # a Ray of our own: listen on the loopback interface only
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--backend ray needs the `ray` package, which is not installed",
+                          fix='install it with `pip install -e ".[ray]"` (or `pip install "ray>=2.9"`)') from None
+    return ray
+
+
+def _run_ray(plans: Sequence[RunPlan], workers: int, threads: int, address: str | None,
+             env: Mapping[str, str], done: Callable[[RunPlan, dict], None]) -> None:
+    import logging
+
+    ray = _import_ray(address)
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
+                              "log_to_driver": False}
+    if address:
+        kwargs["address"] = address
+    else:
+        kwargs["num_cpus"] = workers * threads
+    try:
+        ray.init(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - Ray raises many kinds here (connection, address, version)
+        raise ConfigError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {exc}",
+                          fix="check --address (e.g. ray://HOST:10001 or HOST:6379) and that the cluster is up") \
+            from None
+    try:
+        task = ray.remote(num_cpus=threads, max_retries=0)(execute_run)
+        cwd = os.getcwd()
+        refs = {task.remote(p.argv, str(p.run_dir), dict(env), cwd): p for p in plans}
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for ref in ready:
+                try:
+                    result = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - the task or its worker died: report it as this run's failure
+                    result = {"returncode": None, "seconds": None, "error": f"{type(exc).__name__}: {exc}"}
+                done(refs[ref], result)
+    finally:
+        ray.shutdown()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _write_status(out: Path, meta: dict, records: Sequence[dict]) -> None:
+    _write_atomic(out / "sweep.json", json.dumps({**meta, "runs": list(records)}, indent=2) + "\n")
+    keys: list[str] = []
+    for r in records:
+        keys += [k for k in r["settings"] if k not in keys]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["name", "status", "action", "returncode", "seconds", "error", *keys])
+    for r in records:
+        writer.writerow([r["name"], r["status"], r["action"], r["returncode"], r["seconds"],
+                         (r["error"] or "").replace("\n", " | "),
+                         *(format_value(r["settings"][k]) if k in r["settings"] else "" for k in keys)])
+    _write_atomic(out / "runs.csv", buf.getvalue())
+
+
+def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", workers: int | None = None,
+              address: str | None = None, threads: int | None = None,
+              log: Callable[[str], None] = print) -> list[dict]:
+    """Run every unfinished run of a sweep; returns one record per run (``status``: finished or failed).
+
+    Parameters
+    ----------
+    spec : SweepSpec
+    out : path
+        The sweep directory (run directories, ``sweep.json``, ``runs.csv``, a copy of the spec).
+    backend : {"local", "ray"}
+    workers : int, optional
+        Runs at once (local, and a local Ray's CPUs); default the core count.
+    address : str, optional
+        A Ray cluster to submit to (default: start a local Ray).
+    threads : int, optional
+        Torch threads per run (``OMP_NUM_THREADS``); default ``cores // workers`` (at least 1),
+        or 1 on a Ray cluster. Each Ray task asks for this many CPUs.
+    log : callable
+        Progress lines.
+    """
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"unknown backend '{backend}'", fix="use --backend local or --backend ray")
+    cores = os.cpu_count() or 1
+    workers = workers or cores
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1 (got {workers})", fix="pass --workers 1 or more")
+    if threads is None:
+        threads = 1 if (backend == "ray" and address) else max(1, cores // workers)
+    if threads < 1:
+        raise ConfigError(f"--threads must be at least 1 (got {threads})", fix="pass --threads 1 or more")
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    plans = plan_runs(spec, out)
+    if spec.file:
+        _write_atomic(out / "spec.yaml", Path(spec.file).read_text())
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    records = {p.name: {"name": p.name, "settings": p.grid, "action": p.action,
+                        "status": "finished" if p.action == "skip" else "pending",
+                        "returncode": None, "seconds": None, "error": ""} for p in plans}
+    order = [p.name for p in plans]
+    meta = {"name": spec.name, "command": spec.command, "spec": spec.file, "backend": backend,
+            "address": address, "workers": workers, "threads": threads,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "finished": None, "seconds": None}
+    todo = [p for p in plans if p.action != "skip"]
+    for plan in todo:
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
+        _write_atomic(plan.run_dir / RUN_FILE, json.dumps(plan.record(spec.command), indent=2) + "\n")
+    skipped = len(plans) - len(todo)
+    resumed = sum(p.action == "resume" for p in todo)
+    log(f"sweep '{spec.name}': {len(plans)} runs in {out} — {skipped} finished before, {resumed} to resume, "
+        f"{len(todo) - resumed} to start; backend {backend}"
+        f"{f' at {address}' if address else ''}, {workers} workers × {threads} threads")
+    _write_status(out, meta, [records[n] for n in order])
+    t0 = time.perf_counter()
+    count = [0]
+
+    def done(plan: RunPlan, result: dict) -> None:
+        rec = records[plan.name]
+        rec.update(returncode=result.get("returncode"), seconds=result.get("seconds"),
+                   error=result.get("error") or "", host=result.get("host"))
+        rec["status"] = "failed" if rec["error"] else "finished"
+        count[0] += 1
+        what = "resumed and finished" if plan.action == "resume" else "finished"
+        if rec["status"] == "failed":
+            last = rec["error"].splitlines()[-1] if rec["error"] else ""
+            log(f"[{count[0]}/{len(todo)}] FAILED {plan.name} (exit {rec['returncode']}): {last}")
+        else:
+            log(f"[{count[0]}/{len(todo)}] {what} {plan.name} ({rec['seconds']:.1f} s)")
+        _write_status(out, meta, [records[n] for n in order])
+
+    try:
+        if todo:
+            if backend == "local":
+                _run_local(todo, workers, env, done)
+            else:
+                _run_ray(todo, workers, threads, address, env, done)
+    finally:
+        meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        meta["seconds"] = round(time.perf_counter() - t0, 2)
+        _write_status(out, meta, [records[n] for n in order])
+    result = [records[n] for n in order]
+    failed = [r for r in result if r["status"] != "finished"]
+    log(f"sweep '{spec.name}': {len(result) - len(failed)} of {len(result)} runs finished "
+        f"({skipped} skipped as finished before), {len(failed)} failed, {meta['seconds']:.1f} s")
+    for r in failed:
+        log(f"  FAILED {r['name']} (exit {r['returncode']}), log {out / r['name'] / 'stderr.log'}:")
+        for line in (r["error"] or "(no error text)").splitlines():
+            log(f"      {line}")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    if args.dry_run:
+        for plan in plan_runs(spec, args.out or Path("runs") / "sweeps" / spec.name):
+            print(f"{plan.action:6s} sggraph {' '.join(plan.argv)}")
+        return 0
+    out = args.out or str(Path("runs") / "sweeps" / spec.name)
+    records = run_sweep(spec, out, backend=args.backend, workers=args.workers, address=args.address,
+                        threads=args.threads, log=lambda s: print(s, flush=True))
+    return 1 if any(r["status"] != "finished" for r in records) else 0
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``sweep`` subcommand to an ``argparse`` subparsers object.
+
+    Examples
+    --------
+    >>> parser = argparse.ArgumentParser(prog="sggraph"); sub = parser.add_subparsers()
+    >>> _ = add_parser(sub)
+    >>> args = parser.parse_args(["sweep", "spec.yaml", "--backend", "ray", "--workers", "2"])
+    >>> args.spec, args.backend, args.workers, args.address
+    ('spec.yaml', 'ray', 2, None)
+    """
+    p = subparsers.add_parser(
+        "sweep", help="run a command over a grid of settings (local process pool or Ray)",
+        description="Run a sweep spec: every grid cell is one run directory under --out. Finished runs are "
+                    "skipped, killed runs resumed; failed runs are reported and the exit code is 1.")
+    p.add_argument("spec", metavar="SPEC.yaml", help="sweep spec (see examples/sweeps/)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local: a process pool on this machine; ray: Ray tasks (pip install -e '.[ray]')")
+    p.add_argument("--address", help="Ray cluster address for --backend ray (default: start a local Ray)")
+    p.add_argument("--workers", type=int, help="runs at once (default: the core count)")
+    p.add_argument("--threads", type=int, help="torch threads per run (default: cores // workers)")
+    p.add_argument("--out", help="sweep directory (default runs/sweeps/NAME)")
+    p.add_argument("--dry-run", action="store_true", help="print each run's command and what would happen")
+    p.set_defaults(run=_cmd_sweep)
+    return p
