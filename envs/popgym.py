@@ -128,7 +128,7 @@ class LabyrinthBatch:
             raise ConfigError(f"num_envs must be at least 1 (got {num_envs})", fix="use e.g. --num-envs 20")
         self.name, self.num_envs, self.maze_size = name, num_envs, maze_size
         self.episode_length = ENVIRONMENTS.get(name, 0) if episode_length is None else int(episode_length)
-        make = lambda: make_labyrinth(name, maze_size, episode_length, explore_drop_prob)  # noqa: E731
+        make = lambda: make_labyrinth(name, maze_size, episode_length, explore_drop_prob)
         probe = make()  # validates the settings before the vector env starts
         self.obs_dim = int(np.prod(probe.observation_space.shape))
         self.n_actions = int(probe.action_space.n)

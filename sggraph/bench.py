@@ -191,7 +191,12 @@ def bench_popgym(repeats: int = 5, warmup: int = 1, num_envs: int = 20, seed: in
     ``sggraph train popgym``, for SparseNet backprop, SparseNet sgprop (adaptive θ, schedule,
     generator update), GRU and LSTM. Also the rollout's share of each."""
     from .envs.popgym import LabyrinthBatch
-    from .experiments.popgym import PopgymConfig, build_policy, collect_batch, train_batch
+    from .experiments.popgym import (
+        PopgymConfig,
+        build_policy,
+        collect_batch,
+        train_batch,
+    )
 
     variants = {"backprop": ("sparsenet", "backprop"), "sgprop": ("sparsenet", "sgprop"),
                 "gru": ("gru", "backprop"), "lstm": ("lstm", "backprop")}

@@ -31,7 +31,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .compile import GROUPINGS, _check_value, _NodeBlock, _split_ref, _synthetic_vjp, step_on
+from .compile import (
+    GROUPINGS,
+    _check_value,
+    _NodeBlock,
+    _split_ref,
+    _synthetic_vjp,
+    step_on,
+)
 from .exceptions import CompileError, DimensionError, LambdaError
 from .functions import make_function
 from .generators import LinearGenerator

@@ -11,17 +11,24 @@ import random
 import numpy as np
 import pytest
 import torch
-
-from sggraph.cli import main
 from sggraph.envs.popgym import LabyrinthBatch, batch_seeds, make_labyrinth
-from sggraph.experiments.popgym import (Batch, PopgymConfig, build_policy, collect_batch, discounted_returns,
-                                        normalized_returns, reinforce_loss)
 from sggraph.models.baselines import RecurrentPolicy
 from sggraph.models.recurrent_sparsenet import RecurrentSparseNetPolicy
+
+from sggraph.cli import main
+from sggraph.experiments.popgym import (
+    Batch,
+    PopgymConfig,
+    build_policy,
+    collect_batch,
+    discounted_returns,
+    normalized_returns,
+    reinforce_loss,
+)
 from sggraph.recurrent import compile_cell
 from sggraph.unroll import Cell
 
-SMALL = dict(neurons=12, q=3, slots=2, fan_in=3, input_neurons=4, embed=8, actor_slots=3)
+SMALL = {"neurons": 12, "q": 3, "slots": 2, "fan_in": 3, "input_neurons": 4, "embed": 8, "actor_slots": 3}
 
 
 def small_policy(seed=0, dtype=torch.float64):
@@ -147,9 +154,8 @@ class ScriptedEnvs:
     """Three environments with scripted episode ends and rewards; observation = one-hot step index."""
 
     num_envs, episode_length, obs_dim, n_actions = 3, 6, 7, 4
-    ends = {0: (2, True), 1: (5, False), 2: (3, True)}  # env: (last step index, terminated?)
-
     def __init__(self):
+        self.ends = {0: (2, True), 1: (5, False), 2: (3, True)}  # env: (last step index, terminated?)
         self.t = 0
         self.reset_calls = []
 
@@ -207,7 +213,7 @@ def test_masking_and_resets_on_scripted_env():
     assert float(adv[~data.valid].abs().sum()) == 0
     # the loss: uniform logits → log π = −log 4 everywhere, entropy log 4
     logits = torch.zeros(6, 3, 4, requires_grad=True)
-    loss, parts = reinforce_loss(logits, data, 0.5, 0.01)
+    loss, _parts = reinforce_loss(logits, data, 0.5, 0.01)
     torch.testing.assert_close(loss, torch.tensor(-0.01 * math.log(4)), atol=1e-6, rtol=0)
     loss.backward()
     assert float(logits.grad[~data.valid].abs().sum()) == 0  # padding steps get no gradient
