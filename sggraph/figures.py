@@ -446,8 +446,7 @@ def plot_sweep(sweep_dir: str | Path, out: str | Path | None = None, *, x: str |
             ax.set_ylabel(f"AUC of the {yl} curve")
             ax.set_title(label or "learning-rate sensitivity", fontsize=10)
             ax.legend(fontsize=7)
-        fig.suptitle("learning-rate sensitivity: AUC (mean height of the curve), mean ± SEM over seeds",
-                     fontsize=10)
+        fig.suptitle("learning-rate sensitivity: AUC, mean ± SEM over seeds", fontsize=10)
         written["lr_sensitivity.png"] = _save(fig, out / "lr_sensitivity.png")
         plt.close(fig)
         written["lr_sensitivity.csv"] = _write_csv(
@@ -478,7 +477,7 @@ def plot_sweep(sweep_dir: str | Path, out: str | Path | None = None, *, x: str |
             lr_text = f", lr {_fmt(g.lr)}" if roles.has_lr else ""
             ax.set_title(f"{mlabel[m]}{lr_text}" + (f" — {label}" if label else ""), fontsize=10)
             ax.legend(fontsize=7)
-        fig.suptitle("adaptive λ along training, mean ± SEM over seeds", fontsize=10)
+        fig.suptitle("λ along training, mean ± SEM over seeds", fontsize=10)
         written["lambda.png"] = _save(fig, out / "lambda.png")
         plt.close(fig)
         written["lambda.csv"] = _write_csv(out / "lambda.csv",

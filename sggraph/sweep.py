@@ -181,8 +181,7 @@ def command_options(words: Sequence[str], parser: argparse.ArgumentParser | None
     if sub is not None:
         raise SpecError(f"incomplete command `{' '.join(words)}`", file=file, line=line,
                         fix=f"add one of: {', '.join(sub.choices)}")
-    missing = [a.dest for a in parser._actions if not a.option_strings][positional:]
-    missing = [m for m, a in zip(missing, [a for a in parser._actions if not a.option_strings][positional:])
+    missing = [a.dest for a in [a for a in parser._actions if not a.option_strings][positional:]
                if a.nargs not in ("?", "*")]
     if missing:
         raise SpecError(f"`sggraph {' '.join(words)}` needs the positional argument(s) {', '.join(missing)}",
