@@ -68,7 +68,7 @@ from typing import Any
 from .exceptions import ConfigError, SpecError
 
 __all__ = [
-    "Cell",
+    "GridCell",
     "RunPlan",
     "SweepSpec",
     "add_parser",
@@ -335,7 +335,7 @@ def expand_grid(axes: Sequence[_Axis]) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
-class Cell:
+class GridCell:
     """One run of a sweep: its grid settings and its directory name."""
 
     name: str
@@ -367,9 +367,9 @@ class SweepSpec:
     options: dict[str, argparse.Action] = field(repr=False)
     file: str | None = None
 
-    def cells(self) -> list[Cell]:
+    def cells(self) -> list[GridCell]:
         """Every run of the grid, named by its grid settings."""
-        cells = [Cell(run_name(s), s) for s in expand_grid(self.axes)]
+        cells = [GridCell(run_name(s), s) for s in expand_grid(self.axes)]
         names: dict[str, dict] = {}
         for cell in cells:
             if cell.name in names:
@@ -379,11 +379,11 @@ class SweepSpec:
             names[cell.name] = cell.settings
         return cells
 
-    def run_settings(self, cell: Cell) -> dict[str, Any]:
+    def run_settings(self, cell: GridCell) -> dict[str, Any]:
         """The fixed settings overlaid with the cell's."""
         return {**self.settings, **cell.settings}
 
-    def argv(self, cell: Cell) -> list[str]:
+    def argv(self, cell: GridCell) -> list[str]:
         """The command line of a run (without ``--out`` and ``--resume``)."""
         argv = list(self.command)
         for name, value in self.run_settings(cell).items():
