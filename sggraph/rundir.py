@@ -85,5 +85,29 @@ class RunDir:
     def has_checkpoint(self, name: str = "checkpoint.pt") -> bool:
         return (self.path / name).exists()
 
+    def check_resume(self, config: dict, growable: str) -> None:
+        """Raise unless the run has a checkpoint and its ``config.json`` equals ``config`` in every
+        setting but ``growable`` (the length setting a resumed run may extend)."""
+        if not self.has_checkpoint():
+            raise ConfigError(f"nothing to resume in {self.path}", file=str(self.path),
+                              fix="run without --resume first")
+        saved = {k: v for k, v in self.read_json("config.json").items() if k != growable}
+        mine = {k: v for k, v in json.loads(json.dumps(config)).items() if k != growable}
+        if saved != mine:
+            changed = sorted(k for k in saved.keys() | mine.keys() if saved.get(k) != mine.get(k))
+            raise ConfigError(f"--resume with settings that differ from the run's config.json ({', '.join(changed)})",
+                              file=str(self.path), fix=f"resume with the same settings (only {growable} may grow)")
+
+    def save_figure(self, fig, name: str, dpi: int = 110) -> Path:
+        """Save a matplotlib figure atomically and close it."""
+        import matplotlib.pyplot as plt
+
+        target = self.path / name
+        tmp = target.with_name(f".{target.stem}.tmp{target.suffix}")
+        fig.savefig(tmp, dpi=dpi)
+        plt.close(fig)
+        os.replace(tmp, target)
+        return target
+
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"

@@ -372,3 +372,11 @@ def test_padding_steps_get_no_synthetic_feedback():
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
     unmasked = grads(policy, reinforce_loss(policy(noisy), data, 0.95, 0.01)[0])
     assert any(not torch.allclose(a, b) for a, b in zip(first, unmasked))  # without valid= padding leaks in
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, capsys):
+    args = ["train", "popgym", "--model", "gru", "--num-envs", "2", "--hidden", "16", "--out", str(tmp_path / "r")]
+    assert main([*args, "--batches", "1"]) == 0
+    assert main([*args, "--batches", "2", "--lr", "0.002", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "differ from the run's config.json (lr)" in err and "only batches may grow" in err

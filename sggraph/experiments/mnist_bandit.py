@@ -18,7 +18,6 @@ evaluation images (the exact mean of the sampled reward, without sampling noise)
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -124,13 +123,7 @@ def run_bandit(cfg: BanditConfig, out: str | Path, resume: bool = False,
     rd = RunDir(out)
     config = dataclasses.asdict(cfg)
     if resume:
-        if not rd.has_checkpoint():
-            raise ConfigError(f"nothing to resume in {rd.path}", fix="run without --resume first")
-        saved = rd.read_json("config.json")
-        if {k: v for k, v in saved.items() if k != "steps"} != json.loads(json.dumps(
-                {k: v for k, v in config.items() if k != "steps"})):
-            raise ConfigError("--resume with settings that differ from the run's config.json", file=str(rd.path),
-                              fix="resume with the same settings (only --steps may grow)")
+        rd.check_resume(config, growable="steps")
     rd.write_json("config.json", config)
     images, labels = load_mnist(cfg.data_dir)
     env = MnistBandit(images, labels, classes=cfg.classes, p_flip=cfg.p_flip, eval_size=cfg.eval_size, seed=cfg.seed)
@@ -205,11 +198,11 @@ def run_bandit(cfg: BanditConfig, out: str | Path, resume: bool = False,
                "seconds": round(time.perf_counter() - t0, 2), "resumed_from": start if resume else None,
                "parameters": sum(p.numel() for p in params)}
     rd.write_json("summary.json", summary)
-    _plot(rows, rd.path / "learning_curve.png", f"MNIST bandit — {cfg.method}, seed {cfg.seed}")
+    _plot(rows, rd, f"MNIST bandit — {cfg.method}, seed {cfg.seed}")
     return summary
 
 
-def _plot(rows: list[dict], path: Path, title: str) -> None:
+def _plot(rows: list[dict], rd: RunDir, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -221,10 +214,7 @@ def _plot(rows: list[dict], path: Path, title: str) -> None:
     ax.set_ylabel("evaluation reward")
     ax.set_title(title)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    rd.save_figure(fig, "learning_curve.png")
 
 
 def progress_printer(stream=None) -> Callable[[str], None]:

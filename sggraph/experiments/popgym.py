@@ -21,7 +21,6 @@ the episode start), so the log-probabilities are those of the actions taken.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable
@@ -268,14 +267,7 @@ def run_popgym(cfg: PopgymConfig, out: str | Path, resume: bool = False,
     rd = RunDir(out)
     config = dataclasses.asdict(cfg)
     if resume:
-        if not rd.has_checkpoint():
-            raise ConfigError(f"nothing to resume in {rd.path}", file=str(rd.path),
-                              fix="run without --resume first")
-        saved = rd.read_json("config.json")
-        mine = json.loads(json.dumps(config))
-        if {k: v for k, v in saved.items() if k != "batches"} != {k: v for k, v in mine.items() if k != "batches"}:
-            raise ConfigError("--resume with settings that differ from the run's config.json", file=str(rd.path),
-                              fix="resume with the same settings (only --batches may grow)")
+        rd.check_resume(config, growable="batches")
     rd.write_json("config.json", config)
     envs = LabyrinthBatch(cfg.env, cfg.num_envs, cfg.maze_size, cfg.episode_length, cfg.explore_drop_prob)
     torch.manual_seed(cfg.seed)
@@ -325,11 +317,11 @@ def run_popgym(cfg: PopgymConfig, out: str | Path, resume: bool = False,
                "seconds": round(time.perf_counter() - t0, 2), "resumed_from": start if resume else None,
                "parameters": sum(p.numel() for p in policy.model_parameters())}
     rd.write_json("summary.json", summary)
-    _plot(rows, rd.path / "learning_curve.png", f"{cfg.env} — {label}, seed {cfg.seed}")
+    _plot(rows, rd, f"{cfg.env} — {label}, seed {cfg.seed}")
     return summary
 
 
-def _plot(rows: list[dict], path: Path, title: str) -> None:
+def _plot(rows: list[dict], rd: RunDir, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -346,7 +338,4 @@ def _plot(rows: list[dict], path: Path, title: str) -> None:
     ax.set_ylabel("success rate")
     ax.set_title(title)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    rd.save_figure(fig, "learning_curve.png")
