@@ -132,9 +132,9 @@ class RecurrentSlotGenerator(nn.Module):
     def step(self, u: torch.Tensor, e_proj: torch.Tensor | None, alpha: torch.Tensor) -> torch.Tensor:
         n, b, _ = u.shape
         pre = torch.baddbmm(self.bias.unsqueeze(1), u, self.weight.transpose(1, 2))
-        if e_proj is not None and e_proj.shape[0]:
-            k = e_proj.shape[0]
-            pre = torch.cat([pre[:k] + e_proj, pre[k:]], dim=0)
+        if e_proj is not None and e_proj.shape[0]:  # split, not slice: a slice's backward zero-fills
+            wired, rest = pre.split([e_proj.shape[0], n - e_proj.shape[0]], dim=0)
+            pre = torch.cat([wired + e_proj, rest], dim=0)
         return (alpha.detach().unsqueeze(-1) * pre.view(n, b, self.slots, self.dim)).sum(2)
 
 
