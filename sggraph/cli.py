@@ -13,7 +13,8 @@ Commands
     The expert network of §5, the MSE profiler, the MNIST bandit, the POPGym labyrinths,
     graphviz drawings.
 ``sggraph demo``
-    A miniature of the paper: the example graphs' conditions, expert ratios, a short bandit run.
+    A miniature of the paper: the example graphs' conditions, expert ratios, short bandit and
+    POPGym runs.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     """A miniature of the paper: conditions of the example graphs, the expert-network ratio
-    table for small d, and the MNIST bandit (SparseNet sgprop vs backprop vs MLP) briefly."""
+    table for small d, the MNIST bandit (SparseNet sgprop vs backprop vs MLP) and the POPGym
+    escape maze (SparseNet sgprop / backprop, GRU, LSTM) briefly."""
     import statistics
 
     from .analysis import check_conditions
@@ -105,6 +107,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"  {'method':8s}  mean final eval reward (2 seeds)")
     for method, values in finals.items():
         print(f"  {method:8s}  {statistics.mean(values):.4f}")
+    if args.popgym_batches > 0:
+        from .experiments.popgym import PopgymConfig, run_popgym
+
+        print()
+        print(f"POPGym labyrinth_escape, {args.popgym_batches} batches of 8 episodes, seed 0 "
+              f"(run directories under {out}/popgym-*; the README's runs use 300 batches of 20):")
+        for model, method in (("sparsenet", "sgprop"), ("sparsenet", "backprop"), ("gru", "backprop"),
+                              ("lstm", "backprop")):
+            cfg = PopgymConfig(model=model, method=method, num_envs=8, batches=args.popgym_batches)
+            run = out / f"popgym-{model}-{method}"
+            summary = run_popgym(cfg, run)
+            print(f"  {model:9s} {method:8s}: mean success rate {summary['auc_success_rate']:.3f} "
+                  f"({summary['seconds']:.0f}s)  {run / 'learning_curve.png'}")
     return 0
 
 
@@ -384,10 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sweep(sub)
     add_plot(sub)
-    p = sub.add_parser("demo", help="a miniature of the paper (conditions, expert ratios, a short bandit run)")
+    p = sub.add_parser("demo", help="a miniature of the paper (conditions, expert ratios, short bandit and POPGym runs)")
     p.add_argument("--steps", type=int, default=300, help="bandit training steps per run")
-    p.add_argument("--out", default="runs/demo", help="where the bandit runs are written")
+    p.add_argument("--out", default="runs/demo", help="where the bandit and POPGym runs are written")
     p.add_argument("--conditions-only", action="store_true", help="only the check-conditions part")
+    p.add_argument("--popgym-batches", type=int, default=30, help="POPGym batches per model (0: skip)")
     p.set_defaults(run=_cmd_demo)
     try:
         from .bench import add_parser as add_bench
