@@ -240,7 +240,7 @@ def _experiments() -> dict:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .experiments.mnist_bandit import progress_printer
+    from .experiments.progress import progress_printer
 
     cls, run, default_out, _ = _experiments()[args.experiment]
     cfg = _config_from(args, cls)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -215,16 +214,3 @@ def _plot(rows: list[dict], rd: RunDir, title: str) -> None:
     ax.set_title(title)
     fig.tight_layout()
     rd.save_figure(fig, "learning_curve.png")
-
-
-def progress_printer(stream=None) -> Callable[[str], None]:
-    """A one-line progress display on ``stream`` (default: the current ``sys.stderr``; carriage
-    return on a terminal, lines otherwise)."""
-    stream = sys.stderr if stream is None else stream
-    tty = stream.isatty()
-
-    def show(text: str) -> None:
-        stream.write(("\r" + text + " " * 8) if tty else text + "\n")
-        stream.flush()
-
-    return show
