@@ -129,10 +129,9 @@ class LabyrinthBatch:
         self.name, self.num_envs, self.maze_size = name, num_envs, maze_size
         self.episode_length = ENVIRONMENTS.get(name, 0) if episode_length is None else int(episode_length)
         make = lambda: make_labyrinth(name, maze_size, episode_length, explore_drop_prob)
-        probe = make()  # validates the settings before the vector env starts
-        self.obs_dim = int(np.prod(probe.observation_space.shape))
-        self.n_actions = int(probe.action_space.n)
-        self.vector = gym.vector.SyncVectorEnv([make] * num_envs)
+        self.vector = gym.vector.SyncVectorEnv([make] * num_envs)  # make() validates the settings
+        self.obs_dim = int(np.prod(self.vector.single_observation_space.shape))
+        self.n_actions = int(self.vector.single_action_space.n)
 
     def reset(self, seed: int, batch: int) -> np.ndarray:
         """New episodes; returns observations ``[num_envs, obs_dim]`` (float32)."""

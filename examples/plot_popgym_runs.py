@@ -42,6 +42,20 @@ def trailing_mean(x: np.ndarray, window: int) -> np.ndarray:
     return (c[1:] - c[np.arange(1, len(x) + 1) - n]) / n
 
 
+def mean_band(curves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and SEM across runs per batch, over the batches every run has."""
+    stack = np.stack([c[:min(len(c) for c in curves)] for c in curves])
+    err = stack.std(0, ddof=1) / math.sqrt(len(curves)) if len(curves) > 1 else np.zeros(stack.shape[1])
+    return stack.mean(0), err
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", help="directory holding run directories (searched recursively)")
@@ -69,18 +83,19 @@ def main() -> None:
         raise SystemExit(f"no finished {args.env} runs with {args.num_envs} envs below {args.runs}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+
+    def wanted(lr: float) -> bool:
+        return args.lr is None or any(abs(lr - x) < 1e-12 for x in args.lr)
+
     fig, ax = plt.subplots(figsize=(5.8, 3.9))
     rows = []
     for key in sorted(groups, key=lambda k: (list(LABELS).index(k[:2]), k[2])):
         runs = groups[key]
         length = min(len(r) for _, r in runs)
-        plotted = args.lr is None or any(abs(key[2] - lr) < 1e-12 for lr in args.lr)
-        smooth = np.stack([trailing_mean(r[:length], args.window) for _, r in runs])
-        mean = smooth.mean(0)
-        err = smooth.std(0, ddof=1) / math.sqrt(len(runs)) if len(runs) > 1 else np.zeros(length)
+        mean, err = mean_band([trailing_mean(r[:length], args.window) for _, r in runs])
         x = np.arange(1, length + 1) * args.num_envs
         label = f"{LABELS[key[:2]]}, lr {key[2]:g} ({len(runs)} seeds)"
-        if plotted:
+        if wanted(key[2]):
             ax.plot(x, mean, label=label)
             ax.fill_between(x, mean - err, mean + err, alpha=0.2)
         for b in range(length):
@@ -100,36 +115,27 @@ def main() -> None:
     fig.tight_layout()
     stem = f"popgym_{args.env}"
     fig.savefig(out / f"{stem}.png", dpi=120)
-    with (out / f"{stem}.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out / f"{stem}.csv", rows)
     print(f"wrote {out / (stem + '.png')} and {out / (stem + '.csv')}")
     if lambdas:  # Figure 7c: the sgprop runs' mean θ along training
         fig, ax = plt.subplots(figsize=(5.8, 3.2))
         lam_rows = []
         for lr, curves in sorted(lambdas.items()):
-            if args.lr is not None and not any(abs(lr - x) < 1e-12 for x in args.lr):
+            if not wanted(lr):
                 continue
-            length = min(len(c) for c in curves)
-            stack = np.stack([c[:length] for c in curves])
-            mean = stack.mean(0)
-            err = stack.std(0, ddof=1) / math.sqrt(len(curves)) if len(curves) > 1 else np.zeros(length)
-            x = np.arange(1, length + 1) * args.num_envs
+            mean, err = mean_band(curves)
+            x = np.arange(1, len(mean) + 1) * args.num_envs
             ax.plot(x, mean, label=f"SparseNet (sgprop), lr {lr:g} ({len(curves)} seeds)")
             ax.fill_between(x, mean - err, mean + err, alpha=0.2)
             lam_rows += [{"lr": lr, "batch": b + 1, "episodes": int(x[b]), "mean_theta": round(float(mean[b]), 6),
-                          "sem": round(float(err[b]), 6), "seeds": len(curves)} for b in range(length)]
+                          "sem": round(float(err[b]), 6), "seeds": len(curves)} for b in range(len(mean))]
         ax.set_xlabel("episodes")
         ax.set_ylabel("mean base θ of the 128 neurons")
         ax.set_title(f"POPGym {args.env}: adaptive θ along training")
         ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(out / f"{stem}_lambda.png", dpi=120)
-        with (out / f"{stem}_lambda.csv").open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(lam_rows[0]))
-            writer.writeheader()
-            writer.writerows(lam_rows)
+        write_csv(out / f"{stem}_lambda.csv", lam_rows)
         print(f"wrote {out / (stem + '_lambda.png')} and {out / (stem + '_lambda.csv')}")
 
 

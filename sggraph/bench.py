@@ -189,14 +189,9 @@ def bench_popgym(repeats: int = 5, warmup: int = 1, num_envs: int = 20, seed: in
     """Median seconds per POPGym batch (``labyrinth_escape``, ``num_envs`` environments, episode
     length 80): the rollout through the real environments plus one update, exactly as in
     ``sggraph train popgym``, for SparseNet backprop, SparseNet sgprop (adaptive θ, schedule,
-    generator update), GRU and LSTM. Also the rollout's share of each."""
+    generator update), GRU and LSTM, with the rollout's share of each batch."""
     from .envs.popgym import LabyrinthBatch
-    from .experiments.popgym import (
-        PopgymConfig,
-        build_policy,
-        collect_batch,
-        train_batch,
-    )
+    from .experiments.popgym import PopgymConfig, build_policy, train_batch
 
     variants = {"backprop": ("sparsenet", "backprop"), "sgprop": ("sparsenet", "sgprop"),
                 "gru": ("gru", "backprop"), "lstm": ("lstm", "backprop")}
@@ -215,13 +210,10 @@ def bench_popgym(repeats: int = 5, warmup: int = 1, num_envs: int = 20, seed: in
     for i in range(warmup + repeats):
         for key, (cfg, envs, policy, opt, gen_opt, sampler) in runs.items():
             t0 = time.perf_counter()
-            train_batch(cfg, envs, policy, opt, gen_opt, i, sampler)
-            t1 = time.perf_counter()
-            collect_batch(envs, policy, seed, i, sampler)  # the rollout alone, for its share
-            t2 = time.perf_counter()
+            row = train_batch(cfg, envs, policy, opt, gen_opt, i, sampler)
             if i >= warmup:
-                times[key].append(t1 - t0)
-                rollout[key].append(t2 - t1)
+                times[key].append(time.perf_counter() - t0)
+                rollout[key].append(row["rollout_seconds"])
     out = {f"{k}_s": round(statistics.median(v), 3) for k, v in times.items()}
     out.update({f"{k}_rollout_s": round(statistics.median(v), 3) for k, v in rollout.items()})
     out["num_envs"] = num_envs

@@ -331,10 +331,8 @@ class CompiledCell(nn.Module):
             alpha_all = torch.cat([x[2] for x in st.step_inputs], dim=1)
             e_gen_all = None if e_gen is None else e_gen.reshape(st.input_neurons, t_steps * batch, -1)
             pred_all = st.prediction_all = gen.step(u_all, e_gen_all, alpha_all)
-            st.predictions = list(pred_all.split(batch, dim=1))
-            if valid is not None:
-                keep = valid.reshape(1, t_steps * batch, 1).to(pred_all.dtype)
-                st.predictions = list((pred_all * keep).split(batch, dim=1))
+            fed = pred_all if valid is None else pred_all * valid.reshape(1, t_steps * batch, 1).to(pred_all.dtype)
+            st.predictions = list(fed.split(batch, dim=1))
             for rec, pred in zip(st.records, st.predictions):
                 rec.synthetic_output = pred.detach()
         self.final_state = h.transpose(0, 1)

@@ -130,7 +130,7 @@ def test_edge_grouping_random_lambda_equals_unrolled_feed_forward(seed):
         for block in rnet.blocks.values():
             block.lam.copy_(torch.rand(block.lam.shape, generator=gen, dtype=torch.float64))
             block.lam_self.copy_(torch.rand(block.lam_self.shape, generator=gen, dtype=torch.float64))
-    fnet, g = unrolled_twin(rnet, T)
+    fnet, _ = unrolled_twin(rnet, T)
     table = rnet.state.table
     st = rnet.state
     for t in range(1, T + 1):

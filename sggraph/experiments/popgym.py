@@ -233,6 +233,7 @@ def train_batch(cfg: PopgymConfig, envs, policy, opt, gen_opt, batch_index: int,
     """Collect one batch and make one update; returns the metrics row."""
     t0 = time.perf_counter()
     data = collect_batch(envs, policy, cfg.seed, batch_index, generator)
+    rollout_seconds = time.perf_counter() - t0
     opt.zero_grad(set_to_none=True)
     logits = policy(data.obs, valid=data.valid)
     loss, parts = reinforce_loss(logits, data, cfg.gamma, cfg.entropy_coef)
@@ -254,6 +255,7 @@ def train_batch(cfg: PopgymConfig, envs, policy, opt, gen_opt, batch_index: int,
     if sgprop:
         row["lambda_mean"] = round(policy.lambda_mean(), 5)
     row["seconds"] = round(time.perf_counter() - t0, 4)
+    row["rollout_seconds"] = round(rollout_seconds, 4)
     return row
 
 
