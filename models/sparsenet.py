@@ -5,9 +5,15 @@ Layer 1 reads ``q · n_parents`` distinct random pixels per neuron; later layers
 ``h_l = tanh(h̄_l) + h_{l-1}``. The action head is the built-in ``dot`` function on the
 flattened last layer: ``logits = flatten(h_L) K_actᵀ / √(W q)``.
 
+Initialisation is the authors' (``SparsePolicy.reset_parameters``): one std ``1/√(q·n_parents)``
+for the hidden keys, slot maps and biases (the slot array's default ``1/√d`` with
+``d = q·n_parents``) and for the action keys.
+
 >>> g = sparsenet_graph(width=8, layers=2, q=2, slots=2, n_parents=2, n_pixels=12, n_actions=3)
 >>> [a for a in g.arrays], g.node("logits").parents
 (['pixels', 'h1', 'h2'], ('h2',))
+>>> g.node("logits").init_std == (2 * 2) ** -0.5
+True
 """
 
 from __future__ import annotations
@@ -52,6 +58,6 @@ def sparsenet_graph(width: int = 200, layers: int = 5, q: int = 10, slots: int =
     for layer in range(2, layers + 1):
         g.add_array(f"h{layer}", count=width, dim=q, parents=f"h{layer - 1}", fan_in=n_parents, seed=seed + layer,
                     residual=True, slots=slots)
-    g.add_node("logits", n_actions, [f"h{layers}"], fn="dot")
+    g.add_node("logits", n_actions, [f"h{layers}"], fn="dot", init_std=(q * n_parents) ** -0.5)
     g.set_feedback("logits", "contextual")
     return g

@@ -1,12 +1,15 @@
 """``sggraph bench``: time compiled training steps and report FLOPs and GFLOP/s.
 
-The bandit section times one training step of the compiled SparseNet policy in the
-paper's bandit configuration (5 arrays × 200 neurons, q = 10, 5 slots, 5 parents,
-residual, batch 64, 784 pixels, 10 actions): forward, REINFORCE loss, one backward,
-Adam step — for sgprop (per-child λ = 0.9, λ = 1 into the action head) the generator update
-as well, and for sgprop_adaptive also adaptive λ (eq. 18, closed form), as in the bandit runs. FLOPs count the matmuls (forward ``F``; backward ``2F``;
-sgprop adds the generator's forward and weight gradient). The machine's fp32
-matmul peak is measured in the same run.
+The bandit section times the MNIST-bandit experiment's own training step
+(:func:`~sggraph.experiments.mnist_bandit.bandit_update`) in the paper's configuration
+(5 arrays × 200 neurons, q = 10, 5 slots, 5 parents, residual, batch 64, 784 pixels,
+10 actions): forward, REINFORCE loss, backward, Adam step. sgprop (per-child λ = 0.9, λ = 1
+into the action head) adds the authors' generator-first order (the feedback pass, the
+generator update, refreshed predictions); sgprop_adaptive also adaptive λ (eq. 18, closed
+form), as in the bandit runs; sgprop_adaptive_single_pass the same with the generator update
+after the one backward. FLOPs count the matmuls (forward ``F``; backward ``2F``; sgprop adds
+the generator's forward and weight gradient). The machine's fp32 matmul peak is measured in
+the same run.
 
 The recurrent section times forward + backward (+ generator update and adaptive λ for
 sgprop) of a 128-neuron recurrent cell over 80 steps for 20 sequences. The popgym section
@@ -15,7 +18,7 @@ times whole POPGym batches (20 labyrinth_escape environments: rollout + update).
 JSON keys (later sections are added, never renamed)::
 
     {"matmul_peak_gflops": ..., "bandit": {"backprop_ms", "sgprop_ms", "backprop_gflops", "sgprop_gflops",
-                                          "sgprop_adaptive_ms", ...},
+                                          "sgprop_adaptive_ms", "sgprop_adaptive_single_pass_ms", ...},
      "recurrent": {"backprop_ms", "sgprop_ms", "sgprop_over_backprop"},
      "popgym": {"backprop_s", "sgprop_s", "gru_s", "lstm_s", "*_rollout_s", "num_envs"}}
 """
@@ -59,38 +62,29 @@ def bandit_flops(batch: int = 64, width: int = 200, layers: int = 5, q: int = 10
     return {"backprop": backprop, "sgprop": sgprop}
 
 
-def _bandit_step_timer(method: str, batch: int, seed: int):
-    """One training step of ``backprop``, ``sgprop`` (fixed λ = 0.9, generator update) or
-    ``sgprop_adaptive`` (also adaptive λ, the MNIST-bandit configuration)."""
-    from .compile import compile
-    from .models.sparsenet import sparsenet_graph
+#: The bandit configurations timed by :func:`bench_bandit` (the experiment's own step).
+BANDIT_VARIANTS = {
+    "backprop": {"method": "backprop"},
+    "sgprop": {"method": "sgprop", "lam": "0.9"},  # fixed λ, the authors' generator-first order
+    "sgprop_adaptive": {"method": "sgprop"},  # adaptive λ: the MNIST-bandit configuration
+    "sgprop_adaptive_single_pass": {"method": "sgprop", "update_order": "single-pass"},
+}
 
+
+def _bandit_step_timer(variant: str, batch: int, seed: int):
+    """One training step of the MNIST bandit experiment (:func:`~sggraph.experiments.mnist_bandit.bandit_update`)
+    with the settings of ``BANDIT_VARIANTS[variant]`` on random contexts and labels (10 actions)."""
+    from .experiments.mnist_bandit import BanditConfig, bandit_update, build_policy
+
+    cfg = BanditConfig(seed=seed, batch=batch, classes=tuple(range(10)), **BANDIT_VARIANTS[variant])
     torch.manual_seed(seed)
-    net = compile(sparsenet_graph(seed=seed), grouping="child")
-    net.synthetic = method != "backprop"
-    adaptive = method == "sgprop_adaptive"
-    if net.synthetic:
-        net.set_lambda(0.9)
-        net.set_lambda(1.0, node="logits")
-    opt = torch.optim.Adam(net.model_parameters(), lr=0.005 if net.synthetic else 0.001)
-    gen_opt = torch.optim.Adam(net.generator_parameters(), lr=0.005)
+    _, policy, net, opt, gen_opt = build_policy(cfg, len(cfg.classes))
+    gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 784)
     labels = torch.randint(0, 10, (batch,))
-    adapt_nodes = [f"h{i}" for i in range(1, 6)]
 
     def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        logits = net({"pixels": x})["logits"]
-        dist = torch.distributions.Categorical(logits=logits)
-        action = dist.sample()
-        reward = (action == labels).float()
-        loss = -(reward * dist.log_prob(action)).mean()
-        loss.backward()
-        if adaptive:
-            net.adapt_lambda(momentum=0.9, nodes=adapt_nodes)
-        opt.step()
-        if net.synthetic:
-            net.update_generators(gen_opt)
+        bandit_update(cfg, policy, net, opt, gen_opt, x, lambda a: (a == labels).float(), gen)
 
     return step
 
@@ -98,9 +92,8 @@ def _bandit_step_timer(method: str, batch: int, seed: int):
 def bench_bandit(steps: int = 30, warmup: int = 5, batch: int = 64, seed: int = 0) -> dict[str, float]:
     """Median milliseconds per bandit step for backprop and sgprop, with GFLOP/s."""
     flops = bandit_flops(batch)
-    flops["sgprop_adaptive"] = flops["sgprop"]  # adaptive λ's extra work is not counted
     out: dict[str, float] = {}
-    steps_of = {m: _bandit_step_timer(m, batch, seed) for m in ("backprop", "sgprop", "sgprop_adaptive")}
+    steps_of = {m: _bandit_step_timer(m, batch, seed) for m in BANDIT_VARIANTS}
     times: dict[str, list[float]] = {m: [] for m in steps_of}
     for _ in range(warmup):
         for step in steps_of.values():
@@ -113,7 +106,7 @@ def bench_bandit(steps: int = 30, warmup: int = 5, batch: int = 64, seed: int = 
     for m in steps_of:
         ms = statistics.median(times[m]) * 1e3
         out[f"{m}_ms"] = round(ms, 2)
-        if m != "sgprop_adaptive":
+        if m in flops:  # adaptive λ's and the feedback pass's extra work are not counted
             out[f"{m}_gflops"] = round(flops[m] / (ms / 1e3) / 1e9, 2)
             out[f"{m}_gflop_per_step"] = round(flops[m] / 1e9, 4)
     return out
@@ -238,6 +231,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(f"  {m:16s}: {b[m + '_ms']:7.2f} ms/step  {b[m + '_gflop_per_step']:.3f} GFLOP  "
               f"{b[m + '_gflops']:6.1f} GFLOP/s")
     print(f"  {'sgprop_adaptive':16s}: {b['sgprop_adaptive_ms']:7.2f} ms/step  (sgprop + adaptive λ, eq. 18)")
+    print(f"  {'  single pass':16s}: {b['sgprop_adaptive_single_pass_ms']:7.2f} ms/step  (generator update after "
+          "the one backward)")
     r = result["recurrent"]
     print("recurrent SparseNet cell (128 neurons, q=6, 6 slots, 6 parents, 16 input neurons; T=80, 20 sequences):")
     print(f"  backprop: {r['backprop_ms']:7.1f} ms   sgprop: {r['sgprop_ms']:7.1f} ms   "

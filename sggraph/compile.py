@@ -43,7 +43,7 @@ from torch import nn
 
 from .exceptions import CompileError, DimensionError, LambdaError
 from .functions import make_function
-from .generators import LinearGenerator, SlotGenerator
+from .generators import GENERATOR_INITS, LinearGenerator, SlotGenerator, generator_init_std
 from .graph import Graph
 from .mixing import InMix, OutMix, ParamMix, Record, RecordGrad
 from .neuron import SlotNeuronArray
@@ -113,6 +113,7 @@ class _Block(nn.Module):
         self.generator_input: torch.Tensor | None = None
         self.last_inputs: tuple | None = None  # detached inputs of the last mixed forward (adaptive λ)
         self.aux: dict | None = None  # detached forward quantities of the array template (child path)
+        self.output: torch.Tensor | None = None  # the output whose gradient is the received feedback
         self.mode = "plain"
 
     def modes(self) -> str:
@@ -156,7 +157,7 @@ class _NodeBlock(_Block):
         z_raw = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
         mode = self.mode = net._mode_for(self)
         rec = self.record = Record(self.name, net.check_finite)
-        self.prediction = self.generator_input = None
+        self.prediction = self.generator_input = self.output = None
         if mode == "plain":
             self.last_inputs = None
             return self._checked(self.function(z_raw), z_raw)
@@ -164,7 +165,7 @@ class _NodeBlock(_Block):
         self.last_inputs = (self.generator_input,)
         h = self.prediction = self.generator(self.generator_input, None)
         if mode == "child":
-            out = self._checked(self.function(z_raw), z_raw)
+            out = self.output = self._checked(self.function(z_raw), z_raw)
             rec.synthetic_output = h.detach()
             return OutMix.apply(out, self.lam_self, rec)
         lam_cols = torch.repeat_interleave(self.lam, self._dims.to(self.lam.device))
@@ -175,7 +176,7 @@ class _NodeBlock(_Block):
             out = torch.func.functional_call(self.function, params, (z,))
         else:
             out = self.function(z)
-        out = self._checked(out, z_raw)
+        out = self.output = self._checked(out, z_raw)
         _synthetic_vjp(out, h, rec, {0: z}, params)
         return RecordGrad.apply(out, rec)
 
@@ -228,7 +229,7 @@ class _ArrayBlock(_Block):
         r_raw = prev if self.residual else None
         mode = self.mode = net._mode_for(self)
         rec = self.record = Record(self.name, net.check_finite)
-        self.prediction = self.generator_input = None
+        self.prediction = self.generator_input = self.output = None
         self.aux = None
         if mode == "plain":
             self.last_inputs = None
@@ -236,7 +237,7 @@ class _ArrayBlock(_Block):
         self.last_inputs = (u_raw.detach(), None if r_raw is None else r_raw.detach())
         if mode == "child":
             out, aux = self.function(u_raw, r_raw)
-            out = self._checked(out, u_raw)
+            out = self.output = self._checked(out, u_raw)
             self.aux = {k: v.detach() for k, v in aux.items()}
             self.generator_input = u_raw.detach()
             h = self.prediction = self.generator(self.generator_input, aux)
@@ -251,7 +252,7 @@ class _ArrayBlock(_Block):
             params = {n: ParamMix.apply(p, shaped.view(-1, *([1] * (p.dim() - 1))), rec, n)
                       for n, p in self.function.named_parameters()}
         out, aux = self.function(u, r, params) if params else self.function(u, r)
-        out = self._checked(out, u_raw)
+        out = self.output = self._checked(out, u_raw)
         self.generator_input = u_raw.detach()
         h = self.prediction = self.generator(self.generator_input, aux)
         _synthetic_vjp(out, h, rec, {0: u, 1: r} if r is not None else {0: u}, params)
@@ -307,10 +308,14 @@ class CompiledGraph(nn.Module):
     """
 
     def __init__(self, graph: Graph, functions: Mapping[str, nn.Module] | None = None,
-                 generators: Mapping[str, nn.Module] | None = None, grouping: str = "edge") -> None:
+                 generators: Mapping[str, nn.Module] | None = None, grouping: str = "edge",
+                 generator_init: str = "zero") -> None:
         super().__init__()
         if grouping not in GROUPINGS:
             raise CompileError(f"unknown grouping '{grouping}'", fix=f"use one of {', '.join(GROUPINGS)}")
+        if generator_init not in GENERATOR_INITS:
+            raise CompileError(f"unknown generator_init '{generator_init}'",
+                               fix=f"use one of {', '.join(GENERATOR_INITS)}")
         graph.lint()
         self.graph = graph
         self.grouping = grouping
@@ -341,12 +346,13 @@ class CompiledGraph(nn.Module):
                 if name in functions:
                     fn = functions[name]
                 elif node.fn is not None:
-                    fn = make_function(node.fn, sum(pdims), node.dim, node=name)
+                    fn = make_function(node.fn, sum(pdims), node.dim, node=name, init_std=node.init_std)
                 else:
                     raise CompileError("no function for this node", node=name, file=file, line=line,
                                        fix="add `fn: linear|tanh|identity|dot` in the YAML, or pass "
                                            f"compile(graph, functions={{'{name}': module}})")
-                gen = generators.get(name) or LinearGenerator(sum(pdims), node.dim)
+                gen = generators.get(name) or LinearGenerator(sum(pdims), node.dim,
+                                                              generator_init_std(generator_init, sum(pdims)))
                 self.blocks[name] = _NodeBlock(name, node.parents, pdims, node.dim, fn, gen)
             else:
                 arr = graph.arrays[name]
@@ -357,7 +363,8 @@ class CompiledGraph(nn.Module):
                 table = graph.array_table(name)
                 in_dim = table.shape[1] * parent.dim
                 fn = functions.get(name) or SlotNeuronArray(arr.count, in_dim, arr.dim, arr.slots, arr.residual)
-                gen = generators.get(name) or SlotGenerator(arr.count, in_dim, arr.dim, arr.slots)
+                gen = generators.get(name) or SlotGenerator(arr.count, in_dim, arr.dim, arr.slots,
+                                                            generator_init_std(generator_init, in_dim))
                 self.blocks[name] = _ArrayBlock(name, arr.parent, table, arr.residual, arr.count, arr.dim,
                                                 parent.dim, fn, gen)
         self.terminal_blocks = [b for b in self.order if b in self.blocks and not self._has_children(b)]
@@ -591,7 +598,7 @@ class CompiledGraph(nn.Module):
             return float(block.lam_self[idx])
         return float(block.lam_self) if block.lam_self.dim() == 0 else block.lam_self.clone()
 
-    def adapt_lambda(self, momentum: float = 0.9, normalize: bool = True, nodes: Iterable[str] | None = None,
+    def adapt_lambda(self, momentum: float = 0.9, normalize: bool | str = True, nodes: Iterable[str] | None = None,
                      fast: bool = True) -> dict[str, torch.Tensor]:
         """Adaptive λ from the last backward (eq. 18 batch estimate, momentum eq. 145).
 
@@ -620,6 +627,37 @@ class CompiledGraph(nn.Module):
         if total is None:
             return torch.zeros((), device=next(iter(self.blocks.values())).lam.device)
         return total
+
+    def record_feedback(self, loss: torch.Tensor) -> None:
+        """Run only the feedback recursion of ``loss``'s backward: every node records ``g̃_v``.
+
+        No parameter gradient is formed (autograd stops at the nodes' outputs) and the graph is
+        kept, so ``loss.backward()`` can follow. With :meth:`update_generators` and
+        :meth:`refresh_predictions` this gives the "generators first" order of the paper's
+        experiment code: the generators learn from this batch's feedback before the policy's
+        backward mixes with their (updated) predictions.
+        """
+        outputs = [b.output for b in self.blocks.values() if b.output is not None and b.output.requires_grad]
+        if outputs and loss.requires_grad:
+            torch.autograd.grad(loss, outputs, retain_graph=True, allow_unused=True)
+
+    @torch.no_grad()
+    def refresh_predictions(self) -> None:
+        """Recompute every generator's prediction ``ĥ_v`` of the last forward with its current parameters.
+
+        The next backward of that forward mixes with the new predictions (child path only: the
+        general path folded ``J_zᵀ ĥ_v`` into the forward).
+        """
+        for block in self.blocks.values():
+            if block.prediction is None or block.generator_input is None:
+                continue
+            if block.mode != "child":
+                raise LambdaError("refreshing predictions needs every mixed node on the child path (one λ per "
+                                  "node)", node=block.name, fix="compile with grouping='child', or update the "
+                                  "generators after the backward (update_generators)")
+            h = block.generator(block.generator_input, block.aux)
+            block.prediction = h
+            block.record.synthetic_output = h  # type: ignore[union-attr]
 
     def update_generators(self, optimizer: torch.optim.Optimizer | None = None) -> float:
         """One generator update on the targets recorded in the last backward.
@@ -650,7 +688,8 @@ class CompiledGraph(nn.Module):
 
 
 def compile(graph: Graph, functions: Mapping[str, nn.Module] | None = None,
-            generators: Mapping[str, nn.Module] | None = None, *, grouping: str = "edge") -> CompiledGraph:
+            generators: Mapping[str, nn.Module] | None = None, *, grouping: str = "edge",
+            generator_init: str = "zero") -> CompiledGraph:
     """Compile ``graph`` into a :class:`CompiledGraph` (an ``nn.Module``).
 
     Parameters
@@ -664,9 +703,12 @@ def compile(graph: Graph, functions: Mapping[str, nn.Module] | None = None,
         ``(h [N, B, q], aux)``. Overrides ``fn:``; arrays default to the slot neuron.
     generators : mapping, optional
         ``name -> nn.Module`` called as ``generator(z, aux)``; defaults: linear for
-        nodes, slot-gated linear for arrays (both zero-initialised).
+        nodes, slot-gated linear for arrays (initialised per ``generator_init``).
     grouping : {'edge', 'parent', 'child'}
         How λ is tied (see :data:`GROUPINGS`).
+    generator_init : {'zero', 'normal'}
+        Init of the default generators: ``zero``, or weights and biases ``N(0, 1/in_dim)``
+        (the authors' MNIST-bandit generators). Graphs only; a cell's generators start at zero.
 
     Returns
     -------
@@ -688,5 +730,8 @@ def compile(graph: Graph, functions: Mapping[str, nn.Module] | None = None,
     if isinstance(graph, Cell):
         from .recurrent import compile_cell
 
+        if generator_init != "zero":
+            raise CompileError(f"generator_init='{generator_init}' is not available for a recurrent cell",
+                               fix="pass generators={name: module} to initialise a cell's generators")
         return compile_cell(graph, functions, generators, grouping=grouping)  # type: ignore[return-value]
-    return CompiledGraph(graph, functions, generators, grouping)
+    return CompiledGraph(graph, functions, generators, grouping, generator_init)

@@ -21,17 +21,40 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["LinearGenerator", "SlotGenerator", "TabularGenerator"]
+__all__ = ["GENERATOR_INITS", "LinearGenerator", "SlotGenerator", "TabularGenerator", "generator_init_std"]
+
+
+#: Named generator initialisations: ``zero`` (a generator that starts by predicting 0) and
+#: ``normal`` (weights and biases ``N(0, 1/in_dim)``, the authors' MNIST-bandit generators).
+GENERATOR_INITS = ("zero", "normal")
+
+
+def generator_init_std(init: str, in_dim: int) -> float | None:
+    """The normal std of a named generator init for ``in_dim`` inputs (None: zero init).
+
+    >>> generator_init_std("normal", 50) == 50 ** -0.5, generator_init_std("zero", 50)
+    (True, None)
+    """
+    if init not in GENERATOR_INITS:
+        raise ValueError(f"unknown generator init {init!r}; use one of {', '.join(GENERATOR_INITS)}")
+    return in_dim ** -0.5 if init == "normal" else None
 
 
 class LinearGenerator(nn.Module):
-    """``ĥ(z) = W z + c``, zero-initialised. Shapes: ``z [B, in_dim] -> [B, dim]``."""
+    """``ĥ(z) = W z + c``. Shapes: ``z [B, in_dim] -> [B, dim]``.
 
-    def __init__(self, in_dim: int, dim: int) -> None:
+    Zero-initialised, or ``W, c ~ N(0, init_std²)`` when ``init_std`` is given.
+    """
+
+    def __init__(self, in_dim: int, dim: int, init_std: float | None = None) -> None:
         super().__init__()
         self.linear = nn.Linear(in_dim, dim)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
+        if init_std is None:
+            nn.init.zeros_(self.linear.weight)
+            nn.init.zeros_(self.linear.bias)
+        else:
+            nn.init.normal_(self.linear.weight, 0.0, init_std)
+            nn.init.normal_(self.linear.bias, 0.0, init_std)
 
     def forward(self, z: torch.Tensor, aux: dict | None = None) -> torch.Tensor:
         return self.linear(z)
@@ -50,18 +73,24 @@ class SlotGenerator(nn.Module):
     ----------
     count, in_dim, dim, slots : int
         ``N, d, q, M`` as in :class:`~sggraph.neuron.SlotNeuronArray`.
+    init_std : float, optional
+        Initialise ``Ã, b̃ ~ N(0, init_std²)`` (the authors' MNIST bandit uses ``1/√d``);
+        default zero (the authors' POPGym generators).
 
     Attributes
     ----------
-    weight : Parameter ``[N, M·q, d]`` (zero-initialised)
-    bias : Parameter ``[N, M·q]`` (zero-initialised)
+    weight : Parameter ``[N, M·q, d]``
+    bias : Parameter ``[N, M·q]``
     """
 
-    def __init__(self, count: int, in_dim: int, dim: int, slots: int) -> None:
+    def __init__(self, count: int, in_dim: int, dim: int, slots: int, init_std: float | None = None) -> None:
         super().__init__()
         self.count, self.in_dim, self.dim, self.slots = count, in_dim, dim, slots
         self.weight = nn.Parameter(torch.zeros(count, slots * dim, in_dim))
         self.bias = nn.Parameter(torch.zeros(count, slots * dim))
+        if init_std is not None:
+            nn.init.normal_(self.weight, 0.0, init_std)
+            nn.init.normal_(self.bias, 0.0, init_std)
 
     def forward(self, u: torch.Tensor, aux: dict | None = None) -> torch.Tensor:
         """``u [N, B, d]``, ``aux['alpha'] [N, B, M]`` → ``[N, B, q]``."""

@@ -27,6 +27,7 @@ Graph('tiny', nodes=3, arrays=0, layers=3)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import attrs
@@ -69,7 +70,9 @@ class Node:
     stochastic : bool
         Whether the node's computation is stochastic (condition A.2).
     fn : str or None
-        Built-in function (``linear``, ``tanh``, ``identity``) or None.
+        Built-in function (``linear``, ``tanh``, ``identity``, ``dot``) or None.
+    init_std : float or None
+        Standard deviation of the built-in function's normal weight init (None: its default).
     """
 
     name: str
@@ -78,6 +81,7 @@ class Node:
     layer: int | None = None
     stochastic: bool = False
     fn: str | None = None
+    init_std: float | None = None
 
 
 @attrs.frozen
@@ -202,7 +206,7 @@ class Graph:
                              fix="every node and array needs a unique name; rename one of them")
 
     def add_node(self, name: str, dim: int, parents: Sequence[str] = (), *, layer: int | None = None,
-                 stochastic: bool = False, fn: str | None = None) -> None:
+                 stochastic: bool = False, fn: str | None = None, init_std: float | None = None) -> None:
         """Add a node.
 
         Parameters
@@ -221,6 +225,9 @@ class Graph:
             The node's computation is stochastic (A.2).
         fn : {'linear', 'tanh', 'identity', 'dot'}, optional
             Built-in function used by :func:`sggraph.compile` when no module is given.
+        init_std : float, optional
+            Standard deviation of the built-in function's normal weight init (``dot``: its keys;
+            ``linear``/``tanh``: the weights, biases zero). Positive and finite.
 
         >>> g = Graph(); g.add_node("z", 2); g.add_node("y", 1, ["z"], fn="linear")
         >>> g.node("y").fn
@@ -240,7 +247,17 @@ class Graph:
         if layer is not None and parents:
             raise GraphError("a layer may only be declared for a source node", node=name,
                              fix="remove `layer`; a non-source node's layer is one more than its parents'")
-        self._nodes[name] = Node(name, dim, parents, layer, bool(stochastic), fn)
+        if init_std is not None:
+            if fn is None:
+                raise GraphError("init_std is set but the node has no built-in fn", node=name,
+                                 fix="add fn: linear|tanh|dot, or remove init_std (a module passed to compile "
+                                     "initialises itself)")
+            if isinstance(init_std, bool) or not isinstance(init_std, (int, float)) \
+                    or not math.isfinite(init_std) or init_std <= 0:
+                raise GraphError(f"init_std must be a positive finite number, got {init_std!r}", node=name,
+                                 fix="use e.g. init_std: 0.1")
+            init_std = float(init_std)
+        self._nodes[name] = Node(name, dim, parents, layer, bool(stochastic), fn, init_std)
         self._cache.clear()
 
     def add_array(self, name: str, count: int, dim: int, parents: str | None = None, fan_in: int | None = None,

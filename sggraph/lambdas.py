@@ -1,8 +1,7 @@
 """Adaptive mixing weights: the batch estimate of the optimal λ (eq. 18, App. H.2 eq. 145).
 
 For a node (or neuron) with per-sample parameter gradients ``p̃_b`` under the feedback it
-received and ``s̃_b`` under its synthetic prediction (optionally each normalised to unit
-ℓ2 norm), write ``u_b = s̃_b − p̃_b``. The mixture ``λ p̂ + (1 − λ) ŝ = p̂ + (1 − λ) û`` has
+received and ``s̃_b`` under its synthetic prediction, write ``u_b = s̃_b − p̃_b``. The mixture ``λ p̂ + (1 − λ) ŝ = p̂ + (1 − λ) û`` has
 MSE ``Var p̂ + 2 (1 − λ) Cov(p̂, û) + (1 − λ)² E‖û‖²``, minimised at
 
     λ_batch = clip(1 + c / (v + b²), 0, 1)
@@ -10,6 +9,15 @@ MSE ``Var p̂ + 2 (1 − λ) Cov(p̂, û) + (1 − λ)² E‖û‖²``, minimise
 with ``v`` the variance of the batch mean of ``u``, ``c`` the covariance of the batch means
 of ``p̃`` and ``u``, and ``b² = max(‖ū‖² − v, 0)``; then ``λ ← μ λ + (1 − μ) λ_batch``.
 A batch of one sample carries no variance estimate and leaves λ unchanged.
+
+The paper (App. H.2) normalises "the gradients to unit ℓ2 norm" first; ``normalize`` says which:
+
+* ``"feedback"`` — the authors' experiment code: per sample and neuron, the feedback at the
+  neuron's nonlinear output (``g`` on ``h̄``; for a residual slot neuron ``g ⊙ (1 − tanh² h̄)``)
+  is scaled to unit norm, then mapped to ``p̃_b`` (and the prediction likewise to ``s̃_b``);
+* ``"gradient"`` (or ``True``) — each per-sample parameter gradient ``p̃_b``, ``s̃_b`` is scaled
+  to unit norm;
+* ``"none"`` (or ``False``) — raw gradients.
 
 Everything needed is the batch means of ``p̃`` and ``s̃`` and the per-sample inner
 products ``⟨p̃_b, p̃_b⟩, ⟨p̃_b, s̃_b⟩, ⟨s̃_b, s̃_b⟩``. The generic path builds the per-sample
@@ -37,6 +45,7 @@ if TYPE_CHECKING:
     from .compile import CompiledGraph
 
 __all__ = [
+    "NORMALIZATIONS",
     "adapt_lambda",
     "batch_lambda_from_stats",
     "batch_lambda_from_vectors",
@@ -44,6 +53,33 @@ __all__ = [
     "recurrent_state_lambda",
     "slot_array_lambda",
 ]
+
+
+#: The normalisations of per-sample gradients before eq. 18 (see the module docstring).
+NORMALIZATIONS = ("feedback", "gradient", "none")
+
+_DIRECTION_EPS = 1e-12
+
+
+def normalization_mode(normalize: bool | str) -> str:
+    """``True`` → ``"gradient"``, ``False`` → ``"none"``; a name is checked against :data:`NORMALIZATIONS`."""
+    if normalize is True:
+        return "gradient"
+    if normalize is False or normalize is None:
+        return "none"
+    if normalize not in NORMALIZATIONS:
+        raise LambdaError(f"unknown normalisation {normalize!r}", fix=f"use one of {', '.join(NORMALIZATIONS)}")
+    return str(normalize)
+
+
+def unit_feedback(cot: torch.Tensor, gain: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-row direction of the feedback: ``cot / ‖gain ⊙ cot‖`` over the last dim.
+
+    With ``gain`` (e.g. a residual neuron's ``1 − tanh² h̄``) the feedback on the nonlinear part
+    ``gain ⊙ cot`` gets unit norm; rows of zero feedback stay zero.
+    """
+    eff = cot if gain is None else cot * gain
+    return cot / eff.norm(dim=-1, keepdim=True).clamp_min(_DIRECTION_EPS)
 
 
 def batch_lambda_from_stats(p_mean: torch.Tensor, s_mean: torch.Tensor, pp: torch.Tensor, ps: torch.Tensor,
@@ -78,10 +114,14 @@ def batch_lambda_from_stats(p_mean: torch.Tensor, s_mean: torch.Tensor, pp: torc
     return torch.where(total > 0, lam, torch.full_like(lam, float("nan")))
 
 
-def batch_lambda_from_vectors(p: torch.Tensor, s: torch.Tensor, normalize: bool = True,
+def batch_lambda_from_vectors(p: torch.Tensor, s: torch.Tensor, normalize: bool | str = True,
                               eps: float = 1e-12) -> torch.Tensor:
-    """λ_batch per unit from explicit per-sample gradients ``p, s: [B, U, P]`` → ``[U]``."""
-    if normalize:
+    """λ_batch per unit from explicit per-sample gradients ``p, s: [B, U, P]`` → ``[U]``.
+
+    ``normalize`` ``"gradient"``/``True`` scales each vector to unit norm; ``"feedback"`` and
+    ``"none"`` use the vectors as given (feedback normalisation happens before the vectors exist).
+    """
+    if normalization_mode(normalize) == "gradient":
         p = p / (p.norm(dim=-1, keepdim=True) + eps)
         s = s / (s.norm(dim=-1, keepdim=True) + eps)
     pt, st = p.transpose(0, 1), s.transpose(0, 1)  # [U, B, P]
@@ -120,21 +160,24 @@ def per_sample_param_grads(block, cotangent: torch.Tensor) -> torch.Tensor:
 
 
 def _slot_rows(alpha: torch.Tensor, y: torch.Tensor, alpha_dtanh: torch.Tensor, squash: torch.Tensor | None,
-               scale: torch.Tensor | float, cot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+               scale: torch.Tensor | float, cot: torch.Tensor, unit: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample gradient rows of slot neurons under cotangent ``cot [N, R, q]``.
 
     A neuron's per-sample parameter gradient is ``(dlogit ⊗ x, dpre ⊗ x, dpre)`` for its keys,
     slot maps and biases, with ``x`` its input. Returns ``dlogit [N, R, M]`` and ``dpre [N, R, M q]``.
-    ``alpha_dtanh = α ⊙ (1 − y²)`` is shared by both cotangents.
+    ``alpha_dtanh = α ⊙ (1 − y²)`` is shared by both cotangents. ``unit``: the feedback on ``h̄``
+    is scaled to unit norm per row first (``normalize="feedback"``).
     """
     dh = cot * squash if squash is not None else cot
+    if unit:
+        dh = dh / dh.norm(dim=-1, keepdim=True).clamp_min(_DIRECTION_EPS)
     dpre = (alpha_dtanh * dh.unsqueeze(2)).flatten(2)
     dalpha = torch.matmul(y, dh.unsqueeze(-1)).squeeze(-1)
     dlogit = alpha * (dalpha - (alpha * dalpha).sum(-1, keepdim=True)) * scale
     return dlogit, dpre
 
 
-def _lambda_from_rows(rows_p, rows_s, x2: torch.Tensor, inputs: list[torch.Tensor], normalize: bool,
+def _lambda_from_rows(rows_p, rows_s, x2: torch.Tensor, inputs: list[torch.Tensor], normalize: bool | str,
                       eps: float = 1e-12) -> torch.Tensor:
     """λ_batch ``[N]`` from the rows of ``p̃`` and ``s̃``.
 
@@ -149,7 +192,7 @@ def _lambda_from_rows(rows_p, rows_s, x2: torch.Tensor, inputs: list[torch.Tenso
         return ((a[0] * b[0]).sum(-1) + bias) * x2 + bias
 
     pp, ps, ss = dot(rows_p, rows_p), dot(rows_p, rows_s), dot(rows_s, rows_s)
-    if normalize:
+    if normalization_mode(normalize) == "gradient":
         wp, ws = 1 / (pp.clamp_min(0).sqrt() + eps), 1 / (ss.clamp_min(0).sqrt() + eps)
         pp, ps, ss = pp * wp * wp, ps * wp * ws, ss * ws * ws
     else:
@@ -184,7 +227,7 @@ def _slot_forward(out: torch.Tensor, bias: torch.Tensor, slots: int, dim: int, s
 
 @torch.no_grad()
 def slot_array_lambda(array, u: torch.Tensor, residual: torch.Tensor | None, cot_p: torch.Tensor,
-                      cot_s: torch.Tensor, normalize: bool = True, aux: dict | None = None) -> torch.Tensor:
+                      cot_s: torch.Tensor, normalize: bool | str = True, aux: dict | None = None) -> torch.Tensor:
     """Closed-form λ_batch ``[N]`` for a slot-neuron array, never forming per-sample gradients.
 
     A neuron's per-sample gradient is ``(D_b ⊗ u_b, β_b)`` — rows ``D_b`` (keys and slot
@@ -196,6 +239,8 @@ def slot_array_lambda(array, u: torch.Tensor, residual: torch.Tensor | None, cot
     array : SlotNeuronArray
     u : ``[N, B, d]`` local inputs; residual : ``[N, B, q]`` or None
     cot_p, cot_s : ``[N, B, q]`` the received feedback and the synthetic prediction
+    normalize : {"feedback", "gradient", "none"} or bool
+        See the module docstring.
     aux : dict, optional
         The forward's ``alpha``, ``y`` (and ``squashed``): reused instead of recomputed.
     """
@@ -212,13 +257,14 @@ def slot_array_lambda(array, u: torch.Tensor, residual: torch.Tensor | None, cot
         else:
             hbar = torch.matmul(alpha.unsqueeze(-2), y).squeeze(-2)
             squash = 1 - torch.tanh(hbar) ** 2
-    rows_p = _slot_rows(alpha, y, alpha_dtanh, squash, array.scale, cot_p)
-    rows_s = _slot_rows(alpha, y, alpha_dtanh, squash, array.scale, cot_s)
+    unit = normalization_mode(normalize) == "feedback"
+    rows_p = _slot_rows(alpha, y, alpha_dtanh, squash, array.scale, cot_p, unit)
+    rows_s = _slot_rows(alpha, y, alpha_dtanh, squash, array.scale, cot_s, unit)
     return _lambda_from_rows(rows_p, rows_s, (u * u).sum(-1), [u], normalize)
 
 
 @torch.no_grad()
-def recurrent_state_lambda(state, steps: list[int], normalize: bool = True,
+def recurrent_state_lambda(state, steps: list[int], normalize: bool | str = True,
                            max_samples: int | None = None, valid: torch.Tensor | None = None) -> torch.Tensor:
     """Closed-form λ_batch ``[N]`` for a recurrent state array; every (step, sequence) is a sample.
 
@@ -255,12 +301,13 @@ def recurrent_state_lambda(state, steps: list[int], normalize: bool = True,
     if e is not None:
         x2 = torch.cat([x2[:k] + (e * e).sum(-1).unsqueeze(0), x2[k:]], dim=0)
         inputs.append(e.unsqueeze(0).expand(k, -1, -1))
-    rows_p = _slot_rows(alpha, y, alpha_dtanh, None, scale, cot_p)
-    rows_s = _slot_rows(alpha, y, alpha_dtanh, None, scale, cot_s)
+    unit = normalization_mode(normalize) == "feedback"
+    rows_p = _slot_rows(alpha, y, alpha_dtanh, None, scale, cot_p, unit)
+    rows_s = _slot_rows(alpha, y, alpha_dtanh, None, scale, cot_s, unit)
     return _lambda_from_rows(rows_p, rows_s, x2, inputs, normalize)
 
 
-def _block_lambda(block, normalize: bool, fast: bool) -> torch.Tensor | None:
+def _block_lambda(block, normalize: bool | str, fast: bool) -> torch.Tensor | None:
     from .compile import _ArrayBlock
     from .neuron import SlotNeuronArray
 
@@ -272,12 +319,16 @@ def _block_lambda(block, normalize: bool, fast: bool) -> torch.Tensor | None:
         u, r = block.last_inputs
         return slot_array_lambda(block.function, u, r, received, predicted, normalize=normalize,
                                  aux=getattr(block, "aux", None))
+    if normalization_mode(normalize) == "feedback":
+        aux = getattr(block, "aux", None) or {}
+        gain = 1 - aux["squashed"] ** 2 if "squashed" in aux else None
+        received, predicted = unit_feedback(received, gain), unit_feedback(predicted, gain)
     p = per_sample_param_grads(block, received)
     s = per_sample_param_grads(block, predicted)
     return batch_lambda_from_vectors(p, s, normalize)
 
 
-def adapt_lambda(net: CompiledGraph, momentum: float = 0.9, normalize: bool = True,
+def adapt_lambda(net: CompiledGraph, momentum: float = 0.9, normalize: bool | str = True,
                  nodes: Iterable[str] | None = None, fast: bool = True) -> dict[str, torch.Tensor]:
     """Update ``θ_v ← μ θ_v + (1 − μ) λ_batch`` from the last backward (per-child grouping).
 
@@ -287,8 +338,9 @@ def adapt_lambda(net: CompiledGraph, momentum: float = 0.9, normalize: bool = Tr
         Compiled with ``grouping="child"``; call after ``loss.backward()``.
     momentum : float
         ``μ`` in [0, 1].
-    normalize : bool
-        Normalise each per-sample gradient to unit ℓ2 norm first (App. H.2).
+    normalize : {"feedback", "gradient", "none"} or bool
+        Which gradients get unit ℓ2 norm first (App. H.2; see the module docstring). ``True`` is
+        ``"gradient"``; the paper's experiments use ``"feedback"``.
     nodes : iterable of str, optional
         Nodes/arrays to adapt (default: every node that ran a generator).
     fast : bool
@@ -304,6 +356,7 @@ def adapt_lambda(net: CompiledGraph, momentum: float = 0.9, normalize: bool = Tr
                           fix="compile with grouping='child' (the paper's experiment code), or set λ by hand")
     if not 0 <= momentum <= 1:
         raise LambdaError(f"momentum = {momentum} is outside [0, 1]", fix="use a momentum in [0, 1], e.g. 0.9")
+    normalization_mode(normalize)
     names = list(net.blocks) if nodes is None else list(nodes)
     result = {}
     for name in names:

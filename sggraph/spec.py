@@ -24,7 +24,7 @@ True
 >>> graph_from_dict({"nodes": [{"name": "z", "dimm": 2}]})
 Traceback (most recent call last):
 ...
-sggraph.exceptions.SpecError: node 'z': unknown key 'dimm' in nodes[0]. Fix: did you mean 'dim'? Allowed keys: name, dim, parents, layer, stochastic, fn.
+sggraph.exceptions.SpecError: node 'z': unknown key 'dimm' in nodes[0]. Fix: did you mean 'dim'? Allowed keys: name, dim, parents, layer, stochastic, fn, init_std.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ class NodeSpec:
     layer: int | None = None
     stochastic: bool = False
     fn: str | None = None
+    init_std: float | None = None
 
 
 @attrs.frozen
@@ -265,7 +266,8 @@ def graph_from_dict(data: Any, *, file: str | None = None, index: Mapping[str, i
         path = f"$.nodes[{i}]"
         g.sources_of[n.name] = (file, _line_for(index, path))
         try:
-            g.add_node(n.name, n.dim, tuple(n.parents), layer=n.layer, stochastic=n.stochastic, fn=n.fn)
+            g.add_node(n.name, n.dim, tuple(n.parents), layer=n.layer, stochastic=n.stochastic, fn=n.fn,
+                       init_std=n.init_std)
         except GraphError as err:
             raise located(err, path) from None
     for i, a in enumerate(spec.arrays):
@@ -302,6 +304,8 @@ def graph_to_dict(g: Graph) -> dict:
             d["stochastic"] = True
         if n.fn is not None:
             d["fn"] = n.fn
+        if n.init_std is not None:
+            d["init_std"] = n.init_std
         nodes.append(d)
     arrays = []
     for a in g.arrays.values():

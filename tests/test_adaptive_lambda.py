@@ -55,7 +55,7 @@ def _backward(net, batch, seed=1):
     (out["y"] * torch.randn(batch, 2, generator=gen, dtype=torch.float64)).sum().backward()
 
 
-@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("normalize", [True, False, "feedback"])
 def test_fast_slot_path_equals_generic_torch_func_path(normalize):
     net = _array_net()
     _backward(net, 16)
@@ -120,3 +120,53 @@ def test_adapt_lambda_needs_child_grouping():
         sggraph.compile(g).adapt_lambda()
     with pytest.raises(LambdaError, match="momentum"):
         sggraph.compile(g, grouping="child").adapt_lambda(momentum=2.0)
+
+
+def _authors_feedback_lambda(net, name):
+    """The authors' estimator written out per neuron and sample: the feedback on h̄ (for a residual
+    neuron ``g ⊙ (1 − tanh² h̄)``) scaled to unit norm, mapped to the neuron's parameter gradient by
+    autograd one sample at a time, then eq. 18 on the explicit vectors."""
+    block = net.blocks[name]
+    arr = block.function
+    u, r = block.last_inputs
+    g, hat = block.record.received, block.prediction.detach()
+    lam = []
+    for i in range(arr.count):
+        p_rows, s_rows = [], []
+        for b in range(u.shape[1]):
+            proj = arr.proj[i].detach().clone().requires_grad_(True)
+            bias = arr.bias[i].detach().clone().requires_grad_(True)
+            ui = u[i, b]
+            alpha = torch.softmax(proj[: arr.slots] @ ui / ui.numel() ** 0.5, -1)
+            y = torch.tanh(proj[arr.slots:] @ ui + bias).view(arr.slots, arr.dim)
+            hbar = alpha @ y
+            gain = 1 - torch.tanh(hbar.detach()) ** 2 if arr.residual else torch.ones_like(hbar)
+            rows = []
+            for cot in (g[i, b], hat[i, b]):
+                d = cot * gain
+                d = d / d.norm().clamp_min(1e-12)
+                gp, gb = torch.autograd.grad(hbar, (proj, bias), d, retain_graph=True)
+                rows.append(torch.cat([gp.flatten(), gb.flatten()]))
+            p_rows.append(rows[0])
+            s_rows.append(rows[1])
+        lam.append(_direct_lambda(torch.stack(p_rows), torch.stack(s_rows), normalize=False))
+    return torch.stack(lam)
+
+
+def test_feedback_normalisation_equals_the_authors_estimator_written_out():
+    net = _array_net()
+    _backward(net, 9)
+    for name in ("h1", "h2"):  # h2 is residual: the feedback is taken on h̄ (after 1 − tanh²)
+        want = _authors_feedback_lambda(net, name)
+        got = _block_lambda(net.blocks[name], "feedback", fast=True)
+        torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-9)
+    # and it is not the per-sample-gradient normalisation
+    assert not torch.allclose(_block_lambda(net.blocks["h2"], "gradient", fast=True),
+                              _block_lambda(net.blocks["h2"], "feedback", fast=True))
+
+
+def test_unknown_normalisation_is_a_lambda_error():
+    net = _array_net()
+    _backward(net, 4)
+    with pytest.raises(LambdaError, match="feedback"):
+        net.adapt_lambda(normalize="unit")

@@ -120,13 +120,15 @@ def test_changed_settings_of_an_existing_run_are_refused(tmp_path):
 def test_shipped_specs_validate():
     specs = sorted((ROOT / "examples" / "sweeps").glob("*.yaml"))
     names = {p.stem for p in specs}
-    assert {"small", "bandit-main", "bandit-ablations", "popgym-escape-20", "popgym-escape-40",
+    assert {"small", "bandit-fig5", "bandit-lr", "bandit-ablations", "popgym-escape-20", "popgym-escape-40",
             "popgym-explore-20", "popgym-explore-40"} <= names
     counts = {}
     for path in specs:
         counts[path.stem] = len(load_spec(path).cells())
     assert counts["small"] == 8
-    assert counts["bandit-main"] == 3 * 5 * 6
+    assert counts["bandit-fig5"] == 4 * 6
+    assert counts["bandit-lr"] == 4 * 5 * 3
+    assert counts["bandit-ablations"] == (4 * 5 + 3 * 5 - 3) * 2  # (p_flip 0.4, 5 parents) cells shared by 6(b), 6(c)
     for name in ("popgym-escape-20", "popgym-escape-40", "popgym-explore-20", "popgym-explore-40"):
         assert counts[name] == 4 * 5 * 6
 

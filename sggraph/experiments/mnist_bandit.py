@@ -3,16 +3,19 @@
 Context: an MNIST image; action: a class sampled from the softmax policy; reward 1 if
 correct else 0, flipped with probability ``p_flip`` in training, noiseless in evaluation.
 Methods: ``sgprop`` (SparseNet, synthetic-gradient mixing with per-neuron λ), ``backprop``
-(the same SparseNet, plain backprop) and ``mlp`` (a dense residual MLP, backprop).
+(the same SparseNet, plain backprop) and ``mlp`` (a dense tanh MLP, backprop).
 
-One step: sample a batch; one forward of the policy; REINFORCE loss ``−mean(r · log π(a))``;
-one backward (the mixing happens inside it); adaptive λ from that backward; the policy's
-Adam step; then one generator update on the targets recorded in that same backward. (The
-paper's code updates the generators first, in a second pass over the batch; this single
-pass is a reordering: the generators learn from the feedback of the step they served.)
+One step (``update_order="generator-first"``, the authors' order): sample a batch and its
+actions from one forward of the policy; REINFORCE loss ``−mean(r · log π(a))``; the feedback
+recursion of that loss's backward (no parameter gradients) gives every neuron its received
+feedback, on which the generators take one Adam step; then the policy's backward mixes with
+the updated generators' predictions, adaptive λ is estimated from it, and the policy takes
+its Adam step. ``update_order="single-pass"`` skips the extra feedback pass: one backward,
+then the generator step on the targets recorded in it, so the predictions that were mixed
+come from generators one batch older (and never fitted to the batch they serve).
 
 Evaluation reward is the policy's expected noiseless reward ``mean π(target | x)`` on the
-evaluation images (the exact mean of the sampled reward, without sampling noise).
+evaluation images (the exact mean of the authors' sampled reward, without sampling noise).
 """
 
 from __future__ import annotations
@@ -29,10 +32,27 @@ import torch
 from ..exceptions import ConfigError
 from ..rundir import RunDir
 
-__all__ = ["PAPER_LR", "BanditConfig", "run_bandit"]
+__all__ = ["AUTHORS_CLASSES", "PAPER_LR", "UPDATE_ORDERS", "BanditConfig", "bandit_update", "build_policy",
+           "evaluation_steps", "run_bandit",
+           "sparsenet_parameter_count"]
 
 #: Table 1's learning rates per method.
 PAPER_LR = {"sgprop": 0.005, "backprop": 0.001, "mlp": 2e-5}
+#: The classes (actions) of the authors' sweep scripts: every digit but 2.
+AUTHORS_CLASSES = (0, 1, 3, 4, 5, 6, 7, 8, 9)
+#: When the generators learn from a batch: before the policy's backward (the authors') or after it.
+UPDATE_ORDERS = ("generator-first", "single-pass")
+
+
+def evaluation_steps(steps: int, evaluations: int) -> list[int]:
+    """The authors' evaluation schedule: ``evaluations`` steps spaced evenly from 1 to ``steps``.
+
+    >>> evaluation_steps(1500, 20)[:3], evaluation_steps(1500, 20)[-1]
+    ([1, 79, 158], 1500)
+    """
+    import numpy as np
+
+    return sorted({int(v) for v in np.linspace(1, steps, num=evaluations, dtype=int)})
 
 
 @dataclass
@@ -47,7 +67,7 @@ class BanditConfig:
     eval_batch: int = 4000  #: evaluation images per evaluation
     evaluations: int = 20  #: evaluations along training
     p_flip: float = 0.4  #: training reward flip probability
-    classes: tuple[int, ...] = tuple(range(10))  #: the actions (the authors' sweeps used 0,1,3,4,5,6,7,8,9)
+    classes: tuple[int, ...] = AUTHORS_CLASSES  #: the actions: the authors' sweeps' 9 digits (the paper says 10)
     width: int = 200  #: neurons per SparseNet layer
     layers: int = 5
     q: int = 10  #: neuron dimension
@@ -57,11 +77,15 @@ class BanditConfig:
     generator_lr: float = 0.005
     lam_init: float = 0.9  #: initial per-neuron λ
     lam_momentum: float = 0.9
-    normalize: bool = True  #: normalise per-sample gradients before eq. 18 (App. H.2)
+    normalize: str = "feedback"  #: unit-norm before eq. 18: feedback (the authors') | gradient | none
+    generator_init: str = "normal"  #: normal: N(0, 1/d) like the authors' bandit generators | zero
+    update_order: str = "generator-first"  #: generator-first (the authors') | single-pass
     mlp_width: int = 745
+    mlp_residual: bool = False  #: the authors' runs use the plain MLP (--no_residual)
     data_dir: str | None = None  #: MNIST IDX directory (default: $SGGRAPH_DATA or the embedded 10k digits)
     eval_size: int = 2000  #: held-out evaluation images (the last ones of the shuffled file)
     checkpoint_every: int = 100
+    snapshots: int = 0  #: keep this many model snapshots, evenly spaced from step 0 to the end (snapshot-stepN.pt)
 
     def validate(self) -> None:
         if self.method not in PAPER_LR:
@@ -79,22 +103,43 @@ class BanditConfig:
                 raise ConfigError(f"{name} must be at least 1 (got {getattr(self, name)})", fix=f"set {name} >= 1")
         if not 0 <= self.p_flip <= 1:
             raise ConfigError(f"p_flip = {self.p_flip} is outside [0, 1]", fix="use a probability")
+        choices = {"normalize": ("feedback", "gradient", "none"), "generator_init": ("normal", "zero"),
+                   "update_order": UPDATE_ORDERS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} = {getattr(self, name)!r} is not one of {', '.join(allowed)}",
+                                  fix=f"use --{name.replace('_', '-')} {allowed[0]}")
 
     @property
     def policy_lr(self) -> float:
         return self.lr if self.lr is not None else PAPER_LR[self.method]
 
 
-def _build_policy(cfg: BanditConfig, n_actions: int):
-    from ..compile import compile as compile_graph
-    from ..models.baselines import ResidualMLP
+def sparsenet_parameter_count(cfg: BanditConfig, n_actions: int) -> int:
+    """Parameters of the SparseNet policy: per neuron ``M`` keys and slot maps on ``d = q·n_parents`` inputs
+    plus ``M·q`` biases, and the action keys ``[A, W·q]``.
+
+    >>> sparsenet_parameter_count(BanditConfig(), 9)
+    2818000
+    """
+    d = cfg.q * cfg.n_parents
+    return cfg.layers * cfg.width * cfg.slots * (d + cfg.q * d + cfg.q) + n_actions * cfg.width * cfg.q
+
+
+def _sparsenet_graph(cfg: BanditConfig, n_actions: int):
     from ..models.sparsenet import sparsenet_graph
 
+    return sparsenet_graph(cfg.width, cfg.layers, cfg.q, cfg.slots, cfg.n_parents, 784, n_actions, cfg.seed)
+
+
+def _build_policy(cfg: BanditConfig, n_actions: int):
+    from ..compile import compile as compile_graph
+    from ..models.baselines import MLP
+
     if cfg.method == "mlp":
-        mlp = ResidualMLP(784, n_actions, cfg.mlp_width, cfg.layers)
+        mlp = MLP(784, n_actions, cfg.mlp_width, cfg.layers, residual=cfg.mlp_residual)
         return mlp, (lambda x: mlp(x)), None
-    graph = sparsenet_graph(cfg.width, cfg.layers, cfg.q, cfg.slots, cfg.n_parents, 784, n_actions, cfg.seed)
-    net = compile_graph(graph, grouping="child")
+    net = compile_graph(_sparsenet_graph(cfg, n_actions), grouping="child", generator_init=cfg.generator_init)
     net.synthetic = cfg.method == "sgprop"
     lam0 = cfg.lam_init if cfg.lam == "adaptive" else float(cfg.lam)
     net.set_lambda(lam0)
@@ -112,6 +157,48 @@ def _lambda_stats(net) -> dict[str, float]:
     return out
 
 
+def build_policy(cfg: BanditConfig, n_actions: int):
+    """The policy of ``cfg.method`` with its optimizers: ``(module, policy_fn, net, opt, gen_opt)``.
+
+    ``policy_fn(x [B, 784]) -> logits [B, A]``; ``net`` is the compiled SparseNet (None for the MLP),
+    ``gen_opt`` the generators' Adam (None unless the net is compiled).
+    """
+    model, policy, net = _build_policy(cfg, n_actions)
+    params = list(net.model_parameters()) if net is not None else list(model.parameters())
+    opt = torch.optim.Adam(params, lr=cfg.policy_lr)
+    gen_opt = torch.optim.Adam(net.generator_parameters(), lr=cfg.generator_lr) if net is not None else None
+    return model, policy, net, opt, gen_opt
+
+
+def bandit_update(cfg: BanditConfig, policy: Callable, net, opt: torch.optim.Optimizer,
+                  gen_opt: torch.optim.Optimizer | None, x: torch.Tensor,
+                  reward_of: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+    """One training step on contexts ``x [B, 784]``; returns the rewards ``[B]``.
+
+    Actions are sampled from the policy's forward (with ``generator``), rewarded by ``reward_of``,
+    and the REINFORCE loss ``−mean(r · log π(a))`` is minimised in ``cfg.update_order``.
+    """
+    opt.zero_grad(set_to_none=True)
+    log_probs = torch.log_softmax(policy(x), dim=-1)
+    actions = torch.multinomial(log_probs.detach().exp(), 1, generator=generator).squeeze(1)
+    reward = reward_of(actions)
+    loss = -(reward * log_probs.gather(1, actions.unsqueeze(1)).squeeze(1)).mean()
+    synthetic = net is not None and net.synthetic
+    generator_first = cfg.update_order == "generator-first"
+    if synthetic and generator_first:  # the authors' order: the generators learn from this batch first
+        net.record_feedback(loss)
+        net.update_generators(gen_opt)
+        net.refresh_predictions()
+    loss.backward()
+    if synthetic and cfg.lam == "adaptive":
+        net.adapt_lambda(momentum=cfg.lam_momentum, normalize=cfg.normalize,
+                         nodes=[f"h{i}" for i in range(1, cfg.layers + 1)])
+    opt.step()
+    if synthetic and not generator_first:
+        net.update_generators(gen_opt)
+    return reward
+
+
 def run_bandit(cfg: BanditConfig, out: str | Path, resume: bool = False,
                progress: Callable[[str], None] | None = None) -> dict:
     """Train one run; writes ``config.json``, ``metrics.csv``, ``summary.json``, ``learning_curve.png``
@@ -127,13 +214,11 @@ def run_bandit(cfg: BanditConfig, out: str | Path, resume: bool = False,
     images, labels = load_mnist(cfg.data_dir)
     env = MnistBandit(images, labels, classes=cfg.classes, p_flip=cfg.p_flip, eval_size=cfg.eval_size, seed=cfg.seed)
     torch.manual_seed(cfg.seed)
-    model, policy, net = _build_policy(cfg, env.n_actions)
+    model, policy, net, opt, gen_opt = build_policy(cfg, env.n_actions)
     params = list(net.model_parameters()) if net is not None else list(model.parameters())
-    opt = torch.optim.Adam(params, lr=cfg.policy_lr)
-    gen_opt = torch.optim.Adam(net.generator_parameters(), lr=cfg.generator_lr) if net is not None else None
     data_gen = torch.Generator().manual_seed(cfg.seed)
     eval_x, eval_y = env.eval_batch(cfg.eval_batch, torch.Generator().manual_seed(10_000 + cfg.seed))
-    eval_every = max(1, cfg.steps // cfg.evaluations)
+    eval_at = set(evaluation_steps(cfg.steps, cfg.evaluations))
     rows: list[dict] = []
     start = 0
     train_reward = 0.0  # moving average of the (flipped) training reward
@@ -162,25 +247,27 @@ def run_bandit(cfg: BanditConfig, out: str | Path, resume: bool = False,
                             "train_reward": train_reward})
         rd.write_metrics(rows)
 
+    snapshot_at = set(int(v) for v in torch.linspace(0, cfg.steps, cfg.snapshots).round().tolist()) \
+        if cfg.snapshots > 1 else ({cfg.steps} if cfg.snapshots == 1 else set())
+
+    def snapshot(step: int) -> None:
+        if step in snapshot_at:
+            rd.save_checkpoint({"step": step, "model": model.state_dict(), "config": config},
+                               name=f"snapshot-step{step}.pt")
+
     t0 = time.perf_counter()
-    adaptive = cfg.method == "sgprop" and cfg.lam == "adaptive"
-    adapt_nodes = [f"h{i}" for i in range(1, cfg.layers + 1)]
+    if start == 0:
+        snapshot(0)
+    n_params = sum(p.numel() for p in params)
+    if progress is not None and start == 0:
+        progress(f"[{cfg.method} seed {cfg.seed}] {n_params:,} policy parameters (SparseNet of these settings: "
+                 f"{sparsenet_parameter_count(cfg, env.n_actions):,})")
     for step in range(start + 1, cfg.steps + 1):
         x, y = env.sample(cfg.batch, data_gen)
-        opt.zero_grad(set_to_none=True)
-        logits = policy(x)
-        log_probs = torch.log_softmax(logits, dim=-1)
-        actions = torch.multinomial(log_probs.detach().exp(), 1, generator=data_gen).squeeze(1)
-        reward = env.reward(actions, y, data_gen, train=True)
-        loss = -(reward * log_probs.gather(1, actions.unsqueeze(1)).squeeze(1)).mean()
-        loss.backward()
-        if adaptive:
-            net.adapt_lambda(momentum=cfg.lam_momentum, normalize=cfg.normalize, nodes=adapt_nodes)
-        opt.step()
-        if net is not None and net.synthetic:
-            net.update_generators(gen_opt)
+        reward = bandit_update(cfg, policy, net, opt, gen_opt, x,
+                               lambda actions: env.reward(actions, y, data_gen, train=True), data_gen)
         train_reward = 0.9 * train_reward + 0.1 * float(reward.mean()) if step > 1 else float(reward.mean())
-        if step % eval_every == 0 or step == cfg.steps:
+        if step in eval_at:
             row = {"step": step, "samples": step * cfg.batch, "eval_reward": round(evaluate(), 6),
                    "train_reward": round(train_reward, 5), **_lambda_stats(net if cfg.method == "sgprop" else None)}
             rows.append(row)
@@ -189,13 +276,14 @@ def run_bandit(cfg: BanditConfig, out: str | Path, resume: bool = False,
                 mean_lam = f"  λ̄ {sum(lam) / len(lam):.3f}" if lam else ""
                 progress(f"[{cfg.method} seed {cfg.seed}] step {step}/{cfg.steps}  eval reward "
                          f"{row['eval_reward']:.4f}{mean_lam}  {time.perf_counter() - t0:.0f}s")
+        snapshot(step)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             checkpoint(step)
     final = rows[-1]["eval_reward"] if rows else evaluate()
     summary = {"method": cfg.method, "seed": cfg.seed, "steps": cfg.steps, "final_eval_reward": final,
                "mean_eval_reward": sum(r["eval_reward"] for r in rows) / max(len(rows), 1),
                "seconds": round(time.perf_counter() - t0, 2), "resumed_from": start if resume else None,
-               "parameters": sum(p.numel() for p in params)}
+               "parameters": n_params, "sparsenet_parameters": sparsenet_parameter_count(cfg, env.n_actions)}
     rd.write_json("summary.json", summary)
     _plot(rows, rd, f"MNIST bandit — {cfg.method}, seed {cfg.seed}")
     return summary
