@@ -26,7 +26,7 @@ int tensor ``[count]`` of group ids whose members share ``z_v`` at every node, o
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import attrs
 import torch
@@ -89,12 +89,15 @@ def _backward(net: CompiledGraph, inputs, feedback) -> None:
     sum((out[k] * feedback[k]).sum() for k in feedback).backward()
 
 
-def _per_sample(net: CompiledGraph, inputs, feedback, synthetic: bool) -> dict[str, dict[str, torch.Tensor]]:
+def _per_sample(net: CompiledGraph, inputs, feedback, synthetic: bool,
+                nodes: set[str] | None = None) -> dict[str, dict[str, torch.Tensor]]:
     """Per-sample parameter gradients per node: ``p`` (received feedback), ``s`` (synthetic), ``g`` (mixed)."""
     result = {}
     with _recording(net, backprop=not synthetic):
         _backward(net, inputs, feedback)
         for name, block in net.blocks.items():
+            if nodes is not None and name not in nodes:
+                continue
             rec = block.record
             if rec is None or rec.received is None or block.prediction is None:
                 continue
@@ -126,7 +129,8 @@ def _split(x: torch.Tensor, groups: torch.Tensor | None) -> tuple[float | None, 
 def profile(net: CompiledGraph, sampler: Sampler, n: int, reference_samples: int = 4096, *,
             lambdas: float | Mapping[str, float] | None = None, samples: int = 2048, seed: int = 0,
             jacobian_bound: float | None = None, epsilon: float | None = None,
-            child_constants: Mapping[str, list[float]] | None = None) -> dict[str, NodeProfile]:
+            child_constants: Mapping[str, list[float]] | None = None,
+            nodes: Sequence[str] | None = None) -> dict[str, NodeProfile]:
     """Profile the gradient estimators of every node of ``net`` (see the module docstring).
 
     Parameters
@@ -149,6 +153,9 @@ def profile(net: CompiledGraph, sampler: Sampler, n: int, reference_samples: int
     jacobian_bound, epsilon : float, optional
         ``J`` and ``ε + ε′`` for the eq. 19 check (with ``child_constants``: ``c_{v⁺}`` of v's children,
         from :func:`sggraph.theorem3_constants`; default zeros).
+    nodes : sequence of str, optional
+        Profile only these nodes (per-sample gradients of a large array take ``samples × params``
+        memory each; profiling one array at a time bounds it).
 
     Returns
     -------
@@ -165,19 +172,21 @@ def profile(net: CompiledGraph, sampler: Sampler, n: int, reference_samples: int
             else:
                 net.set_lambda(lambdas)
             return profile(net, sampler, n, reference_samples, samples=samples, seed=seed,
-                           jacobian_bound=jacobian_bound, epsilon=epsilon, child_constants=child_constants)
+                           jacobian_bound=jacobian_bound, epsilon=epsilon, child_constants=child_constants,
+                           nodes=nodes)
         finally:
             with torch.no_grad():
                 for k, b in net.blocks.items():
                     b.lam.copy_(saved[k][0])
                     b.lam_self.copy_(saved[k][1])
     gen = torch.Generator().manual_seed(seed)
+    only = None if nodes is None else set(nodes)
     ref_inputs, ref_feedback, _ = sampler(reference_samples, gen)
-    ref_bp = _per_sample(net, ref_inputs, ref_feedback, synthetic=False)
-    ref_mix = _per_sample(net, ref_inputs, ref_feedback, synthetic=True)
+    ref_bp = _per_sample(net, ref_inputs, ref_feedback, synthetic=False, nodes=only)
+    ref_mix = _per_sample(net, ref_inputs, ref_feedback, synthetic=True, nodes=only)
     inputs, feedback, groups = sampler(samples, gen)
-    bp = _per_sample(net, inputs, feedback, synthetic=False)
-    mix = _per_sample(net, inputs, feedback, synthetic=True)
+    bp = _per_sample(net, inputs, feedback, synthetic=False, nodes=only)
+    mix = _per_sample(net, inputs, feedback, synthetic=True, nodes=only)
     out = {}
     for name in ref_bp:
         # offsets from E g^θ are estimated paired: the same reference samples under backprop and the mixture

@@ -102,6 +102,8 @@ def test_theorem1_regime_backprop_has_no_conditional_variance():
         assert prof[name].rho2 == pytest.approx(0.0, abs=1e-20)
         assert prof[name].nu2 > 0
     assert "Δ² backprop" in format_profile(prof)
+    only = profile(net, sampler, n=2, reference_samples=400, samples=400, nodes=["h2"])
+    assert list(only) == ["h2"] and only["h2"] == prof["h2"]  # the same numbers, one node's memory
 
 
 def test_condition_b_test_detects_a_hidden_dependence():
