@@ -54,11 +54,15 @@ class RecurrentPolicy(nn.Module):
 
     Shapes: ``forward(obs [T, B, obs_dim])`` → ``[T, B, A]`` from the zero state;
     ``step(obs [B, obs_dim], state)`` → ``logits [B, A]``, next state.
+
+    Init as the authors' ``gru.py`` / ``lstm.py``: embedding, recurrent weights (each whole
+    ``weight_ih`` / ``weight_hh`` matrix) and actor body orthogonal (gain 1), all biases zero,
+    the actor's last layer ~ N(0, 0.01²).
     """
 
     def __init__(self, obs_dim: int, n_actions: int, kind: str = "gru", hidden: int = 256, embed: int = 128,
                  actor_hidden: int = 128, seed: int = 0) -> None:
-        from .recurrent_sparsenet import ObservationEmbedding
+        from .recurrent_sparsenet import ObservationEmbedding, orthogonal_linear_
 
         super().__init__()
         if kind not in ("gru", "lstm"):
@@ -71,6 +75,13 @@ class RecurrentPolicy(nn.Module):
             self.actor = nn.Sequential(nn.Linear(hidden, actor_hidden), nn.LeakyReLU(),
                                        nn.Linear(actor_hidden, actor_hidden), nn.LeakyReLU(),
                                        nn.Linear(actor_hidden, n_actions))
+            for name, p in self.rnn.named_parameters():
+                (nn.init.orthogonal_ if name.startswith("weight") else nn.init.zeros_)(p)
+            for layer in list(self.actor)[:-1]:
+                if isinstance(layer, nn.Linear):
+                    orthogonal_linear_(layer)
+            nn.init.normal_(self.actor[-1].weight, std=0.01)
+            nn.init.zeros_(self.actor[-1].bias)
         self.synthetic = False
 
     def initial_state(self, batch: int):

@@ -13,6 +13,16 @@ The state starts at zero at every episode start. ``sgprop`` mixes synthetic grad
 BPTT on the state neurons only (per-neuron θ, ``child`` grouping, temporal schedule); the
 embedding and the actor run plain backprop (``λ = 1``, no generator).
 
+Defaults follow the authors' experiment code (``sparsenet.py``): parents are a random subset
+of all 128 neurons, so a neuron may read its own previous state (``self_parents``); every
+neuron's routing temperature and init std use ``d = F·q + embed = 164``, as if each neuron
+read ``[parents, embedding]`` with the embedding masked to zero outside the 16 input
+neurons (``scale="full"``; only the wired 16 × 128 embedding weights exist and are
+computed); keys, slot maps and biases ~ N(0, 1/d); the embedding's linear layers are
+orthogonal with zero biases; actor keys and slot weights ~ N(0, 1/(N q)), actor biases zero;
+the state's generator is zero-initialised and regresses onto the mixed feedback
+``θ_t g̃ + (1 − θ_t) ĥ`` it passed on (``generator_target="mixed"``).
+
 >>> import torch
 >>> policy = RecurrentSparseNetPolicy(obs_dim=56, n_actions=4, seed=0)
 >>> logits = policy(torch.zeros(5, 3, 56))              # [T, B, obs] -> [T, B, actions]
@@ -30,20 +40,33 @@ import math
 import torch
 from torch import nn
 
-from sggraph.recurrent import CompiledCell, compile_cell
+from sggraph.recurrent import CompiledCell, RecurrentSlotArray, compile_cell
 from sggraph.unroll import Cell
 
-__all__ = ["ObservationEmbedding", "RecurrentSparseNetPolicy", "SlotActor", "recurrent_sparsenet_cell"]
+__all__ = ["ObservationEmbedding", "RecurrentSparseNetPolicy", "SlotActor", "orthogonal_linear_",
+           "recurrent_sparsenet_cell"]
+
+
+def orthogonal_linear_(layer: nn.Linear, gain: float = 1.0) -> nn.Linear:
+    """Orthogonal weight (``gain``), zero bias: the authors' init of every POPGym linear layer
+    but the GRU/LSTM actor's last one."""
+    nn.init.orthogonal_(layer.weight, gain)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+    return layer
 
 
 class ObservationEmbedding(nn.Module):
-    """``obs [R, obs_dim]`` → ``[R, width]``: Linear → LayerNorm (no affine) → Linear → LeakyReLU."""
+    """``obs [R, obs_dim]`` → ``[R, width]``: Linear → LayerNorm (no affine) → Linear → LeakyReLU.
+
+    Both linear layers orthogonal (gain 1), biases zero, as in the authors' code.
+    """
 
     def __init__(self, obs_dim: int, width: int = 128) -> None:
         super().__init__()
-        self.first = nn.Linear(obs_dim, width)
+        self.first = orthogonal_linear_(nn.Linear(obs_dim, width))
         self.norm = nn.LayerNorm(width, elementwise_affine=False)
-        self.second = nn.Linear(width, width)
+        self.second = orthogonal_linear_(nn.Linear(width, width))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return nn.functional.leaky_relu(self.second(self.norm(self.first(obs))))
@@ -73,19 +96,23 @@ class SlotActor(nn.Module):
         return f"in_dim={self.in_dim}, n_actions={self.n_actions}, slots={self.slots}"
 
 
+SCALES = ("full", "wired")
+
+
 def recurrent_sparsenet_cell(obs_dim: int, n_actions: int, neurons: int = 128, q: int = 6, slots: int = 6,
-                             fan_in: int = 6, input_neurons: int = 16, embed: int = 128, seed: int = 0) -> Cell:
+                             fan_in: int = 6, input_neurons: int = 16, embed: int = 128, seed: int = 0,
+                             self_parents: bool = True) -> Cell:
     """The cell graph: input ``obs``, pre node ``emb``, state ``h``, post node ``act``.
 
     >>> cell = recurrent_sparsenet_cell(56, 4)
-    >>> cell.state.count, cell.state.dim, cell.state.fan_in, cell.state.input_neurons
-    (128, 6, 6, 16)
+    >>> cell.state.count, cell.state.dim, cell.state.fan_in, cell.state.input_neurons, cell.state.self_parents
+    (128, 6, 6, 16, True)
     """
     cell = Cell("popgym-sparsenet")
     cell.add_input("obs", obs_dim)
     cell.add_node("emb", embed, ["obs"])
     cell.set_state("h", count=neurons, dim=q, fan_in=fan_in, slots=slots, seed=seed, input="emb",
-                   input_neurons=input_neurons)
+                   input_neurons=input_neurons, self_parents=self_parents)
     cell.add_node("act", n_actions, ["h"])
     return cell
 
@@ -102,6 +129,14 @@ class RecurrentSparseNetPolicy(nn.Module):
         Seeds the wiring and the initial weights.
     rho : float
         Temporal-schedule coefficient (App. H.4).
+    scale : {'full', 'wired'}
+        ``d`` of every neuron's routing temperature ``1/√d`` and init std: ``full`` (default,
+        the authors'): ``fan_in·q + embed`` for all; ``wired``: each neuron's wired input size
+        (``fan_in·q``, plus ``embed`` for the input neurons).
+    self_parents : bool
+        A neuron may be its own parent (default, the authors' ``randperm`` draw).
+    generator_target : {'mixed', 'received'}
+        The state generator's regression target (default ``mixed``, the authors').
 
     Attributes
     ----------
@@ -110,14 +145,21 @@ class RecurrentSparseNetPolicy(nn.Module):
 
     def __init__(self, obs_dim: int, n_actions: int, neurons: int = 128, q: int = 6, slots: int = 6,
                  fan_in: int = 6, input_neurons: int = 16, embed: int = 128, actor_slots: int = 6,
-                 seed: int = 0, rho: float = 0.1) -> None:
+                 seed: int = 0, rho: float = 0.1, scale: str = "full", self_parents: bool = True,
+                 generator_target: str = "mixed") -> None:
         super().__init__()
-        cell = recurrent_sparsenet_cell(obs_dim, n_actions, neurons, q, slots, fan_in, input_neurons, embed, seed)
+        if scale not in SCALES:
+            raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+        cell = recurrent_sparsenet_cell(obs_dim, n_actions, neurons, q, slots, fan_in, input_neurons, embed, seed,
+                                        self_parents)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            functions = {"emb": ObservationEmbedding(obs_dim, embed), "act": SlotActor(neurons * q, n_actions,
-                                                                                       actor_slots)}
-            self.net: CompiledCell = compile_cell(cell, functions, grouping="child", rho=rho)
+            state = RecurrentSlotArray(neurons, fan_in * q, q, slots, input_neurons, embed,
+                                       scale_dim=fan_in * q + embed if scale == "full" else None)
+            functions = {"emb": ObservationEmbedding(obs_dim, embed), "h": state,
+                         "act": SlotActor(neurons * q, n_actions, actor_slots)}
+            self.net: CompiledCell = compile_cell(cell, functions, grouping="child", rho=rho,
+                                                  generator_target=generator_target)
         self.net.plain_nodes = {"emb", "act"}  # mixing on the state only
         self.neurons, self.q = neurons, q
 
@@ -138,12 +180,14 @@ class RecurrentSparseNetPolicy(nn.Module):
         out = self.net({"obs": obs.unsqueeze(0)}, state=state)["act"][0]
         return out, self.net.final_state
 
-    def forward(self, obs: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, obs: torch.Tensor, valid: torch.Tensor | None = None,
+                horizon: int | None = None) -> torch.Tensor:
         """A whole sequence from the zero state: ``obs [T, B, obs_dim]`` → ``logits [T, B, A]``.
 
-        ``valid [T, B]`` (bool) marks the steps inside episodes: padding steps get no synthetic feedback.
+        ``valid [T, B]`` (bool) marks the steps inside episodes: padding steps get no synthetic
+        feedback. ``horizon`` anchors the temporal θ schedule (the rollout length; default ``T``).
         """
-        return self.net({"obs": obs}, valid=valid)["act"]
+        return self.net({"obs": obs}, valid=valid, horizon=horizon)["act"]
 
     def model_parameters(self):
         return self.net.model_parameters()

@@ -20,7 +20,7 @@ JSON keys (later sections are added, never renamed)::
     {"matmul_peak_gflops": ..., "bandit": {"backprop_ms", "sgprop_ms", "backprop_gflops", "sgprop_gflops",
                                           "sgprop_adaptive_ms", "sgprop_adaptive_single_pass_ms", ...},
      "recurrent": {"backprop_ms", "sgprop_ms", "sgprop_over_backprop"},
-     "popgym": {"backprop_s", "sgprop_s", "gru_s", "lstm_s", "*_rollout_s", "num_envs"}}
+     "popgym": {"backprop_s", "sgprop_s", "gru_s", "lstm_s", "*_rollout_s", "num_envs", "sgprop_over_backprop"}}
 """
 
 from __future__ import annotations
@@ -181,8 +181,9 @@ def bench_recurrent(repeats: int = 5, warmup: int = 1, steps: int = 80, sequence
 def bench_popgym(repeats: int = 5, warmup: int = 1, num_envs: int = 20, seed: int = 0) -> dict[str, float]:
     """Median seconds per POPGym batch (``labyrinth_escape``, ``num_envs`` environments, episode
     length 80): the rollout through the real environments plus one update, exactly as in
-    ``sggraph train popgym``, for SparseNet backprop, SparseNet sgprop (adaptive θ, schedule,
-    generator update), GRU and LSTM, with the rollout's share of each batch."""
+    ``sggraph train popgym`` (its defaults: the authors' settings, adaptive θ from every valid
+    sample), for SparseNet backprop, SparseNet sgprop (adaptive θ, schedule, generator update),
+    GRU and LSTM, with the rollout's share of each batch and ``sgprop_over_backprop``."""
     from .envs.popgym import LabyrinthBatch
     from .experiments.popgym import PopgymConfig, build_policy, train_batch
 
@@ -210,6 +211,7 @@ def bench_popgym(repeats: int = 5, warmup: int = 1, num_envs: int = 20, seed: in
     out = {f"{k}_s": round(statistics.median(v), 3) for k, v in times.items()}
     out.update({f"{k}_rollout_s": round(statistics.median(v), 3) for k, v in rollout.items()})
     out["num_envs"] = num_envs
+    out["sgprop_over_backprop"] = round(out["sgprop_s"] / out["backprop_s"], 3)
     return out
 
 
@@ -242,6 +244,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     for key, label in (("backprop", "SparseNet backprop"), ("sgprop", "SparseNet sgprop"), ("gru", "GRU"),
                        ("lstm", "LSTM")):
         print(f"  {label:18s}: {g[key + '_s']:6.3f} s/batch  (rollout {g[key + '_rollout_s']:.3f} s)")
+    print(f"  sgprop / backprop : {g['sgprop_over_backprop']:.2f}")
     return 0
 
 

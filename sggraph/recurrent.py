@@ -45,7 +45,13 @@ from .generators import LinearGenerator
 from .mixing import InMix, OutMix, ParamMix, Record, RecordGrad
 from .unroll import Cell
 
-__all__ = ["CompiledCell", "RecurrentSlotArray", "RecurrentSlotGenerator", "compile_cell", "temporal_schedule"]
+__all__ = ["GENERATOR_TARGETS", "CompiledCell", "RecurrentSlotArray", "RecurrentSlotGenerator", "compile_cell",
+           "state_lambda_from_forward", "temporal_schedule"]
+
+#: What the state's generator regresses onto: the feedback the state received (``g̃``, the
+#: engine's bootstrapped target, §3.5) or the mixture it passed on, ``θ_t g̃ + (1 − θ_t) ĥ``
+#: (the authors' POPGym code, ``child`` path only).
+GENERATOR_TARGETS = ("received", "mixed")
 
 
 class RecurrentSlotArray(nn.Module):
@@ -58,6 +64,12 @@ class RecurrentSlotArray(nn.Module):
         ``N``, ``F·q`` (previous-state input size), ``q``, ``M``.
     input_neurons, input_dim : int
         How many neurons read the external input, and its size.
+    scale_dim : int, optional
+        The ``d`` of every neuron's routing temperature ``1/√d`` and of its init std ``1/√d``
+        (keys, slot maps, biases ~ N(0, 1/d)). None (default): each neuron's wired input size
+        (``F·q``, plus ``d_in`` for the input neurons). ``F·q + d_in`` for all neurons is the
+        authors' POPGym code, where every neuron's input is ``[parents, embedding]`` with the
+        embedding masked to zero outside the input neurons; only what is wired is computed either way.
 
     Attributes
     ----------
@@ -67,13 +79,18 @@ class RecurrentSlotArray(nn.Module):
     """
 
     def __init__(self, count: int, rec_dim: int, dim: int, slots: int, input_neurons: int = 0,
-                 input_dim: int = 0) -> None:
+                 input_dim: int = 0, scale_dim: int | None = None) -> None:
         super().__init__()
         self.count, self.rec_dim, self.dim, self.slots = count, rec_dim, dim, slots
-        self.input_neurons, self.input_dim = input_neurons, input_dim
+        self.input_neurons, self.input_dim, self.scale_dim = input_neurons, input_dim, scale_dim
         width = slots + slots * dim
-        total = torch.full((count,), float(rec_dim))
-        total[:input_neurons] += input_dim
+        if scale_dim is None:
+            total = torch.full((count,), float(rec_dim))
+            total[:input_neurons] += input_dim
+        else:
+            if scale_dim < 1:
+                raise CompileError(f"scale_dim must be positive, got {scale_dim}", fix="use e.g. F·q + d_in")
+            total = torch.full((count,), float(scale_dim))
         std = total.rsqrt()
         self.proj = nn.Parameter(torch.randn(count, width, rec_dim) * std.view(-1, 1, 1))
         self.proj_in = nn.Parameter(torch.randn(input_neurons, width, input_dim) * std[:input_neurons].view(-1, 1, 1))
@@ -83,7 +100,7 @@ class RecurrentSlotArray(nn.Module):
 
     @property
     def scale(self) -> torch.Tensor:
-        """Routing temperature ``1/√d_i`` per neuron ``[N]`` (``d_i`` counts the external input)."""
+        """Routing temperature ``1/√d_i`` per neuron ``[N]`` (``d_i``: see ``scale_dim``)."""
         return self.fan_total.rsqrt()
 
     def project_input(self, e: torch.Tensor, proj_in: torch.Tensor | None = None) -> torch.Tensor:
@@ -106,11 +123,12 @@ class RecurrentSlotArray(nn.Module):
         logits, slot = out.split([m, out.shape[-1] - m], dim=-1)
         alpha = torch.softmax(logits * self.scale.view(-1, 1, 1), dim=-1)
         y = torch.tanh(slot + bias.unsqueeze(1)).view(n, b, m, self.dim)
-        return torch.matmul(alpha.unsqueeze(-2), y).squeeze(-2), {"alpha": alpha}
+        return torch.matmul(alpha.unsqueeze(-2), y).squeeze(-2), {"alpha": alpha, "y": y}
 
     def extra_repr(self) -> str:
+        scale = "" if self.scale_dim is None else f", scale_dim={self.scale_dim}"
         return (f"count={self.count}, rec_dim={self.rec_dim}, dim={self.dim}, slots={self.slots}, "
-                f"input_neurons={self.input_neurons}, input_dim={self.input_dim}")
+                f"input_neurons={self.input_neurons}, input_dim={self.input_dim}{scale}")
 
 
 class RecurrentSlotGenerator(nn.Module):
@@ -176,6 +194,12 @@ class _StateBlock(nn.Module):
         self.predictions: list[torch.Tensor] = []
         self.step_inputs: list[tuple] = []
         self.prediction_all: torch.Tensor | None = None
+        self.fed_all: torch.Tensor | None = None  # [N, T B, q] the ĥ the mixers used (0 on padding)
+        self.thetas: torch.Tensor | None = None  # [T, N] the per-step θ of the last child-path forward
+        self.u_all: torch.Tensor | None = None  # [N, T B, F q] detached recurrent inputs (child path)
+        self.e_all: torch.Tensor | None = None  # [T B, d_in] detached external input (child path)
+        self.alpha_all: torch.Tensor | None = None  # [N, T B, M] detached routing weights (child path)
+        self.y_steps: list[torch.Tensor] = []  # per step [N, B, M, q] detached slot outputs (child path)
         self.mode = "plain"
 
     def gather(self, prev: torch.Tensor) -> torch.Tensor:
@@ -207,14 +231,21 @@ class CompiledCell(nn.Module):
     plain_nodes : set of str
         Pre / post nodes that always run plain backprop (no generator, no mixing), e.g. an
         embedding and an actor head kept at ``λ = 1``.
+    generator_target : {'received', 'mixed'}
+        The state generator's regression target (:data:`GENERATOR_TARGETS`); default
+        ``received``, the engine's rule.
     """
 
     def __init__(self, cell: Cell, functions: Mapping[str, nn.Module] | None = None,
                  generators: Mapping[str, nn.Module] | None = None, grouping: str = "edge",
-                 rho: float | None = 0.1) -> None:
+                 rho: float | None = 0.1, generator_target: str = "received") -> None:
         super().__init__()
         if grouping not in GROUPINGS:
             raise CompileError(f"unknown grouping '{grouping}'", fix=f"use one of {', '.join(GROUPINGS)}")
+        if generator_target not in GENERATOR_TARGETS:
+            raise CompileError(f"unknown generator_target '{generator_target}'",
+                               fix=f"use one of {', '.join(GENERATOR_TARGETS)}")
+        self.generator_target = generator_target
         stages = cell.stages()
         cell.levels()
         st = cell.state
@@ -273,15 +304,25 @@ class CompiledCell(nn.Module):
         for b in self.blocks.values():
             yield from b.generator.parameters()
 
-    def schedule(self, steps: int) -> torch.Tensor:
-        """The per-step ``θ [T, N]`` of the state neurons (base θ at the last step)."""
+    def schedule(self, steps: int, horizon: int | None = None) -> torch.Tensor:
+        """The per-step ``θ [T, N]`` of the state neurons for the first ``steps`` steps.
+
+        The schedule is anchored at ``horizon`` (default ``steps``): base θ at step ``horizon``,
+        rising towards step 1; with ``horizon > steps`` only its first ``steps`` rows are used
+        (the authors anchor it at the rollout length, however early the episodes ended).
+        """
         theta = self.state.lam_self
         if self.grouping != "child" or self.rho is None:
             return theta.unsqueeze(0).expand(steps, -1)
-        return temporal_schedule(theta, self.state.child_mean, steps, self.rho)
+        length = steps if horizon is None else max(int(horizon), steps)
+        return temporal_schedule(theta, self.state.child_mean, length, self.rho)[:steps]
 
     def forward(self, inputs: Mapping[str, torch.Tensor], resets: torch.Tensor | None = None,
-                state: torch.Tensor | None = None, valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                state: torch.Tensor | None = None, valid: torch.Tensor | None = None,
+                horizon: int | None = None) -> dict[str, torch.Tensor]:
+        """Run the cell (see the class docstring); ``valid [T, B]`` (bool) marks the steps inside
+        episodes (padding steps get no synthetic feedback), ``horizon`` anchors the temporal
+        schedule (see :meth:`schedule`)."""
         st = self.state
         first = next(iter(self.cell.inputs))
         t_steps, batch = inputs[first].shape[:2]
@@ -306,10 +347,12 @@ class CompiledCell(nn.Module):
         # unbind once: slicing per step would make each step's backward zero-fill the whole tensor
         e_steps = [None] * t_steps if e_proj is None else e_proj.unbind(1)
         e_rows = [None] * t_steps if e_all is None else e_all.detach().view(t_steps, batch, -1).unbind(0)
-        thetas = self.schedule(t_steps) if mode == "child" else None
+        thetas = st.thetas = self.schedule(t_steps, horizon) if mode == "child" else None
         h = torch.zeros(st.count, batch, st.dim, dtype=self.state.lam.dtype, device=self.state.lam.device) \
             if state is None else state.transpose(0, 1)
-        st.records, st.predictions, st.step_inputs, st.prediction_all = [], [], [], None
+        st.records, st.predictions, st.step_inputs, st.prediction_all, st.fed_all = [], [], [], None, None
+        st.u_all = st.e_all = st.alpha_all = None
+        st.y_steps = []
         hs = []
         for t in range(t_steps):
             if resets is not None:
@@ -322,16 +365,20 @@ class CompiledCell(nn.Module):
                 rec = Record(f"{st.name}@{t + 1}", self.check_finite)
                 st.records.append(rec)
                 st.step_inputs.append((u.detach(), e_rows[t], aux["alpha"].detach()))
+                if "y" in aux:
+                    st.y_steps.append(aux["y"].detach())
                 h = OutMix.apply(out, thetas[t].view(-1, 1, 1), rec)  # type: ignore[index]
             else:
                 h = self._general_step(u, e_all, t, t_steps, batch, None if valid is None else valid[t])
             hs.append(h)
         if mode == "child":
-            u_all = torch.cat([x[0] for x in st.step_inputs], dim=1)  # [N, T B, F q]
-            alpha_all = torch.cat([x[2] for x in st.step_inputs], dim=1)
+            u_all = st.u_all = torch.cat([x[0] for x in st.step_inputs], dim=1)  # [N, T B, F q]
+            st.e_all = None if e_all is None else e_all.detach()  # [T B, d_in]
+            alpha_all = st.alpha_all = torch.cat([x[2] for x in st.step_inputs], dim=1)
             e_gen_all = None if e_gen is None else e_gen.reshape(st.input_neurons, t_steps * batch, -1)
             pred_all = st.prediction_all = gen.step(u_all, e_gen_all, alpha_all)
             fed = pred_all if valid is None else pred_all * valid.reshape(1, t_steps * batch, 1).to(pred_all.dtype)
+            st.fed_all = fed.detach()
             st.predictions = list(fed.split(batch, dim=1))
             for rec, pred in zip(st.records, st.predictions):
                 rec.synthetic_output = pred.detach()
@@ -393,11 +440,13 @@ class CompiledCell(nn.Module):
                     block.lam_self[...] = v
 
     def generator_loss(self, valid: torch.Tensor | None = None) -> torch.Tensor:
-        """MSE of every generator against the feedback its node received, summed over nodes
-        (the state's mean over steps).
+        """MSE of every generator against its target, summed over nodes (the state's mean over steps).
 
-        ``valid [T, B]`` (bool, optional) restricts the state's regression to those samples,
-        e.g. the steps inside episodes (padding steps receive zero feedback).
+        The target is the feedback the node received; for the state with
+        ``generator_target="mixed"`` it is the mixture the state passed on,
+        ``θ_t g̃ + (1 − θ_t) ĥ`` (ĥ detached). ``valid [T, B]`` (bool, optional) restricts the
+        state's regression to those samples, e.g. the steps inside episodes (padding steps
+        receive zero feedback): the masked MSE is normalised by the valid elements.
         """
         total = torch.zeros(())
         for block in list(self.pre.values()) + list(self.post.values()):
@@ -406,8 +455,19 @@ class CompiledCell(nn.Module):
                 total = total + torch.mean((pred - rec.received) ** 2)
         st = self.state
         received = [r.received for r in st.records]
+        mixed = self.generator_target == "mixed"
+        if mixed and st.records and st.mode != "child":
+            raise LambdaError("generator_target='mixed' needs the child path (one θ per neuron and step)",
+                              node=st.name, fix="compile with grouping='child' and keep λ per neuron, or use "
+                                                "generator_target='received'")
         if received and all(r is not None for r in received) and st.prediction_all is not None:
-            err = (st.prediction_all - torch.cat(received, dim=1)) ** 2  # [N, T B, q]
+            target = torch.cat(received, dim=1)  # [N, T B, q]
+            if mixed:
+                assert st.thetas is not None and st.fed_all is not None
+                batch = target.shape[1] // st.thetas.shape[0]
+                theta = st.thetas.t().repeat_interleave(batch, dim=1).unsqueeze(-1).to(target)  # [N, T B, 1]
+                target = torch.lerp(st.fed_all, target, theta)  # what the mixers passed on
+            err = (st.prediction_all - target) ** 2  # [N, T B, q]
             if valid is None:
                 total = total + torch.mean(err)  # = mean over steps
             else:
@@ -420,18 +480,32 @@ class CompiledCell(nn.Module):
         return total
 
     def update_generators(self, optimizer: torch.optim.Optimizer | None = None,
-                          valid: torch.Tensor | None = None) -> float:
-        """One optimizer step of the generators on the last backward's targets (see :meth:`generator_loss`)."""
-        return step_on(self.generator_loss(valid), optimizer)
+                          valid: torch.Tensor | None = None, max_norm: float | None = None) -> float:
+        """One optimizer step of the generators on the last backward's targets (see :meth:`generator_loss`).
 
-    def adapt_lambda(self, momentum: float = 0.9, normalize: bool = True,
+        ``max_norm``: clip the generators' gradient norm first (the authors' POPGym code: 0.5).
+        """
+        loss = self.generator_loss(valid)
+        if not max_norm:
+            return step_on(loss, optimizer)
+        if optimizer is not None and loss.requires_grad:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, max_norm)
+            optimizer.step()
+        return float(loss.detach())
+
+    def adapt_lambda(self, momentum: float = 0.9, normalize: bool | str = True,
                      max_samples: int | None = 128, valid: torch.Tensor | None = None) -> torch.Tensor | None:
         """Adapt the state neurons' base θ from the last backward.
 
         Every (step, sequence) pair is a sample of the per-step parameter gradients; the batch
-        estimate of eq. 18 uses ``max_samples`` of them drawn at random (None: all ``T·B``),
-        then ``θ ← μ θ + (1 − μ) λ_batch``. ``valid [T, B]`` (bool, optional) keeps only those
-        samples (e.g. steps inside episodes). Returns ``λ_batch [N]`` (NaN: kept).
+        estimate of eq. 18 uses ``max_samples`` of them (the samples of ``⌈max_samples / B⌉``
+        random steps; None: all ``T·B``, as the authors' POPGym code), then
+        ``θ ← μ θ + (1 − μ) λ_batch``. ``valid [T, B]`` (bool, optional) keeps only those
+        samples (e.g. steps inside episodes). ``normalize``: see :mod:`sggraph.lambdas`
+        (the authors' code: ``"feedback"``). Returns ``λ_batch [N]`` (NaN: kept).
         """
         from .lambdas import recurrent_state_lambda
 
@@ -444,7 +518,10 @@ class CompiledCell(nn.Module):
             usable = [i for i in usable if bool(valid[i].any())]
         if not usable:
             return None
-        lam_batch = recurrent_state_lambda(st, usable, normalize, max_samples, valid)
+        if _has_forward_tensors(st):
+            lam_batch = state_lambda_from_forward(st, usable, normalize, max_samples, valid)
+        else:
+            lam_batch = recurrent_state_lambda(st, usable, normalize, max_samples, valid)
         with torch.no_grad():
             new = momentum * st.lam_self + (1 - momentum) * lam_batch.to(st.lam_self)
             new = torch.where(torch.isnan(lam_batch.to(st.lam_self)), st.lam_self, new).clamp(0, 1)
@@ -458,8 +535,97 @@ class CompiledCell(nn.Module):
                 f"grouping={self.grouping!r}, rho={self.rho})")
 
 
+def _has_forward_tensors(st: _StateBlock) -> bool:
+    return (st.mode == "child" and st.u_all is not None and st.fed_all is not None and st.alpha_all is not None
+            and len(st.y_steps) == len(st.records) > 0 and (st.input_neurons == 0 or st.e_all is not None)
+            and isinstance(st.function, RecurrentSlotArray))
+
+
+@torch.no_grad()
+def state_lambda_from_forward(st: _StateBlock, steps: list[int], normalize: bool | str = True,
+                              max_samples: int | None = None, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """λ_batch ``[N]`` of the state neurons from the last child-path forward and backward.
+
+    The estimate of :func:`sggraph.lambdas.recurrent_state_lambda` (same samples, same random
+    steps under ``max_samples``; tested equal), organised for speed when every sample is used:
+
+    * the samples' inputs, routing weights and slot outputs come from the forward (no
+      re-concatenation, no rerun of the slots);
+    * the received and the predicted feedback are stacked, so every pass serves both;
+    * a neuron's per-sample gradient is linear in its cotangent ``c_b``, so each normalisation
+      is a per-sample scale of ``c_b`` (``feedback``: ``1/‖c_b‖``; ``gradient``: ``1/‖p̃_b‖``);
+    * the inner products need no slot-map rows: ``⟨dpre_b, dpre′_b⟩ = Σ_j c_b[j] c′_b[j]
+      Σ_s (α_s (1 − y_{s,j}²))²``;
+    * each batch mean ``Σ_b rows_b ⊗ x_b`` is one matmul per input block.
+    """
+    from .lambdas import _DIRECTION_EPS, batch_lambda_from_stats, normalization_mode
+
+    fn = st.function
+    mode = normalization_mode(normalize)
+    t_steps = len(st.records)
+    batch = st.u_all.shape[1] // t_steps  # type: ignore[union-attr]
+    if max_samples is not None:  # the samples of ⌈max_samples / B⌉ random steps (as recurrent_state_lambda)
+        keep = max(1, -(-max_samples // batch))
+        if keep < len(steps):
+            chosen = torch.randperm(len(steps))[:keep].sort().values.tolist()
+            steps = [steps[i] for i in chosen]
+    device = st.u_all.device  # type: ignore[union-attr]
+    mask = torch.zeros(t_steps, batch, dtype=torch.bool, device=device)
+    mask[steps] = True
+    if valid is not None:
+        mask &= valid.to(device=device, dtype=torch.bool)
+    cols = mask.reshape(-1).nonzero().squeeze(1)
+    r = cols.numel()
+    n, m, q, k = fn.count, fn.slots, fn.dim, fn.input_neurons
+    if r < 2:
+        return torch.full((n,), float("nan"), dtype=st.u_all.dtype, device=device)  # type: ignore[union-attr]
+    pick = (lambda x, dim: x) if r == t_steps * batch else (lambda x, dim: x.index_select(dim, cols))
+    u = pick(st.u_all, 1)  # [N, R, F q]
+    alpha = pick(st.alpha_all, 1)  # [N, R, M]
+    y = pick(torch.cat(st.y_steps, dim=1), 1)  # [N, R, M, q]
+    received = torch.cat([rec.received for rec in st.records], dim=1)
+    cot = torch.stack([pick(received, 1), pick(st.fed_all, 1)], dim=2)  # [N, R, 2, q]: received, predicted
+    if mode == "feedback":
+        cot = cot / cot.norm(dim=-1, keepdim=True).clamp_min(_DIRECTION_EPS)
+    x2 = (u * u).sum(-1)  # [N, R] ‖x_b‖²
+    e = pick(st.e_all, 0) if k else None  # [R, d_in]
+    if e is not None:
+        x2 = torch.cat([x2[:k] + (e * e).sum(-1), x2[k:]], dim=0)
+    gate = alpha.unsqueeze(-1) * (1 - y * y)  # [N, R, M, q] ∂ slot pre-activation / ∂ h̄
+    gate2 = (gate * gate).sum(2)  # [N, R, q]
+    scale = fn.scale.to(u).view(-1, 1, 1, 1)
+
+    def logit_rows(c):  # [N, R, 2, q] → [N, R, 2, M]: ∂/∂ routing logits
+        dalpha = torch.matmul(c, y.transpose(-1, -2))  # [N, R, 2, M]
+        a = alpha.unsqueeze(2)
+        return a * (dalpha - (a * dalpha).sum(-1, keepdim=True)) * scale
+
+    dlogit = logit_rows(cot)
+
+    def inner(i, j):  # ⟨p̃_b, s̃_b⟩-type products per sample, without forming the slot-map rows
+        pre = (gate2 * cot[:, :, i] * cot[:, :, j]).sum(-1)
+        return ((dlogit[:, :, i] * dlogit[:, :, j]).sum(-1) + pre) * x2 + pre
+
+    pp, ps, ss = inner(0, 0), inner(0, 1), inner(1, 1)
+    if mode == "gradient":  # unit per-sample gradients: scale each cotangent by 1/‖p̃_b‖ (the map is linear)
+        w = torch.stack([pp, ss], dim=2).clamp_min(0).sqrt().add(1e-12).reciprocal()  # [N, R, 2]
+        pp, ps, ss = pp * w[..., 0] ** 2, ps * w[..., 0] * w[..., 1], ss * w[..., 1] ** 2
+        cot, dlogit = cot * w.unsqueeze(-1), dlogit * w.unsqueeze(-1)
+    dpre = gate.unsqueeze(2) * cot.unsqueeze(3)  # [N, R, 2, M, q]
+    blocks = []  # per parameter block: the batch sums of both cotangents, [N, 2, ·]
+    for rows in (dlogit, dpre.flatten(3)):  # keys, slot maps: Σ_b rows_b ⊗ x_b
+        flat = rows.reshape(n, r, -1).transpose(1, 2)  # [N, 2 W, R]
+        blocks.append(torch.bmm(flat, u).view(n, 2, -1))
+        if e is not None:
+            on_e = torch.matmul(flat[:k], e).view(k, 2, -1)
+            blocks.append(torch.cat([on_e, on_e.new_zeros(n - k, 2, on_e.shape[-1])], dim=0))
+    blocks.append(dpre.sum(1).flatten(2))  # biases
+    means = torch.cat(blocks, dim=-1) / r  # [N, 2, P]
+    return batch_lambda_from_stats(means[:, 0], means[:, 1], pp, ps, ss)
+
+
 def compile_cell(cell: Cell, functions: Mapping[str, nn.Module] | None = None,
                  generators: Mapping[str, nn.Module] | None = None, *, grouping: str = "edge",
-                 rho: float | None = 0.1) -> CompiledCell:
+                 rho: float | None = 0.1, generator_target: str = "received") -> CompiledCell:
     """Compile a recurrent cell (see :class:`CompiledCell`)."""
-    return CompiledCell(cell, functions, generators, grouping, rho)
+    return CompiledCell(cell, functions, generators, grouping, rho, generator_target)

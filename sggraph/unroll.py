@@ -35,16 +35,23 @@ from .graph import FEEDBACK_KINDS, NODE_FUNCTIONS, Graph
 __all__ = ["Cell", "StateArray", "recurrent_table", "unroll"]
 
 
-def recurrent_table(count: int, fan_in: int, seed: int) -> np.ndarray:
-    """``[count, fan_in]`` distinct random parents per neuron, never the neuron itself.
+def recurrent_table(count: int, fan_in: int, seed: int, self_parents: bool = False) -> np.ndarray:
+    """``[count, fan_in]`` distinct random parents per neuron (a uniform random subset in random order).
+
+    ``self_parents=False`` (default): never the neuron itself. ``True``: drawn from all ``count``
+    neurons, so a neuron may read its own previous state — the authors' POPGym code
+    (``randperm(width)[:n_parents]`` per neuron).
 
     >>> t = recurrent_table(6, 3, 0)
     >>> t.shape, bool((t != np.arange(6)[:, None]).all())
     ((6, 3), True)
+    >>> bool((recurrent_table(6, 6, 0, self_parents=True) == np.arange(6)[:, None]).any(1).all())
+    True
     """
     rng = np.random.default_rng(seed)
     keys = rng.random((count, count))
-    np.fill_diagonal(keys, np.inf)
+    if not self_parents:
+        np.fill_diagonal(keys, np.inf)
     return np.argsort(keys, axis=1)[:, :fan_in].astype(np.int64)
 
 
@@ -62,6 +69,8 @@ class StateArray:
         How many neurons (0 … input_neurons − 1) read ``input``.
     table : tuple or None
         Explicit ``[count, fan_in]`` table into the previous step's state.
+    self_parents : bool
+        The random table may make a neuron its own parent (see :func:`recurrent_table`).
     """
 
     name: str
@@ -73,11 +82,12 @@ class StateArray:
     input: str | None = None
     input_neurons: int = 0
     table: tuple[tuple[int, ...], ...] | None = None
+    self_parents: bool = False
 
     def parent_table(self) -> np.ndarray:
         if self.table is not None:
             return np.asarray(self.table, dtype=np.int64).reshape(self.count, self.fan_in)
-        return recurrent_table(self.count, self.fan_in, self.seed)
+        return recurrent_table(self.count, self.fan_in, self.seed, self.self_parents)
 
 
 @attrs.frozen
@@ -129,21 +139,28 @@ class Cell:
 
     def set_state(self, name: str, count: int, dim: int, fan_in: int, *, slots: int = 5, seed: int = 0,
                   input: str | None = None, input_neurons: int = 0,
-                  table: Sequence[Sequence[int]] | None = None) -> None:
-        """Declare the recurrent state array (one per cell)."""
+                  table: Sequence[Sequence[int]] | None = None, self_parents: bool = False) -> None:
+        """Declare the recurrent state array (one per cell).
+
+        ``self_parents``: the random parent table draws from all ``count`` neurons, the neuron
+        itself included (the edge ``state@t−1:i → state@t:i``); default: never itself.
+        """
         if self.state is not None:
             raise GraphError("a cell has one state array", node=name, fix="declare the state once")
         self._free(name)
-        if fan_in >= count:
+        if self_parents and fan_in > count:
+            raise GraphError(f"fan_in={fan_in} must be at most count={count}", node=name,
+                             fix=f"use fan_in <= {count}")
+        if not self_parents and fan_in >= count:
             raise GraphError(f"fan_in={fan_in} must be below count={count} (a neuron never reads itself)",
-                             node=name, fix=f"use fan_in <= {count - 1}")
+                             node=name, fix=f"use fan_in <= {count - 1}, or self_parents=True")
         if input is None and input_neurons:
             raise GraphError("input_neurons needs an input", node=name, fix="name the pre node with input=")
         if input is not None and not 0 < input_neurons <= count:
             raise GraphError(f"input_neurons must be in 1..{count}", node=name, fix="set input_neurons")
         tbl = None if table is None else tuple(tuple(int(i) for i in r) for r in table)
         self.state = StateArray(name, int(count), int(dim), int(fan_in), int(slots), int(seed), input,
-                                int(input_neurons), tbl)
+                                int(input_neurons), tbl, bool(self_parents))
 
     def set_feedback(self, name: str, kind: str) -> None:
         """Feedback kind of a post node (A.1)."""

@@ -53,6 +53,11 @@ def scripted_batch(t_steps=6, batch=3, dtype=torch.float64, seed=0):
 def direct_logits(policy, obs, theta=None):
     """BPTT through a direct implementation of the recurrent SparseNet (a Python loop over neurons).
 
+    As in the authors' ``sparsenet.py``, every neuron's input is ``x = [parents' states,
+    embedding]`` with the embedding masked to zero outside the input neurons, and the routing
+    temperature is ``1/√dim(x)`` for every neuron (``scale="full"``); with ``scale="wired"``
+    the masked part is left out of ``dim(x)``.
+
     With ``theta [T, N]``, the child-grouped mixing of eq. 5 is added by the identity
     ``∂/∂out [ out.detach() + θ (out − out.detach()) ] = θ`` on the received path plus the loss
     term ``Σ (1 − θ) ĥ · out`` (returned as the second value), ĥ being eq. 144.
@@ -69,14 +74,14 @@ def direct_logits(policy, obs, theta=None):
         e = emb_fn(obs[t])
         outs, preds = [], []
         for i in range(n):
+            wired = i < fn.input_neurons
             u = h[:, table[i], :].reshape(batch, -1)
-            pre = u @ fn.proj[i].T
-            d = u.shape[1]
-            gpre = u.detach() @ gen.weight[i].T + gen.bias[i]
-            if i < fn.input_neurons:
-                pre = pre + e @ fn.proj_in[i].T
-                gpre = gpre + e.detach() @ gen.weight_in[i].T
-                d += e.shape[1]
+            x = torch.cat([u, e * float(wired)], dim=1)  # the authors' masked neuron input
+            w_in = fn.proj_in[i] if wired else fn.proj.new_zeros(fn.proj.shape[1], e.shape[1])
+            pre = x @ torch.cat([fn.proj[i], w_in], dim=1).T
+            gw_in = gen.weight_in[i] if wired else gen.weight.new_zeros(gen.weight.shape[1], e.shape[1])
+            gpre = x.detach() @ torch.cat([gen.weight[i], gw_in], dim=1).T + gen.bias[i]
+            d = x.shape[1] if fn.scale_dim is not None or wired else u.shape[1]
             alpha = torch.softmax(pre[:, :m] / math.sqrt(d), dim=-1)
             y = torch.tanh(pre[:, m:] + fn.bias[i]).view(batch, m, q)
             outs.append((alpha.unsqueeze(-1) * y).sum(1))
@@ -380,3 +385,289 @@ def test_resume_with_other_settings_is_refused(tmp_path, capsys):
     assert main([*args, "--batches", "2", "--lr", "0.002", "--resume"]) == 2
     err = capsys.readouterr().err
     assert "differ from the run's config.json (lr)" in err and "only batches may grow" in err
+
+
+# ---------------------------------------------------------------- fidelity to the authors' code
+# Each test pins one setting of the authors' POPGym code (sparsenet.py, gru.py, lstm.py, trainers.py,
+# main.py, run_sweeps_*.sh) that ours once did differently.
+
+def _std_close(t, want, rel):
+    got = float(t.detach().double().std())
+    assert abs(got - want) <= rel * want, (got, want)
+
+
+@pytest.mark.parametrize("scale", ["full", "wired"])
+def test_lambda_one_equals_direct_bptt_for_both_scales(scale):
+    policy = RecurrentSparseNetPolicy(obs_dim=7, n_actions=4, seed=1, scale=scale, **SMALL).double()
+    data = scripted_batch(seed=3)
+    policy.synthetic = True
+    mixed = grads(policy, reinforce_loss(policy(data.obs), data, 0.95, 0.01)[0])
+    ref = grads(policy, reinforce_loss(direct_logits(policy, data.obs)[0], data, 0.95, 0.01)[0])
+    for a, b in zip(mixed, ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_neuron_scale_and_init_use_the_full_masked_input_dim():
+    # theirs: every neuron reads [parents (6·6 = 36), embedding (128)], embedding masked to zero for
+    # neurons 16..127, so routing scale and key / A / b std are 1/√164 for all 128 neurons
+    policy = RecurrentSparseNetPolicy(56, 4, seed=0)
+    fn = policy.net.state.function
+    assert fn.scale_dim == 164 and fn.proj_in.shape[0] == 16  # only the wired embedding weights exist
+    torch.testing.assert_close(fn.scale, torch.full((128,), 164 ** -0.5))
+    for t in (fn.proj, fn.proj_in, fn.bias):
+        _std_close(t, 164 ** -0.5, 0.02)
+        assert abs(float(t.detach().mean())) < 0.003
+    wired = RecurrentSparseNetPolicy(56, 4, seed=0, scale="wired").net.state.function
+    want = torch.full((128,), 36 ** -0.5)
+    want[:16] = 164 ** -0.5
+    torch.testing.assert_close(wired.scale, want)
+    _std_close(wired.proj[16:], 36 ** -0.5, 0.02)
+
+
+def test_recurrent_parents_may_include_the_neuron_itself():
+    from sggraph.unroll import recurrent_table
+
+    policy = RecurrentSparseNetPolicy(56, 4, seed=0)
+    table = policy.net.state.table
+    assert table.shape == (128, 6)
+    assert all(len(set(r)) == 6 for r in table.tolist())  # distinct parents, as randperm(128)[:6]
+    selfish = (table == torch.arange(128).unsqueeze(1)).any(1)
+    assert int(selfish.sum()) > 0
+    # a self-parent is its own child in the temporal schedule
+    i = int(selfish.nonzero()[0])
+    assert float(policy.net.state.child_mean[i, i]) > 0
+    # uniform over all neurons: P(i is a parent of i) = fan_in / count
+    hits = sum(int((recurrent_table(16, 4, s, self_parents=True) == np.arange(16)[:, None]).any(1).sum())
+               for s in range(200))
+    assert abs(hits / (200 * 16) - 4 / 16) < 0.03
+    assert not (recurrent_table(16, 4, 0) == np.arange(16)[:, None]).any()  # the engine's default is unchanged
+    # the table is a function of the run seed
+    assert torch.equal(table, RecurrentSparseNetPolicy(56, 4, seed=0).net.state.table)
+    assert not torch.equal(table, RecurrentSparseNetPolicy(56, 4, seed=1).net.state.table)
+    cell = Cell("c")
+    cell.add_input("x", 2)
+    cell.set_state("h", count=3, dim=1, fan_in=3, slots=1, self_parents=True, input="x", input_neurons=1)
+    assert sorted(cell.state.parent_table()[0].tolist()) == [0, 1, 2]
+
+
+def test_direct_bptt_covers_self_parents():
+    assert bool((small_policy().net.state.table == torch.arange(SMALL["neurons"]).unsqueeze(1)).any())
+
+
+def test_actor_init_and_generators_zero():
+    policy = RecurrentSparseNetPolicy(56, 4, seed=0)
+    actor = policy.net.post["act"].function
+    _std_close(actor.weight, 768 ** -0.5, 0.03)  # keys and slot weights ~ N(0, 1/(N q))
+    assert torch.count_nonzero(actor.bias) == 0
+    assert all(torch.count_nonzero(p) == 0 for p in policy.generator_parameters())
+
+
+def _orthogonal(w):
+    w = w.detach().double()
+    gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+    torch.testing.assert_close(gram, torch.eye(gram.shape[0], dtype=torch.float64), atol=1e-5, rtol=0)
+
+
+def _check_embedding(emb):
+    for layer in (emb.first, emb.second):
+        _orthogonal(layer.weight)
+        assert torch.count_nonzero(layer.bias) == 0
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_embedding_and_baseline_init_are_orthogonal(kind):
+    _check_embedding(RecurrentSparseNetPolicy(56, 4, seed=0).net.pre["emb"].function)
+    policy = RecurrentPolicy(56, 4, kind)
+    _check_embedding(policy.embedding)
+    for name, p in policy.rnn.named_parameters():
+        if name.startswith("weight"):
+            _orthogonal(p)  # the whole [gates·H, in] matrix, as nn.init.orthogonal_ in theirs
+        else:
+            assert torch.count_nonzero(p) == 0, name
+    body = [m for m in policy.actor if isinstance(m, torch.nn.Linear)]
+    for layer in body[:-1]:
+        _orthogonal(layer.weight)
+        assert torch.count_nonzero(layer.bias) == 0
+    _std_close(body[-1].weight, 0.01, 0.15)
+    assert torch.count_nonzero(body[-1].bias) == 0
+
+
+def _sgprop_backward(policy, data, horizon=None):
+    policy.synthetic = True
+    logits = policy(data.obs, valid=data.valid, horizon=horizon)
+    reinforce_loss(logits, data, 0.95, 0.01)[0].backward()
+
+
+def test_generators_regress_onto_the_mixed_feedback():
+    policy = small_policy(seed=4)
+    policy.net.set_lambda(torch.linspace(0.2, 0.9, SMALL["neurons"], dtype=torch.float64), node="h")
+    data = scripted_batch(seed=4)
+    _sgprop_backward(policy, data)
+    st = policy.net.state
+    t_steps, batch = data.valid.shape
+    theta = policy.net.schedule(t_steps)
+    assert torch.equal(st.thetas, theta)
+    got = policy.net.generator_loss(data.valid)
+    # theirs: mean over valid (step, episode, neuron, component) of (ĥ − (θ_t g + (1 − θ_t) ĥ.detach()))²
+    num, count = 0.0, 0
+    for t in range(t_steps):
+        g = st.records[t].received  # [N, B, q]
+        pred = st.prediction_all[:, t * batch:(t + 1) * batch]
+        target = theta[t].view(-1, 1, 1) * g + (1 - theta[t].view(-1, 1, 1)) * pred.detach()
+        err = ((pred - target) ** 2).sum(dim=(0, 2))
+        num = num + (err * data.valid[t]).sum()
+        count += int(data.valid[t].sum()) * g.shape[0] * g.shape[2]
+    torch.testing.assert_close(got, num / count, rtol=1e-12, atol=1e-15)
+    policy.net.generator_target = "received"
+    received = policy.net.generator_loss(data.valid)
+    assert not torch.allclose(received, got)
+    # the engine's own default is unchanged: received feedback
+    cell = Cell("c")
+    cell.add_input("x", 2)
+    cell.set_state("h", count=4, dim=1, fan_in=2, slots=1, input="x", input_neurons=1)
+    cell.add_node("out", 1, ["h"], fn="linear")
+    assert compile_cell(cell, grouping="child").generator_target == "received"
+
+
+def test_generator_gradient_norm_is_clipped():
+    policy = small_policy(seed=5)
+    policy.net.set_lambda(0.4, node="h")
+    data = scripted_batch(seed=5)
+    _sgprop_backward(policy, data)
+    gens = [p for p in policy.generator_parameters()]
+    before = [p.detach().clone() for p in gens]
+    loss = policy.net.generator_loss(data.valid)
+    raw = torch.autograd.grad(loss, [p for p in gens if p.requires_grad], allow_unused=True, retain_graph=True)
+    norm = math.sqrt(sum(float((g ** 2).sum()) for g in raw if g is not None))
+    clip = norm / 2  # the clip binds (trainer: PopgymConfig.generator_clip_norm = 0.5, the authors')
+    opt = torch.optim.SGD(gens, lr=1.0)
+    policy.net.update_generators(opt, valid=data.valid, max_norm=clip)
+    step = math.sqrt(sum(float(((p.detach() - b) ** 2).sum()) for p, b in zip(gens, before)))
+    assert step == pytest.approx(clip, rel=1e-4)  # clip_grad_norm_ divides by norm + 1e-6
+
+
+def _authors_theta(policy, valid):
+    """The authors' batch θ estimate written out from explicit per-sample gradients: every valid
+    (step, episode) sample, received feedback g and prediction ĥ each scaled to unit norm per sample
+    and neuron, then eq. 18 with the variance / covariance of the batch means."""
+    from torch.func import grad, vmap
+
+    st = policy.net.state
+    fn = st.function
+    params = {k: v.detach() for k, v in fn.named_parameters()}
+    t_steps, batch = valid.shape
+    cols = valid.reshape(-1).nonzero().squeeze(1)
+    u = torch.cat([st.step_inputs[t][0] for t in range(t_steps)], dim=1)[:, cols]
+    e = torch.cat([st.step_inputs[t][1] for t in range(t_steps)], dim=0)[cols]
+    g = torch.cat([r.received for r in st.records], dim=1)[:, cols]
+    hat = st.prediction_all.detach()[:, cols]
+
+    def dot(ps, u1, e1, c1):
+        h, _ = fn.step(u1.unsqueeze(1), fn.project_input(e1.unsqueeze(0), ps["proj_in"]), ps)
+        return (h.squeeze(1) * c1).sum()
+
+    def vectors(cot):
+        cot = cot / cot.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        per = vmap(grad(dot), in_dims=(None, 1, 0, 1))(params, u, e, cot)
+        r, n = u.shape[1], fn.count
+        proj_in = torch.zeros(r, n, *per["proj_in"].shape[2:], dtype=u.dtype)
+        proj_in[:, : fn.input_neurons] = per["proj_in"]
+        return torch.cat([per["proj"].reshape(r, n, -1), proj_in.reshape(r, n, -1),
+                          per["bias"].reshape(r, n, -1)], dim=-1)  # [R, N, P]
+
+    p, s = vectors(g), vectors(hat)
+    u_ = s - p
+    r = p.shape[0]
+    ubar, pbar = u_.mean(0), p.mean(0)
+    v = ((u_ ** 2).sum(-1).mean(0) - (ubar ** 2).sum(-1)) / (r - 1)
+    c = ((p * u_).sum(-1).mean(0) - (pbar * ubar).sum(-1)) / (r - 1)
+    b2 = ((ubar ** 2).sum(-1) - v).clamp_min(0)
+    return (1 + c / (v + b2)).clamp(0, 1)
+
+
+def test_adaptive_theta_uses_every_valid_sample_with_feedback_normalisation():
+    policy = small_policy(seed=6)
+    policy.net.set_lambda(0.7, node="h")
+    data = scripted_batch(t_steps=8, seed=6)
+    _sgprop_backward(policy, data)
+    want = _authors_theta(policy, data.valid)
+    cfg = PopgymConfig()
+    assert cfg.lam_samples is None and cfg.normalize == "feedback"
+    got = policy.net.adapt_lambda(momentum=0.0, normalize=cfg.normalize, max_samples=cfg.lam_samples,
+                                  valid=data.valid)
+    torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(policy.net.state.lam_self, want.to(policy.net.state.lam_self))
+
+
+def test_schedule_is_anchored_at_the_rollout_length():
+    from sggraph.recurrent import temporal_schedule
+
+    envs = ScriptedEnvs()
+    envs.ends = {0: (1, True), 1: (3, True), 2: (2, False)}  # every episode over after 4 of 6 steps
+    cfg = PopgymConfig(lam="0.5", **SMALL)
+    policy = build_policy(cfg, envs.obs_dim, envs.n_actions)
+    opt = torch.optim.Adam(list(policy.model_parameters()), lr=cfg.lr)
+    gen_opt = torch.optim.Adam(list(policy.generator_parameters()), lr=cfg.generator_lr)
+    from sggraph.experiments.popgym import train_batch
+
+    train_batch(cfg, envs, policy, opt, gen_opt, 0, torch.Generator().manual_seed(0))
+    st = policy.net.state
+    assert st.thetas.shape[0] == 4
+    full = temporal_schedule(st.lam_self, st.child_mean, 6, cfg.rho)
+    torch.testing.assert_close(st.thetas, full[:4])
+    torch.testing.assert_close(policy.net.schedule(4, horizon=6), full[:4])
+    assert not torch.allclose(st.thetas, policy.net.schedule(4))  # the batch's longest episode: another anchor
+    cfg.schedule_anchor = "longest"
+    train_batch(cfg, envs, policy, opt, gen_opt, 1, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(st.thetas, policy.net.schedule(4))
+
+
+def test_sgprop_with_a_rollout_anchored_schedule_equals_direct_mixing():
+    policy = small_policy(seed=7)
+    data = scripted_batch(seed=7)
+    policy.net.set_lambda(torch.rand(SMALL["neurons"], generator=torch.Generator().manual_seed(7),
+                                     dtype=torch.float64), node="h")
+    policy.synthetic = True
+    schedule = policy.net.schedule(data.obs.shape[0], horizon=10)
+    mixed = grads(policy, reinforce_loss(policy(data.obs, horizon=10), data, 0.95, 0.01)[0])
+    ref_logits, extra = direct_logits(policy, data.obs, schedule)
+    ref = grads(policy, reinforce_loss(ref_logits, data, 0.95, 0.01)[0] + extra)
+    for a, b in zip(mixed, ref):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+
+
+def test_defaults_are_the_authors():
+    cfg = PopgymConfig()
+    want = {"num_envs": 20, "lr": 1e-3, "batches": 300, "gamma": 0.95, "entropy_coef": 0.01, "clip_norm": 0.5,
+            "generator_lr": 1e-5, "generator_clip_norm": 0.5, "generator_target": "mixed", "lam_init": 1.0,
+            "lam": "adaptive", "lam_momentum": 0.9, "lam_samples": None, "normalize": "feedback", "rho": 0.1,
+            "schedule_anchor": "rollout", "neuron_scale": "full", "self_parents": True, "maze_size": 6,
+            "explore_drop_prob": 0.75, "neurons": 128, "q": 6, "slots": 6, "fan_in": 6, "input_neurons": 16,
+            "actor_slots": 6, "embed": 128, "hidden": 256, "method": "sgprop"}
+    assert {k: getattr(cfg, k) for k in want} == want
+    assert PopgymConfig(normalize=True).normalize == "gradient"  # the former boolean setting
+    bad = PopgymConfig(normalize="unit")
+    with pytest.raises(Exception, match="unknown normalize"):
+        bad.validate()
+
+
+@pytest.mark.parametrize("env", ["escape", "explore"])
+@pytest.mark.parametrize("num_envs", [20, 40])
+def test_sweep_specs_are_the_authors_grid(env, num_envs):
+    from pathlib import Path
+
+    from sggraph.sweep import load_spec
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "sweeps" / f"popgym-{env}-{num_envs}.yaml"
+    spec = load_spec(path)
+    cells = spec.cells()
+    assert len(cells) == 4 * 5 * 6
+    runs = [spec.run_settings(c) for c in cells]
+    assert {r["env"] for r in runs} == {f"labyrinth_{env}"}
+    assert {r["num_envs"] for r in runs} == {num_envs} and {r["batches"] for r in runs} == {300}
+    assert sorted({float(r["lr"]) for r in runs}) == [2e-4, 5e-4, 1e-3, 2e-3, 4e-3]
+    assert sorted({int(r["seed"]) for r in runs}) == list(range(6))
+    variants = {(r["model"], r.get("method")) for r in runs}
+    assert variants == {("sparsenet", "sgprop"), ("sparsenet", "backprop"), ("gru", None), ("lstm", None)}
+    # episode length and every sgprop setting come from PopgymConfig's defaults (the authors')
+    assert not {"episode_length", "lam", "normalize", "lam_samples", "generator_lr"} & set(runs[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -300,7 +301,7 @@ def test_check_conditions_on_unrolled_popgym_cell_is_fast():
     assert elapsed < 5.0, elapsed
 
 
-@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("normalize", [True, False, "feedback"])
 def test_recurrent_closed_form_lambda_equals_per_sample_torch_func(normalize):
     from torch.func import grad, vmap
 
@@ -336,5 +337,121 @@ def test_recurrent_closed_form_lambda_equals_per_sample_torch_func(normalize):
 
     cot_p = torch.cat([st.records[t].received for t in steps], dim=1)
     cot_s = torch.cat([st.predictions[t].detach() for t in steps], dim=1)
+    if normalize == "feedback":  # the authors': unit feedback per sample and neuron, then raw gradients
+        cot_p = cot_p / cot_p.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        cot_s = cot_s / cot_s.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     want = batch_lambda_from_vectors(vectors(cot_p), vectors(cot_s), normalize)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-8)
+
+
+def make_full_scale_cell_net(scale_dim, seed=0):
+    from sggraph.recurrent import RecurrentSlotArray
+
+    cell = Cell("rnn")
+    cell.add_input("obs", OBS)
+    cell.add_node("emb", EMB, ["obs"], fn="tanh")
+    cell.set_state("h", count=N, dim=Q, fan_in=N, slots=M, seed=3, input="emb", input_neurons=NIN, self_parents=True)
+    cell.add_node("act", ACT, ["h"], fn="linear")
+    torch.manual_seed(seed)
+    arr = RecurrentSlotArray(N, N * Q, Q, M, NIN, EMB, scale_dim=scale_dim)
+    return compile_cell(cell, {"h": arr}, grouping="child").double()
+
+
+def test_scale_dim_sets_every_neurons_temperature_and_direct_bptt_holds_with_self_parents():
+    rnet = make_full_scale_cell_net(N * Q + EMB)
+    assert bool((rnet.state.table == torch.arange(N).unsqueeze(1)).any())  # fan_in = N: every neuron reads itself
+    torch.testing.assert_close(rnet.state.function.scale, torch.full((N,), (N * Q + EMB) ** -0.5,
+                                                                     dtype=torch.float64))
+    assert "scale_dim=" in repr(rnet.state.function)
+    g = unroll(rnet.cell, 2)
+    assert "h@0:0" in g.parents("h@1:0")  # the self edge, one step apart
+    obs, fb = _data(11)
+    rnet.synthetic = False
+    plain, out_plain = _recurrent_grads(rnet, obs, fb)
+    rnet.synthetic = True
+    mixed, _ = _recurrent_grads(rnet, obs, fb)
+    for a, b in zip(plain, mixed):
+        assert torch.equal(a, b)
+    arr = rnet.state.function
+    emb_fn, act_fn = rnet.blocks["emb"].function, rnet.blocks["act"].function
+    table = rnet.state.table
+    h = torch.zeros(N, B, Q, dtype=torch.float64)
+    outs = []
+    _zero(_params(rnet))
+    for t in range(T):
+        e = torch.tanh(emb_fn.weight @ obs[t].T + emb_fn.bias[:, None]).T
+        new = []
+        for i in range(N):
+            u = torch.cat([h[int(j)] for j in table[i]], dim=-1)
+            pre = u @ arr.proj[i].T + (e @ arr.proj_in[i].T if i < NIN else 0)
+            alpha = torch.softmax(pre[:, :M] / math.sqrt(N * Q + EMB), dim=-1)
+            y = torch.tanh(pre[:, M:] + arr.bias[i]).view(B, M, Q)
+            new.append(torch.einsum("bs,bsq->bq", alpha, y))
+        h = torch.stack(new)
+        outs.append(h.transpose(0, 1).reshape(B, N * Q) @ act_fn.weight.T + act_fn.bias)
+    direct = torch.stack(outs)
+    torch.testing.assert_close(direct, out_plain, rtol=1e-12, atol=1e-12)
+    (direct * fb).sum().backward()
+    for a, p in zip(plain, _params(rnet)):
+        torch.testing.assert_close(a, p.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_scale_dim_init_std():
+    from sggraph.recurrent import RecurrentSlotArray
+
+    torch.manual_seed(0)
+    arr = RecurrentSlotArray(64, 36, 6, 6, 16, 128, scale_dim=164)
+    for p in (arr.proj, arr.proj_in, arr.bias):
+        assert abs(float(p.detach().std()) - 164 ** -0.5) < 0.03 * 164 ** -0.5
+    with pytest.raises(sggraph.CompileError):
+        RecurrentSlotArray(4, 2, 1, 1, scale_dim=0)
+
+
+def test_self_parents_setting_and_fan_in_limits():
+    cell = Cell("c")
+    cell.add_input("x", 2)
+    with pytest.raises(sggraph.GraphError, match="self_parents=True"):
+        cell.set_state("h", count=3, dim=1, fan_in=3)
+    cell.set_state("h", count=3, dim=1, fan_in=3, self_parents=True, input="x", input_neurons=1)
+    with pytest.raises(sggraph.GraphError):
+        Cell("d").set_state("h", count=3, dim=1, fan_in=4, self_parents=True)
+
+
+def test_mixed_generator_target_needs_the_child_path():
+    torch.manual_seed(0)
+    rnet = compile_cell(make_cell(), grouping="edge", generator_target="mixed")
+    with torch.no_grad():
+        rnet.state.lam.uniform_(0.2, 0.9)  # one λ per edge: the general path
+    obs, fb = _data(3)
+    (rnet({"obs": obs.float()})["act"] * fb.float()).sum().backward()
+    with pytest.raises(sggraph.LambdaError, match="child path"):
+        rnet.generator_loss()
+    with pytest.raises(sggraph.CompileError):
+        compile_cell(make_cell(), generator_target="target")
+
+
+@pytest.mark.parametrize("normalize", ["feedback", "gradient", "none"])
+@pytest.mark.parametrize("max_samples", [None, 4])
+def test_state_lambda_from_forward_equals_the_closed_form(normalize, max_samples):
+    from sggraph.lambdas import recurrent_state_lambda
+    from sggraph.recurrent import _has_forward_tensors, state_lambda_from_forward
+
+    torch.manual_seed(6)
+    rnet = compile_cell(make_cell(), grouping="child").double()
+    rnet.set_lambda(0.7)
+    _random_generators(rnet, torch.Generator().manual_seed(2))
+    obs, fb = _data(8)
+    valid = torch.ones(T, B, dtype=torch.bool)
+    valid[2:, 0] = False
+    valid[3:, 2] = False
+    (rnet({"obs": obs}, valid=valid)["act"] * fb * valid.unsqueeze(-1)).sum().backward()
+    st = rnet.state
+    assert _has_forward_tensors(st)
+    steps = list(range(T))
+    torch.manual_seed(1)
+    want = recurrent_state_lambda(st, steps, normalize, max_samples, valid)
+    torch.manual_seed(1)  # the same random steps
+    got = state_lambda_from_forward(st, steps, normalize, max_samples, valid)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(state_lambda_from_forward(st, steps, normalize), recurrent_state_lambda(
+        st, steps, normalize), rtol=1e-9, atol=1e-12)

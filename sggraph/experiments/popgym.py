@@ -10,12 +10,21 @@ One batch:
    std 1 over the valid steps;
 3. one forward of the whole sequence from the zero state (BPTT),
    ``loss = −Σ_valid log π(a_t) Ĝ_t / n_valid − c_H Σ_valid H(π_t) / n_valid``;
-4. one backward (sgprop mixes synthetic gradients into it), adaptive θ from it (sgprop),
-   gradient-norm clipping, Adam step; then one generator update on the feedback that backward
-   recorded (sgprop).
+4. one backward (sgprop mixes synthetic gradients into it, with the temporal θ schedule
+   anchored at the rollout length), adaptive θ from it (sgprop: eq. 18 over every valid
+   (step, episode) sample, feedback normalised per sample and neuron), gradient-norm
+   clipping, Adam step; then one generator update (sgprop: masked MSE onto the mixed feedback
+   ``θ_t g̃ + (1 − θ_t) ĥ`` the state passed on, gradient norm clipped at 0.5).
 
 The rollout and the training forward compute the same logits (same parameters, zero state at
 the episode start), so the log-probabilities are those of the actions taken.
+
+Every default follows the authors' experiment code and sweep scripts (``main.py``,
+``trainers.py``, ``run_sweeps_*.sh``). Deliberate differences: padding steps (after an
+episode's end) get no synthetic feedback (the authors' code mixes ``(1 − θ) ĥ`` into them
+and lets it flow back into the episode); the rollout stops once every episode has ended
+(the padding steps it skips would receive no gradient at all); the policy step comes before
+the generator step (they touch disjoint parameters, so the order does not change the result).
 """
 
 from __future__ import annotations
@@ -31,6 +40,8 @@ import numpy as np
 import torch
 
 from ..exceptions import ConfigError
+from ..lambdas import NORMALIZATIONS
+from ..recurrent import GENERATOR_TARGETS
 from ..rundir import RunDir
 
 __all__ = ["Batch", "PopgymConfig", "build_policy", "collect_batch", "discounted_returns", "normalized_returns",
@@ -42,7 +53,8 @@ METHODS = ("sgprop", "backprop")
 
 @dataclass
 class PopgymConfig:
-    """Every setting of the POPGym study (Tables 2–3); defaults are the paper's."""
+    """Every setting of the POPGym study (Tables 2–3); defaults are the authors' experiment code
+    (``main.py``, ``trainers.py``) and sweep scripts (``run_sweeps_*.sh``)."""
 
     env: str = "labyrinth_escape"  #: labyrinth_escape | labyrinth_explore
     model: str = "sparsenet"  #: sparsenet | gru | lstm
@@ -58,9 +70,14 @@ class PopgymConfig:
     lam_init: float = 1.0  #: initial per-neuron θ (sgprop)
     lam: str = "adaptive"  #: "adaptive" (eq. 18 + momentum) or a fixed θ in [0, 1] (sgprop)
     lam_momentum: float = 0.9
-    lam_samples: int = 128  #: (step, episode) samples per adaptive-θ estimate
-    normalize: bool = True  #: normalise per-sample gradients before eq. 18
+    lam_samples: int | None = None  #: adaptive θ from the samples of ⌈n/num_envs⌉ random steps (None: every valid sample)
+    normalize: str = "feedback"  #: before eq. 18: feedback | gradient | none (sggraph.lambdas)
     rho: float = 0.1  #: temporal-schedule coefficient
+    schedule_anchor: str = "rollout"  #: base θ at the rollout's last step (rollout) or the batch's longest episode's (longest)
+    generator_target: str = "mixed"  #: generators regress onto the mixed feedback (mixed) or the received one (received)
+    generator_clip_norm: float = 0.5  #: gradient-norm clip of the generators (0: off)
+    neuron_scale: str = "full"  #: 1/√d of every neuron: d = fan_in·q + embed (full) or its wired input size (wired)
+    self_parents: bool = True  #: a neuron may be its own recurrent parent (randperm over all neurons)
     maze_size: int = 6
     episode_length: int | None = None  #: None: 80 (escape) / 40 (explore)
     explore_drop_prob: float = 0.75  #: explore: probability a step's reward becomes −1/episode_length
@@ -77,9 +94,12 @@ class PopgymConfig:
     def __post_init__(self) -> None:
         if self.method is None:
             self.method = "sgprop" if self.model == "sparsenet" else "backprop"
+        if isinstance(self.normalize, bool):  # the former boolean setting: True meant per-sample gradients
+            self.normalize = "gradient" if self.normalize else "none"
 
     def validate(self) -> None:
         from ..envs.popgym import ENVIRONMENTS
+        from ..models.recurrent_sparsenet import SCALES
 
         if self.env not in ENVIRONMENTS:
             raise ConfigError(f"unknown env '{self.env}'", fix=f"use one of {', '.join(ENVIRONMENTS)}")
@@ -103,14 +123,27 @@ class PopgymConfig:
             if not 0 <= value <= 1:
                 raise ConfigError(f"{name} = {value} is outside [0, 1]", fix=f"set {name} in [0, 1]")
         for name in ("num_envs", "batches", "neurons", "q", "slots", "fan_in", "actor_slots", "embed", "hidden",
-                     "checkpoint_every", "lam_samples"):
+                     "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1 (got {getattr(self, name)})", fix=f"set {name} >= 1")
+        if self.lam_samples is not None and self.lam_samples < 1:
+            raise ConfigError(f"lam_samples must be at least 1 (got {self.lam_samples})",
+                              fix="set lam_samples >= 1, or leave it unset for every valid sample")
+        choices = {"normalize": NORMALIZATIONS, "schedule_anchor": ("rollout", "longest"),
+                   "generator_target": GENERATOR_TARGETS, "neuron_scale": SCALES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"unknown {name} {getattr(self, name)!r}", fix=f"use one of {', '.join(allowed)}")
+        if self.generator_clip_norm < 0:
+            raise ConfigError(f"generator_clip_norm = {self.generator_clip_norm} is negative",
+                              fix="set generator_clip_norm >= 0 (0: no clipping)")
         if not 0 <= self.input_neurons <= self.neurons:
             raise ConfigError(f"input_neurons = {self.input_neurons} must be in 0..{self.neurons}",
                               fix="set input_neurons <= neurons")
-        if self.fan_in >= self.neurons:
-            raise ConfigError(f"fan_in = {self.fan_in} must be below neurons = {self.neurons}", fix="lower fan_in")
+        limit = self.neurons if self.self_parents else self.neurons - 1
+        if self.fan_in > limit:
+            raise ConfigError(f"fan_in = {self.fan_in} must be at most {limit} (neurons = {self.neurons}, "
+                              f"self_parents = {self.self_parents})", fix="lower fan_in")
         if self.lr <= 0 or self.generator_lr < 0:
             raise ConfigError("learning rates must be positive", fix="set --lr > 0 and --generator-lr >= 0")
 
@@ -122,7 +155,9 @@ def build_policy(cfg: PopgymConfig, obs_dim: int, n_actions: int) -> torch.nn.Mo
 
     if cfg.model == "sparsenet":
         policy = RecurrentSparseNetPolicy(obs_dim, n_actions, cfg.neurons, cfg.q, cfg.slots, cfg.fan_in,
-                                          cfg.input_neurons, cfg.embed, cfg.actor_slots, cfg.seed, cfg.rho)
+                                          cfg.input_neurons, cfg.embed, cfg.actor_slots, cfg.seed, cfg.rho,
+                                          scale=cfg.neuron_scale, self_parents=cfg.self_parents,
+                                          generator_target=cfg.generator_target)
         policy.synthetic = cfg.method == "sgprop"
         policy.net.set_lambda(cfg.lam_init if cfg.lam == "adaptive" else float(cfg.lam), node="h")
         return policy
@@ -235,10 +270,14 @@ def train_batch(cfg: PopgymConfig, envs, policy, opt, gen_opt, batch_index: int,
     data = collect_batch(envs, policy, cfg.seed, batch_index, generator)
     rollout_seconds = time.perf_counter() - t0
     opt.zero_grad(set_to_none=True)
-    logits = policy(data.obs, valid=data.valid)
+    sgprop = cfg.method == "sgprop"
+    if cfg.model == "sparsenet":
+        horizon = envs.episode_length if cfg.schedule_anchor == "rollout" else None
+        logits = policy(data.obs, valid=data.valid, horizon=horizon)
+    else:
+        logits = policy(data.obs, valid=data.valid)
     loss, parts = reinforce_loss(logits, data, cfg.gamma, cfg.entropy_coef)
     loss.backward()
-    sgprop = cfg.method == "sgprop"
     if sgprop and cfg.lam == "adaptive":
         policy.net.adapt_lambda(momentum=cfg.lam_momentum, normalize=cfg.normalize, max_samples=cfg.lam_samples,
                                 valid=data.valid)
@@ -246,7 +285,7 @@ def train_batch(cfg: PopgymConfig, envs, policy, opt, gen_opt, batch_index: int,
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm))
     opt.step()
     if sgprop:
-        policy.net.update_generators(gen_opt, valid=data.valid)
+        policy.net.update_generators(gen_opt, valid=data.valid, max_norm=cfg.generator_clip_norm or None)
     row = {"batch": batch_index + 1, "episodes": (batch_index + 1) * envs.num_envs,
            "success_rate": round(float(data.success.float().mean()), 5),
            "mean_return": round(float(data.episode_returns.mean()), 5),
