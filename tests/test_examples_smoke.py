@@ -44,3 +44,58 @@ def test_bench_cli_json_keys(monkeypatch, capsys):
     assert set(data["recurrent"]) == {"backprop_ms", "sgprop_ms", "sgprop_over_backprop"}
     assert set(data["popgym"]) >= {"backprop_s", "sgprop_s", "gru_s", "lstm_s", "sgprop_rollout_s"}
     assert all(data["popgym"][k] > 0 for k in ("backprop_s", "sgprop_s", "gru_s"))
+
+
+def test_bandit_mechanism_example_runs(tmp_path):
+    from sggraph.experiments.mnist_bandit import BanditConfig, run_bandit
+
+    run = tmp_path / "run"
+    run_bandit(BanditConfig(method="sgprop", steps=6, evaluations=2, eval_batch=50, width=8, layers=2, q=2, slots=2,
+                            n_parents=2, snapshots=2, checkpoint_every=3), run)
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "bandit_mechanism.py"), str(run), "--out",
+                           str(tmp_path / "fig"), "--n", "4", "--reference", "16", "--samples", "16"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    with (tmp_path / "fig" / "bandit_mechanism.csv").open() as fh:
+        rows = list(__import__("csv").DictReader(fh))
+    assert [(r["step"], r["layer"]) for r in rows] == [("0", "h1"), ("0", "h2"), ("6", "h1"), ("6", "h2")]
+    for r in rows:
+        assert float(r["delta2_backprop"]) > 0 and 0 <= float(r["lambda_star"]) <= 1
+        assert abs(float(r["mixture_variance_term"]) + float(r["mixture_bias2"]) - float(r["delta2_mixture"])) < 1e-9
+    assert (tmp_path / "fig" / "bandit_mechanism.png").stat().st_size > 0
+
+
+def test_popgym_paired_analysis_matches_a_direct_computation(tmp_path):
+    import csv
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("popgym_paired", ROOT / "examples" / "popgym_paired.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rng = np.random.default_rng(0)
+    success = {}
+    for n in (20, 40):
+        for method in ("sgprop", "backprop"):
+            for seed in range(4):
+                curve = rng.uniform(0, 1, size=60)
+                success[(n, method, seed)] = curve
+                run = tmp_path / f"s{n}" / f"{method}-{seed}"
+                run.mkdir(parents=True)
+                (run / "config.json").write_text(json.dumps({"model": "sparsenet", "method": method, "lr": 0.001,
+                                                             "seed": seed, "num_envs": n}))
+                (run / "summary.json").write_text("{}")
+                with (run / "metrics.csv").open("w", newline="") as fh:
+                    w = csv.writer(fh)
+                    w.writerow(["batch", "success_rate"])
+                    w.writerows([[i + 1, v] for i, v in enumerate(curve)])
+    rows = mod.paired_table(mod.load_runs([tmp_path / "s20", tmp_path / "s40"], 0.001), 20, 40)
+    did = [(success[(20, "sgprop", s)][-30:].mean() - success[(20, "backprop", s)][-30:].mean())
+           - (success[(40, "sgprop", s)][-30:].mean() - success[(40, "backprop", s)][-30:].mean()) for s in range(4)]
+    np.testing.assert_allclose([r["final_did"] for r in rows], did, rtol=1e-12)
+    summary = {s["quantity"]: s for s in mod.summarize(rows, 20, 40)}
+    assert summary["final_did"]["mean"] == np.mean(did)
+    assert summary["final_did"]["ci_low"] <= np.mean(did) <= summary["final_did"]["ci_high"]
+    auc = [success[(20, "sgprop", s)].mean() - success[(20, "backprop", s)].mean() for s in range(4)]
+    np.testing.assert_allclose(summary["auc_diff_20"]["mean"], np.mean(auc), rtol=1e-12)
