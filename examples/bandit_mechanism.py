@@ -2,8 +2,9 @@
 
 For model snapshots of an sgprop run (``sggraph train mnist-bandit --snapshots 3``: steps 0, the
 middle and the end), profile each SparseNet layer's gradient estimators with
-``sggraph.diagnostics.profile`` on fresh training batches of the bandit (REINFORCE feedback
-``∂(−r log π(a))/∂logits = −r (e_a − π)`` with flipped rewards):
+``sggraph.diagnostics.profile`` on fresh training batches of the bandit. A sample's feedback is
+its share of the batch-mean REINFORCE loss's gradient, ``∂(−r log π(a)/n)/∂logits =
+−r (e_a − π)/n`` with flipped rewards — the scale the generators were trained on:
 
 * ``delta2_backprop`` — Δ² of the n-sample backprop estimator of the layer's parameter gradient;
 * ``delta2_mixture`` — Δ̃² of the mixture the run used at that step (its per-neuron λ), split
@@ -13,6 +14,9 @@ middle and the end), profile each SparseNet layer's gradient estimators with
   adaptive per-neuron λ the run had reached.
 
 n = 64 (the training batch). "True" gradients are the mean over ``--reference`` backprop samples.
+Beside the profile, one training batch of n at the run's λ gives, per layer, the norm of the
+generators' prediction over the norm of the feedback the layer received (``pred_over_received``)
+and their cosine.
 
     python examples/bandit_mechanism.py ~/sggraph-runs/bandit-fig5/method=sgprop,lambda=adaptive,snapshots=3,seed=0 \\
         --out examples/results
@@ -35,8 +39,9 @@ from sggraph.envs.mnist import MnistBandit, load_mnist
 from sggraph.experiments.mnist_bandit import BanditConfig, build_policy
 
 
-def bandit_sampler(env: MnistBandit, policy):
-    """``sampler(count, generator)`` for the profiler: contexts, REINFORCE feedback on the logits."""
+def bandit_sampler(env: MnistBandit, policy, n: int):
+    """``sampler(count, generator)`` for the profiler: contexts, REINFORCE feedback on the logits
+    (each sample's share of an ``n``-sample batch-mean loss)."""
 
     def sample(count: int, gen: torch.Generator):
         x, y = env.sample(count, gen)
@@ -45,9 +50,25 @@ def bandit_sampler(env: MnistBandit, policy):
         actions = torch.multinomial(pi, 1, generator=gen).squeeze(1)
         reward = env.reward(actions, y, gen, train=True)
         onehot = torch.nn.functional.one_hot(actions, pi.shape[1]).to(pi)
-        return {"pixels": x}, {"logits": -reward.unsqueeze(1) * (onehot - pi)}, None
+        return {"pixels": x}, {"logits": -reward.unsqueeze(1) * (onehot - pi) / n}, None
 
     return sample
+
+
+def _prediction_scale(net, sampler, n: int) -> dict[str, dict[str, float]]:
+    """Per layer, on one batch of ``n`` at the net's λ: ‖ĥ‖ / ‖received feedback‖ and their cosine."""
+    inputs, feedback, _ = sampler(n, torch.Generator().manual_seed(2))
+    net.zero_grad(set_to_none=True)
+    (net(inputs)["logits"] * feedback["logits"]).sum().backward()
+    out = {}
+    for name, block in net.blocks.items():
+        if block.prediction is None or block.record is None or block.record.received is None:
+            continue
+        pred, got = block.prediction.detach().flatten(), block.record.received.flatten()
+        out[name] = {"pred_over_received": float(pred.norm() / got.norm()),
+                     "cosine": float(torch.nn.functional.cosine_similarity(pred, got, dim=0))}
+    net.zero_grad(set_to_none=True)
+    return out
 
 
 def main() -> None:
@@ -74,7 +95,8 @@ def main() -> None:
         torch.manual_seed(cfg.seed)
         model, policy, net, _, _ = build_policy(cfg, env.n_actions)
         model.load_state_dict(state["model"])
-        sampler = bandit_sampler(env, policy)
+        sampler = bandit_sampler(env, policy, args.n)
+        scale = _prediction_scale(net, sampler, args.n)
         for layer in layers:  # one layer at a time: per-sample gradients of a 200-neuron array are large
             prof = profile(net, sampler, n=args.n, reference_samples=args.reference, samples=args.samples,
                            seed=1, nodes=[layer])[layer]
@@ -82,7 +104,7 @@ def main() -> None:
                    "delta2_backprop": prof.delta2_backprop, "delta2_mixture": prof.delta2_mixture,
                    "mixture_variance_term": prof.delta2_mixture - prof.b2, "mixture_bias2": prof.b2,
                    "lambda_star": prof.lambda_star,
-                   "lambda_adaptive_mean": float(net.blocks[layer].lam_self.mean())}
+                   "lambda_adaptive_mean": float(net.blocks[layer].lam_self.mean()), **scale[layer]}
             rows.append(row)
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
                   flush=True)
