@@ -26,12 +26,9 @@ from .exceptions import (
 from .graph import Graph, Node, NodeArray
 from .unroll import Cell, unroll
 
-try:  # the torch layer
-    from . import generators
-    from .compile import GROUPINGS, CompiledGraph, compile
-    from .recurrent import CompiledCell, compile_cell
-except ImportError as _err:  # pragma: no cover - torch missing
-    _TORCH_ERROR = _err
+from . import generators  # the torch layer
+from .compile import GROUPINGS, CompiledGraph, compile
+from .recurrent import CompiledCell, compile_cell
 
 __version__ = "0.1.0"
 

@@ -29,7 +29,16 @@ from .exceptions import SggraphError
 
 __all__ = ["build_parser", "main"]
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+#: The example graphs `sggraph demo` checks, shipped as package data (copies of examples/*.yaml).
+DEMO_GRAPHS = "data/graphs"
+
+
+def demo_graphs() -> list:
+    """The packaged example graphs (``importlib.resources`` traversables), sorted by name."""
+    from importlib.resources import files
+
+    return sorted((p for p in files("sggraph").joinpath(DEMO_GRAPHS).iterdir() if p.name.endswith(".yaml")),
+                  key=lambda p: p.name)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,16 +80,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     escape maze (SparseNet sgprop / backprop, GRU, LSTM) briefly."""
     import statistics
 
+    import yaml
+
     from .analysis import check_conditions
     from .graph import Graph
 
-    files = sorted(EXAMPLES.glob("*.yaml"))
-    if not files:
-        print(f"no example graphs found in {EXAMPLES}", file=sys.stderr)
-        return 2
-    for path in files:
-        print(f"$ sggraph check-conditions {path.relative_to(EXAMPLES.parent)}")
-        print(check_conditions(Graph.from_yaml(str(path))))
+    for path in demo_graphs():
+        print(f"$ sggraph check-conditions examples/{path.name}")
+        print(check_conditions(Graph.from_dict(yaml.safe_load(path.read_text()), file=f"examples/{path.name}")))
         print()
     if args.conditions_only:
         return 0
@@ -239,6 +246,12 @@ def _experiments() -> dict:
     }
 
 
+def _validate_train(args: argparse.Namespace) -> None:
+    """The config checks of ``sggraph train EXPERIMENT`` without running it (the sweep uses them)."""
+    cls = _experiments()[args.experiment][0]
+    _config_from(args, cls).validate()
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .experiments.progress import progress_printer
 
@@ -279,19 +292,14 @@ def _add_train(sub) -> None:
                     args_ = [a for a in typing.get_args(kind) if a is not type(None)]
                     base = args_[0] if args_ else str
                 e.add_argument(flag, dest=f.name, type=base, default=None, help=f"default {f.default!r}")
-        e.set_defaults(run=_cmd_train)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+        e.set_defaults(run=_cmd_train, validate=_validate_train)
 
 
 def _cmd_expert(args: argparse.Namespace) -> int:
     import csv
     import io
 
+    from .atomic import write_atomic
     from .models.expert import sweep
 
     def progress(row: dict) -> None:
@@ -309,8 +317,8 @@ def _cmd_expert(args: argparse.Namespace) -> int:
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-        _write_atomic(out / "summary.csv", buf.getvalue())
-        _write_atomic(out / "summary.json", json.dumps(rows, indent=2))
+        write_atomic(out / "summary.csv", buf.getvalue())
+        write_atomic(out / "summary.json", json.dumps(rows, indent=2))
         for path in _plot_expert(rows, out):
             if not args.json:
                 print(f"wrote {path}")

@@ -43,10 +43,10 @@ from torch import nn
 
 from .exceptions import CompileError, DimensionError, LambdaError
 from .functions import make_function
-from .generators import GENERATOR_INITS, LinearGenerator, SlotGenerator, generator_init_std
+from .generators import GENERATOR_INITS, LinearGenerator, SlotGenerator, generator_init_std, takes_aux
 from .graph import Graph
 from .mixing import InMix, OutMix, ParamMix, Record, RecordGrad
-from .neuron import SlotNeuronArray
+from .neuron import SlotNeuronArray, gather_by_table
 
 __all__ = ["GROUPINGS", "CompiledGraph", "compile"]
 
@@ -102,6 +102,20 @@ def _synthetic_vjp(out: torch.Tensor, h: torch.Tensor, rec: Record, inputs: dict
             rec.synthetic_params[key] = g  # type: ignore[index]
 
 
+def check_generators(generators: Mapping[str, nn.Module], where=lambda name: (None, None)) -> None:
+    """Reject, naming the node (and its file and line), a generator that is not a module taking
+    ``z`` or ``(z, aux)``."""
+    for name, gen in generators.items():
+        file, line = where(name)
+        if not isinstance(gen, nn.Module):
+            raise CompileError(f"generators[{name!r}] is a {type(gen).__name__}, not an nn.Module", node=name,
+                               file=file, line=line, fix="pass a torch.nn.Module mapping z to the node's shape")
+        if takes_aux(gen) is None:
+            raise CompileError(f"generators[{name!r}] ({type(gen).__name__}) cannot be called as generator(z) "
+                               "or generator(z, aux)", node=name, file=file, line=line,
+                               fix="give its forward one argument z, or two (z, aux)")
+
+
 class _Block(nn.Module):
     """One declared node or array: its function, generator, weights and last forward."""
 
@@ -115,6 +129,15 @@ class _Block(nn.Module):
         self.aux: dict | None = None  # detached forward quantities of the array template (child path)
         self.output: torch.Tensor | None = None  # the output whose gradient is the received feedback
         self.mode = "plain"
+
+    def predict(self, z: torch.Tensor, aux: dict | None) -> torch.Tensor:
+        """The generator's ``ĥ_v``: ``generator(z, aux)``, or ``generator(z)`` for one-argument modules."""
+        gen = self.generator  # type: ignore[attr-defined]
+        return gen(z, aux) if self._gen_aux else gen(z)
+
+    def _set_generator(self, generator: nn.Module) -> None:
+        self.generator = generator
+        self._gen_aux = takes_aux(generator) is not False
 
     def modes(self) -> str:
         lam = self.lam  # type: ignore[attr-defined]
@@ -136,7 +159,7 @@ class _NodeBlock(_Block):
         self.parent_dims = tuple(parent_dims)
         self.dim = dim
         self.function = function
-        self.generator = generator
+        self._set_generator(generator)
         self.register_buffer("lam", torch.ones(len(parents)))
         self.register_buffer("lam_self", torch.ones(()))
         self.register_buffer("_dims", torch.tensor(self.parent_dims, dtype=torch.long), persistent=False)
@@ -155,6 +178,8 @@ class _NodeBlock(_Block):
                 v = v.transpose(0, 1).reshape(v.shape[1], -1)
             parts.append(v)
         z_raw = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+        if not torch.is_grad_enabled():  # an evaluation forward keeps the last backward's records
+            return self._checked(self.function(z_raw), z_raw)
         mode = self.mode = net._mode_for(self)
         rec = self.record = Record(self.name, net.check_finite)
         self.prediction = self.generator_input = self.output = None
@@ -163,7 +188,7 @@ class _NodeBlock(_Block):
             return self._checked(self.function(z_raw), z_raw)
         self.generator_input = z_raw.detach()
         self.last_inputs = (self.generator_input,)
-        h = self.prediction = self.generator(self.generator_input, None)
+        h = self.prediction = self.predict(self.generator_input, None)
         if mode == "child":
             out = self.output = self._checked(self.function(z_raw), z_raw)
             rec.synthetic_output = h.detach()
@@ -206,7 +231,7 @@ class _ArrayBlock(_Block):
         self.fan_in = int(table.shape[1])
         self.residual = residual
         self.function = function
-        self.generator = generator
+        self._set_generator(generator)
         self.register_buffer("table", torch.as_tensor(table, dtype=torch.long), persistent=False)
         self.register_buffer("flat_table", self.table.flatten(), persistent=False)
         self.register_buffer("lam", torch.ones(count, self.fan_in + int(residual)))
@@ -217,16 +242,14 @@ class _ArrayBlock(_Block):
 
     def gather(self, prev: torch.Tensor) -> torch.Tensor:
         """``prev [Np, B, qp]`` → local inputs ``u [N, B, F·qp]``."""
-        n, f = self.count, self.fan_in
-        _, b, qp = prev.shape
-        if f == 0:
-            return prev.new_zeros(n, b, 0)
-        return prev.index_select(0, self.flat_table).view(n, f, b, qp).permute(0, 2, 1, 3).reshape(n, b, f * qp)
+        return gather_by_table(prev, self.flat_table, self.count, self.fan_in)
 
     def run(self, values: Mapping[str, torch.Tensor], net: CompiledGraph) -> torch.Tensor:
         prev = values[self.parent]
         u_raw = self.gather(prev)
         r_raw = prev if self.residual else None
+        if not torch.is_grad_enabled():  # an evaluation forward keeps the last backward's records
+            return self._checked(self.function(u_raw, r_raw)[0], u_raw)
         mode = self.mode = net._mode_for(self)
         rec = self.record = Record(self.name, net.check_finite)
         self.prediction = self.generator_input = self.output = None
@@ -240,7 +263,7 @@ class _ArrayBlock(_Block):
             out = self.output = self._checked(out, u_raw)
             self.aux = {k: v.detach() for k, v in aux.items()}
             self.generator_input = u_raw.detach()
-            h = self.prediction = self.generator(self.generator_input, aux)
+            h = self.prediction = self.predict(self.generator_input, aux)
             rec.synthetic_output = h.detach()
             return OutMix.apply(out, self.lam_self.view(-1, 1, 1), rec)
         f, qp = self.fan_in, self.parent_dim
@@ -254,7 +277,7 @@ class _ArrayBlock(_Block):
         out, aux = self.function(u, r, params) if params else self.function(u, r)
         out = self.output = self._checked(out, u_raw)
         self.generator_input = u_raw.detach()
-        h = self.prediction = self.generator(self.generator_input, aux)
+        h = self.prediction = self.predict(self.generator_input, aux)
         _synthetic_vjp(out, h, rec, {0: u, 1: r} if r is not None else {0: u}, params)
         return RecordGrad.apply(out, rec)
 
@@ -329,6 +352,7 @@ class CompiledGraph(nn.Module):
                 if name not in known:
                     raise CompileError(f"{what}[{name!r}] names no node of graph '{graph.name}'", node=name,
                                        fix=f"use one of {', '.join(sorted(known)[:12])}")
+        check_generators(generators, graph.where)
         self.blocks = nn.ModuleDict()
         self.sources: dict[str, _SourceBlock] = {}
         layers = graph.block_layers()
@@ -368,7 +392,6 @@ class CompiledGraph(nn.Module):
                 self.blocks[name] = _ArrayBlock(name, arr.parent, table, arr.residual, arr.count, arr.dim,
                                                 parent.dim, fn, gen)
         self.terminal_blocks = [b for b in self.order if b in self.blocks and not self._has_children(b)]
-        self.last_values: dict[str, torch.Tensor] = {}
 
     def _has_children(self, name: str) -> bool:
         for other in self.blocks.values():
@@ -386,6 +409,26 @@ class CompiledGraph(nn.Module):
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Run the graph. See the class docstring for shapes."""
+        return self._public(self._run(inputs), self.terminal_blocks)
+
+    def activations(self, inputs: Mapping[str, torch.Tensor], nodes: Sequence[str] | None = None
+                    ) -> dict[str, torch.Tensor]:
+        """Run the graph and return the outputs of ``nodes`` (default: every node and array, sources
+        included) in the public layout: ``[B, dim]``, arrays ``[B, count, dim]``."""
+        values = self._run(inputs)
+        names = list(values) if nodes is None else list(nodes)
+        for name in names:
+            if name not in values:
+                raise DimensionError("not a node or array of the graph", node=name,
+                                     fix=f"use one of {', '.join(list(values)[:12])}")
+        return self._public(values, names)
+
+    def _public(self, values: Mapping[str, torch.Tensor], names: Sequence[str]) -> dict[str, torch.Tensor]:
+        arrays = {n for n, b in self.blocks.items() if isinstance(b, _ArrayBlock)}
+        arrays |= {n for n, s in self.sources.items() if s.count is not None}
+        return {n: values[n].transpose(0, 1) if n in arrays else values[n] for n in names}
+
+    def _run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         values: dict[str, torch.Tensor] = {}
         batch = None
         for name, src in self.sources.items():
@@ -413,12 +456,7 @@ class CompiledGraph(nn.Module):
         for name in self.order:
             if name in self.blocks:
                 values[name] = self.blocks[name].run(values, self)
-        self.last_values = values
-        out = {}
-        for name in self.terminal_blocks:
-            v = values[name]
-            out[name] = v.transpose(0, 1) if isinstance(self.blocks[name], _ArrayBlock) else v
-        return out
+        return values
 
     # ------------------------------------------------------------ parameters
     def model_parameters(self) -> Iterator[nn.Parameter]:
@@ -628,6 +666,10 @@ class CompiledGraph(nn.Module):
             return torch.zeros((), device=next(iter(self.blocks.values())).lam.device)
         return total
 
+    def has_feedback(self) -> bool:
+        """Whether a backward since the last grad-enabled forward recorded feedback at some node."""
+        return any(b.record is not None and b.record.received is not None for b in self.blocks.values())
+
     def record_feedback(self, loss: torch.Tensor) -> None:
         """Run only the feedback recursion of ``loss``'s backward: every node records ``g̃_v``.
 
@@ -655,7 +697,7 @@ class CompiledGraph(nn.Module):
                 raise LambdaError("refreshing predictions needs every mixed node on the child path (one λ per "
                                   "node)", node=block.name, fix="compile with grouping='child', or update the "
                                   "generators after the backward (update_generators)")
-            h = block.generator(block.generator_input, block.aux)
+            h = block.predict(block.generator_input, block.aux)
             block.prediction = h
             block.record.synthetic_output = h  # type: ignore[union-attr]
 
@@ -664,8 +706,13 @@ class CompiledGraph(nn.Module):
 
         Generators with an ``observe(z, target)`` method (tabular) observe ``(z_v, g̃_v)``;
         the others take one ``optimizer`` step
-        on :meth:`generator_loss`. Returns the loss value.
+        on :meth:`generator_loss`. Returns the loss value. Raises :class:`~sggraph.LambdaError`
+        when no feedback was recorded (no backward since the last grad-enabled forward).
         """
+        if not self.has_feedback():
+            from .lambdas import no_feedback_error
+
+            raise no_feedback_error("update_generators")
         for block in self.blocks.values():
             if _observes(block.generator) and block.record is not None \
                     and block.record.received is not None and block.generator_input is not None:
@@ -702,7 +749,8 @@ def compile(graph: Graph, functions: Mapping[str, nn.Module] | None = None,
         takes ``u [N, B, F·q_parent]`` (and the residual ``[N, B, q]``) and returns
         ``(h [N, B, q], aux)``. Overrides ``fn:``; arrays default to the slot neuron.
     generators : mapping, optional
-        ``name -> nn.Module`` called as ``generator(z, aux)``; defaults: linear for
+        ``name -> nn.Module`` called as ``generator(z)``, or ``generator(z, aux)`` when its
+        ``forward`` takes two positional arguments; defaults: linear for
         nodes, slot-gated linear for arrays (initialised per ``generator_init``).
     grouping : {'edge', 'parent', 'child'}
         How λ is tied (see :data:`GROUPINGS`).

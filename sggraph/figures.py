@@ -46,7 +46,6 @@ import csv
 import io
 import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_path, write_atomic
 from .exceptions import ConfigError
 
 __all__ = [
@@ -313,10 +313,7 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]])
     writer.writerow(header)
     for row in rows:
         writer.writerow([repr(float(v)) if isinstance(v, (float, np.floating)) else v for v in row])
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, buf.getvalue())
 
 
 def _plt():
@@ -340,9 +337,8 @@ def _panels(plt, n: int, width: float = 5.0, height: float = 3.6):
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     return path
 
 

@@ -1,6 +1,7 @@
 """Synthetic-gradient generators ``ĥ_v(z_v) ≈ E[g̃_v | z_v]`` (eq. 13/15).
 
-A generator is any ``nn.Module`` called as ``generator(z, aux)``:
+A generator is any ``nn.Module`` called as ``generator(z)`` or, when its ``forward`` takes a
+second positional argument, ``generator(z, aux)`` (:func:`takes_aux` decides, at compile time):
 
 * plain nodes: ``z`` is ``[B, Σ parent dims]``, the result ``[B, dim]``;
 * arrays: ``z`` is ``[N, B, d]`` (neuron-major local inputs) and ``aux`` holds
@@ -18,10 +19,13 @@ optimizer; :class:`TabularGenerator` instead keeps exact conditional means.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
-__all__ = ["GENERATOR_INITS", "LinearGenerator", "SlotGenerator", "TabularGenerator", "generator_init_std"]
+__all__ = ["GENERATOR_INITS", "LinearGenerator", "SlotGenerator", "TabularGenerator", "generator_init_std",
+           "takes_aux"]
 
 
 #: Named generator initialisations: ``zero`` (a generator that starts by predicting 0) and
@@ -38,6 +42,23 @@ def generator_init_std(init: str, in_dim: int) -> float | None:
     if init not in GENERATOR_INITS:
         raise ValueError(f"unknown generator init {init!r}; use one of {', '.join(GENERATOR_INITS)}")
     return in_dim ** -0.5 if init == "normal" else None
+
+
+def takes_aux(generator: nn.Module) -> bool | None:
+    """Whether ``generator.forward`` takes ``(z, aux)`` (True), only ``z`` (False), or neither (None).
+
+    >>> takes_aux(nn.Linear(4, 2)), takes_aux(LinearGenerator(4, 2))
+    (False, True)
+    """
+    try:
+        params = list(inspect.signature(generator.forward).parameters.values())
+    except (TypeError, ValueError):  # no signature to read: the engine's convention
+        return True
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in positional if p.default is p.empty]
+    if any(p.kind == p.VAR_POSITIONAL for p in params) or len(positional) >= 2:
+        return None if len(required) > 2 else True
+    return False if len(positional) == 1 else None
 
 
 class LinearGenerator(nn.Module):

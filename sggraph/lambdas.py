@@ -328,6 +328,32 @@ def _block_lambda(block, normalize: bool | str, fast: bool) -> torch.Tensor | No
     return batch_lambda_from_vectors(p, s, normalize)
 
 
+def check_momentum(momentum: float) -> None:
+    """Raise :class:`~sggraph.LambdaError` unless ``0 <= momentum <= 1``."""
+    if not 0 <= momentum <= 1:
+        raise LambdaError(f"momentum = {momentum} is outside [0, 1]", fix="use a momentum in [0, 1], e.g. 0.9")
+
+
+@torch.no_grad()
+def momentum_update(lam_self: torch.Tensor, lam: torch.Tensor, lam_batch: torch.Tensor, momentum: float) -> None:
+    """``θ ← clip(μ θ + (1 − μ) λ_batch, 0, 1)`` in place (NaN in ``λ_batch``: θ kept); the in-edges
+    ``lam`` (one row per unit) follow θ (the ``child`` grouping)."""
+    check_momentum(momentum)
+    lam_batch = lam_batch.reshape(lam_self.shape).to(lam_self)
+    new = momentum * lam_self + (1 - momentum) * lam_batch
+    new = torch.where(torch.isnan(lam_batch), lam_self, new).clamp(0, 1)
+    lam_self.copy_(new)
+    lam.copy_(new.unsqueeze(-1).expand_as(lam) if lam.dim() == 2 else new.expand_as(lam))
+
+
+def no_feedback_error(what: str) -> LambdaError:
+    """The error of :meth:`adapt_lambda` / :meth:`update_generators` called without recorded feedback."""
+    return LambdaError(f"{what} needs the feedback recorded by a backward, and no node has any since the last "
+                       "forward run with gradients enabled",
+                       fix="call it after loss.backward() (or record_feedback(loss)) of a forward with gradients "
+                           "on and net.synthetic = True; forwards under torch.no_grad() keep the last records")
+
+
 def adapt_lambda(net: CompiledGraph, momentum: float = 0.9, normalize: bool | str = True,
                  nodes: Iterable[str] | None = None, fast: bool = True) -> dict[str, torch.Tensor]:
     """Update ``θ_v ← μ θ_v + (1 − μ) λ_batch`` from the last backward (per-child grouping).
@@ -354,9 +380,10 @@ def adapt_lambda(net: CompiledGraph, momentum: float = 0.9, normalize: bool | st
     if net.grouping != "child":
         raise LambdaError(f"adaptive λ is implemented for the 'child' grouping, this net uses '{net.grouping}'",
                           fix="compile with grouping='child' (the paper's experiment code), or set λ by hand")
-    if not 0 <= momentum <= 1:
-        raise LambdaError(f"momentum = {momentum} is outside [0, 1]", fix="use a momentum in [0, 1], e.g. 0.9")
+    check_momentum(momentum)
     normalization_mode(normalize)
+    if not net.has_feedback():
+        raise no_feedback_error("adapt_lambda")
     names = list(net.blocks) if nodes is None else list(nodes)
     result = {}
     for name in names:
@@ -365,10 +392,6 @@ def adapt_lambda(net: CompiledGraph, momentum: float = 0.9, normalize: bool | st
         if lam_batch is None:
             continue
         lam_batch = lam_batch.reshape(block.lam_self.shape).to(block.lam_self)
-        with torch.no_grad():
-            new = momentum * block.lam_self + (1 - momentum) * lam_batch
-            new = torch.where(torch.isnan(lam_batch), block.lam_self, new).clamp(0, 1)
-            block.lam_self.copy_(new)
-            block.lam.copy_(new.unsqueeze(-1).expand_as(block.lam) if block.lam.dim() == 2 else new.expand_as(block.lam))
+        momentum_update(block.lam_self, block.lam, lam_batch, momentum)
         result[name] = lam_batch
     return result

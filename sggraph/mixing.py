@@ -114,42 +114,42 @@ class RecordGrad(torch.autograd.Function):
         return grad, None
 
 
-class InMix(torch.autograd.Function):
-    """Identity on input columns; backward ``g ↦ λ g + (1 − λ) record.synthetic_input[key]``.
+class _KeyedMix(torch.autograd.Function):
+    """Identity forward; backward ``g ↦ λ g + (1 − λ) ĥ`` with ``ĥ = getattr(record, STORE)[key]``.
 
-    The synthetic part ``J_zᵀ ĥ_v`` is filled into ``record`` later in the same
-    forward (it needs the node's output), hence the indirection through ``key``.
+    The synthetic part is filled into ``record`` later in the same forward (it needs the node's
+    output), hence the indirection through ``key``. Non-finite gradients are checked here, once
+    for both subclasses.
     """
 
-    @staticmethod
-    def forward(ctx, z: torch.Tensor, lam: torch.Tensor, record: Record, key: int):  # type: ignore[override]
+    STORE = ""
+    WHERE = ""
+
+    @classmethod
+    def forward(cls, ctx, x: torch.Tensor, lam: torch.Tensor, record: Record, key):  # type: ignore[override]
         ctx.save_for_backward(lam)
         ctx.record = record
         ctx.key = key
-        return z.view_as(z)
+        return x.view_as(x)
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    @classmethod
+    def backward(cls, ctx, grad: torch.Tensor):  # type: ignore[override]
         (lam,) = ctx.saved_tensors
         record: Record = ctx.record
-        record.check(grad, "input")
-        synthetic = record.synthetic_input[ctx.key]
+        record.check(grad, cls.WHERE)
+        synthetic = getattr(record, cls.STORE)[ctx.key]
         return torch.lerp(synthetic, grad, lam), None, None, None
 
 
-class ParamMix(torch.autograd.Function):
+class InMix(_KeyedMix):
+    """Identity on input columns; backward ``g ↦ λ g + (1 − λ) record.synthetic_input[key]``."""
+
+    STORE = "synthetic_input"
+    WHERE = "input"
+
+
+class ParamMix(_KeyedMix):
     """Identity on a parameter; backward ``g ↦ λ g + (1 − λ) record.synthetic_params[name]``."""
 
-    @staticmethod
-    def forward(ctx, p: torch.Tensor, lam: torch.Tensor, record: Record, name: str):  # type: ignore[override]
-        ctx.save_for_backward(lam)
-        ctx.record = record
-        ctx.name = name
-        return p.view_as(p)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        (lam,) = ctx.saved_tensors
-        record: Record = ctx.record
-        synthetic = record.synthetic_params[ctx.name]
-        return torch.lerp(synthetic, grad, lam), None, None, None
+    STORE = "synthetic_params"
+    WHERE = "parameter"

@@ -29,6 +29,21 @@ from torch import nn
 __all__ = ["SlotNeuronArray", "slot_neuron_reference"]
 
 
+
+def gather_by_table(prev: torch.Tensor, flat_table: torch.Tensor, count: int, fan_in: int) -> torch.Tensor:
+    """Local inputs of ``count`` neurons from their parent table: ``prev [Np, B, q]`` → ``[N, B, F·q]``
+    (``flat_table`` is the ``[N, F]`` table flattened row by row)."""
+    _, b, q = prev.shape
+    if fan_in == 0:
+        return prev.new_zeros(count, b, 0)
+    return prev.index_select(0, flat_table).view(count, fan_in, b, q).permute(0, 2, 1, 3).reshape(count, b, fan_in * q)
+
+
+def project_wired(e: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """One matmul for the neurons wired to an input: ``e [R, d_in]``, ``weight [n_in, W, d_in]`` → ``[n_in, R, W]``."""
+    n_in, width, d_in = weight.shape
+    return (e @ weight.reshape(n_in * width, d_in).T).view(e.shape[0], n_in, width).transpose(0, 1)
+
 class SlotNeuronArray(nn.Module):
     """``count`` slot-routing neurons with ``M`` slots each.
 

@@ -37,12 +37,14 @@ from .compile import (
     _NodeBlock,
     _split_ref,
     _synthetic_vjp,
+    check_generators,
     step_on,
 )
 from .exceptions import CompileError, DimensionError, LambdaError
 from .functions import make_function
 from .generators import LinearGenerator
 from .mixing import InMix, OutMix, ParamMix, Record, RecordGrad
+from .neuron import gather_by_table, project_wired
 from .unroll import Cell
 
 __all__ = ["GENERATOR_TARGETS", "CompiledCell", "RecurrentSlotArray", "RecurrentSlotGenerator", "compile_cell",
@@ -105,9 +107,7 @@ class RecurrentSlotArray(nn.Module):
 
     def project_input(self, e: torch.Tensor, proj_in: torch.Tensor | None = None) -> torch.Tensor:
         """``e [R, d_in]`` → ``[n_in, R, M + M·q]`` (only the wired neurons)."""
-        w = self.proj_in if proj_in is None else proj_in
-        n_in, width, d_in = w.shape
-        return (e @ w.reshape(n_in * width, d_in).T).view(e.shape[0], n_in, width).transpose(0, 1)
+        return project_wired(e, self.proj_in if proj_in is None else proj_in)
 
     def step(self, u: torch.Tensor, e_proj: torch.Tensor | None = None,
              params: Mapping[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
@@ -144,8 +144,7 @@ class RecurrentSlotGenerator(nn.Module):
 
     def project_input(self, e: torch.Tensor) -> torch.Tensor:
         """``e [R, d_in]`` → ``[n_in, R, M·q]``."""
-        n_in, width, d_in = self.weight_in.shape
-        return (e @ self.weight_in.reshape(n_in * width, d_in).T).view(e.shape[0], n_in, width).transpose(0, 1)
+        return project_wired(e, self.weight_in)
 
     def step(self, u: torch.Tensor, e_proj: torch.Tensor | None, alpha: torch.Tensor) -> torch.Tensor:
         n, b, _ = u.shape
@@ -203,9 +202,7 @@ class _StateBlock(nn.Module):
         self.mode = "plain"
 
     def gather(self, prev: torch.Tensor) -> torch.Tensor:
-        n, f = self.count, self.fan_in
-        _, b, q = prev.shape
-        return prev.index_select(0, self.flat_table).view(n, f, b, q).permute(0, 2, 1, 3).reshape(n, b, f * q)
+        return gather_by_table(prev, self.flat_table, self.count, self.fan_in)
 
     def modes(self) -> str:
         lam = self.lam.clone()
@@ -254,6 +251,7 @@ class CompiledCell(nn.Module):
         self.synthetic, self.check_finite = True, True
         self.plain_nodes: set[str] = set()
         functions, generators = dict(functions or {}), dict(generators or {})
+        check_generators({k: v for k, v in generators.items() if k != st.name})
         dims = dict(cell.inputs)
         dims.update({n: node.dim for n, node in cell.nodes.items()})
         dims[st.name] = st.count * st.dim
@@ -335,7 +333,12 @@ class CompiledCell(nn.Module):
             values[name] = x.reshape(t_steps * batch, dim)
         for name, block in self.pre.items():
             values[name] = block.run(values, self)
-        mode = st.mode = self._mode_for(st)
+        mode = self._mode_for(st)  # "plain" under no_grad: an evaluation forward keeps the records
+        if torch.is_grad_enabled():
+            st.mode = mode
+            st.records, st.predictions, st.step_inputs, st.prediction_all, st.fed_all = [], [], [], None, None
+            st.u_all = st.e_all = st.alpha_all = None
+            st.y_steps = []
         fn, gen = st.function, st.generator
         e_all = values[self.cell.state.input] if self.cell.state.input is not None else None  # type: ignore
         width = fn.slots + fn.slots * fn.dim
@@ -347,12 +350,11 @@ class CompiledCell(nn.Module):
         # unbind once: slicing per step would make each step's backward zero-fill the whole tensor
         e_steps = [None] * t_steps if e_proj is None else e_proj.unbind(1)
         e_rows = [None] * t_steps if e_all is None else e_all.detach().view(t_steps, batch, -1).unbind(0)
-        thetas = st.thetas = self.schedule(t_steps, horizon) if mode == "child" else None
+        thetas = self.schedule(t_steps, horizon) if mode == "child" else None
+        if torch.is_grad_enabled():
+            st.thetas = thetas
         h = torch.zeros(st.count, batch, st.dim, dtype=self.state.lam.dtype, device=self.state.lam.device) \
             if state is None else state.transpose(0, 1)
-        st.records, st.predictions, st.step_inputs, st.prediction_all, st.fed_all = [], [], [], None, None
-        st.u_all = st.e_all = st.alpha_all = None
-        st.y_steps = []
         hs = []
         for t in range(t_steps):
             if resets is not None:
@@ -439,6 +441,12 @@ class CompiledCell(nn.Module):
                 if self.grouping == "child":
                     block.lam_self[...] = v
 
+    def has_feedback(self) -> bool:
+        """Whether a backward since the last grad-enabled forward recorded feedback at some node or step."""
+        nodes = list(self.pre.values()) + list(self.post.values())
+        return any(b.record is not None and b.record.received is not None for b in nodes) \
+            or any(r.received is not None for r in self.state.records)
+
     def generator_loss(self, valid: torch.Tensor | None = None) -> torch.Tensor:
         """MSE of every generator against its target, summed over nodes (the state's mean over steps).
 
@@ -484,7 +492,12 @@ class CompiledCell(nn.Module):
         """One optimizer step of the generators on the last backward's targets (see :meth:`generator_loss`).
 
         ``max_norm``: clip the generators' gradient norm first (the authors' POPGym code: 0.5).
+        Raises :class:`~sggraph.LambdaError` when no feedback was recorded.
         """
+        if not self.has_feedback():
+            from .lambdas import no_feedback_error
+
+            raise no_feedback_error("update_generators")
         loss = self.generator_loss(valid)
         if not max_norm:
             return step_on(loss, optimizer)
@@ -507,12 +520,15 @@ class CompiledCell(nn.Module):
         samples (e.g. steps inside episodes). ``normalize``: see :mod:`sggraph.lambdas`
         (the authors' code: ``"feedback"``). Returns ``λ_batch [N]`` (NaN: kept).
         """
-        from .lambdas import recurrent_state_lambda
+        from .lambdas import check_momentum, momentum_update, no_feedback_error, recurrent_state_lambda
 
+        check_momentum(momentum)
         if self.grouping != "child":
             raise LambdaError("adaptive λ is implemented for the 'child' grouping",
                               fix="compile the cell with grouping='child'")
         st = self.state
+        if not any(r.received is not None for r in st.records):
+            raise no_feedback_error("adapt_lambda")
         usable = [i for i, r in enumerate(st.records) if r.received is not None]
         if valid is not None:
             usable = [i for i in usable if bool(valid[i].any())]
@@ -522,11 +538,7 @@ class CompiledCell(nn.Module):
             lam_batch = state_lambda_from_forward(st, usable, normalize, max_samples, valid)
         else:
             lam_batch = recurrent_state_lambda(st, usable, normalize, max_samples, valid)
-        with torch.no_grad():
-            new = momentum * st.lam_self + (1 - momentum) * lam_batch.to(st.lam_self)
-            new = torch.where(torch.isnan(lam_batch.to(st.lam_self)), st.lam_self, new).clamp(0, 1)
-            st.lam_self.copy_(new)
-            st.lam.copy_(new.unsqueeze(1).expand_as(st.lam))
+        momentum_update(st.lam_self, st.lam, lam_batch, momentum)
         return lam_batch
 
     def __repr__(self) -> str:

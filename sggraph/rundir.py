@@ -18,13 +18,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .atomic import atomic_path, write_atomic
 from .exceptions import ConfigError
 
 __all__ = ["RunDir"]
@@ -44,14 +44,7 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
 
     def _atomic(self, name: str, data: bytes) -> Path:
-        target = self.path / name
-        tmp = target.with_name(f".{target.name}.tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        return target
+        return write_atomic(self.path / name, data, sync=True)
 
     def write_json(self, name: str, data: Any) -> Path:
         return self._atomic(name, (json.dumps(data, indent=2) + "\n").encode())
@@ -103,10 +96,9 @@ class RunDir:
         import matplotlib.pyplot as plt
 
         target = self.path / name
-        tmp = target.with_name(f".{target.stem}.tmp{target.suffix}")
-        fig.savefig(tmp, dpi=dpi)
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, dpi=dpi)
         plt.close(fig)
-        os.replace(tmp, target)
         return target
 
     def __repr__(self) -> str:

@@ -1,6 +1,6 @@
 """The YAML format of a graph, loaded through cattrs with line-accurate errors.
 
-A file looks like this (DESIGN.md §3.2)::
+A file looks like this::
 
     name: expert-net
     nodes:
@@ -226,7 +226,9 @@ def _spec_errors(exc: Exception, data: Any, index: Mapping[str, int], file: str 
         return SpecError(f"missing required key '{field}' in {pretty.rsplit('.', 1)[0]}", node=node, file=file,
                          line=line, fix=f"add `{field}:` ({what.get(field, 'see the YAML format in the README')})")
     return SpecError(f"invalid value for '{field}' in {pretty}: {msg}", node=node, file=file, line=line,
-                     fix="see the YAML format in the README (DESIGN.md §3.2)")
+                     fix="use the expected type: names are strings; dim, count, fan_in, seed, slots and layer are "
+                         "integers; parents is a list of names (or {array, fan_in, seed} for an array); "
+                         "stochastic and residual are true or false")
 
 
 def graph_from_dict(data: Any, *, file: str | None = None, index: Mapping[str, int] | None = None) -> Graph:

@@ -65,6 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_atomic
 from .exceptions import ConfigError, SpecError
 
 __all__ = [
@@ -468,6 +469,7 @@ def spec_from_dict(data: Any, *, file: str | None = None, lines: Mapping[str, in
                         fix="write e.g. `grid: {seed: [0, 1, 2]}`")
 
     used: dict[str, str] = {}  # setting -> where it is varied
+    value_lines: dict[tuple[str, str], int | None] = {}  # (setting, value) -> its line in the grid
 
     def setting_axis(key: Any, values: Any, path: str, where: str, owner: str) -> _Axis:
         line = at(path)
@@ -484,6 +486,8 @@ def spec_from_dict(data: Any, *, file: str | None = None, lines: Mapping[str, in
             raise SpecError(f"grid setting '{name}' has no values", file=file, line=line,
                             fix=f"give at least one value, e.g. `{name}: [...]`, or remove it")
         checked = tuple(_check_value(name, options[name], v, cmd_text, file=file, line=line) for v in alternatives)
+        for i, v in enumerate(checked):
+            value_lines.setdefault((name, format_value(v)), at(f"{path}[{i}]") if isinstance(values, list) else line)
         return _Axis(name, checked)
 
     axes: list[_Axis] = []
@@ -507,8 +511,42 @@ def spec_from_dict(data: Any, *, file: str | None = None, lines: Mapping[str, in
         raise SpecError(f"sweep name {name!r} is not a plain word", file=file, line=at("$.name"),
                         fix="use letters, digits and . _ + - only")
     spec = SweepSpec(name=name, command=words, settings=settings, axes=axes, options=options, file=file)
-    spec.cells()  # duplicate names are spec errors
+    if parser is None:
+        from .cli import build_parser
+
+        parser = build_parser()
+    for cell in spec.cells():  # duplicate names are spec errors; every run's config is validated up front
+        _validate_run(spec, cell, parser, value_lines, at("$.grid"))
     return spec
+
+
+def _validate_run(spec: SweepSpec, cell: GridCell, parser: argparse.ArgumentParser,
+                  value_lines: Mapping[tuple[str, str], int | None], grid_line: int | None) -> None:
+    """Run the command's own config validation (its ``validate`` default, when it has one) on a run's
+    settings; a rejected value is a :class:`SpecError` at the line of the grid value that caused it."""
+    from .exceptions import SggraphError
+
+    argv = spec.argv(cell) + ["--out", "sweep-check"]
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:  # values were checked one by one already; a combination argparse rejects
+        raise SpecError(f"the command line of run '{cell.name}' is rejected: sggraph {' '.join(argv[:-2])}",
+                        file=spec.file, line=grid_line, fix="run it by hand to see argparse's message") from None
+    validate = getattr(args, "validate", None)
+    if validate is None:
+        return
+    try:
+        validate(args)
+    except SggraphError as err:
+        line = grid_line
+        named = sorted(((format_value(v), n) for n, v in cell.settings.items()), key=lambda t: -len(t[0]))
+        for text, name in named:  # the grid value the message quotes (longest first: '1.5' before '1')
+            if text and re.search(rf"(?<![\w.]){re.escape(text)}(?![\w.])", err.message):
+                line = value_lines.get((name, text), grid_line)
+                break
+        raise SpecError(f"run '{cell.name}' would be rejected by `sggraph {' '.join(spec.command)}`: "
+                        f"{err.message.rstrip('.')}", file=spec.file, line=line,
+                        fix=err.fix or "change the value in the spec") from None
 
 
 def load_spec(path: str | Path, parser: argparse.ArgumentParser | None = None) -> SweepSpec:
@@ -752,14 +790,8 @@ def _run_ray(plans: Sequence[RunPlan], workers: int, threads: int, address: str 
         ray.shutdown()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _write_status(out: Path, meta: dict, records: Sequence[dict]) -> None:
-    _write_atomic(out / "sweep.json", json.dumps({**meta, "runs": list(records)}, indent=2) + "\n")
+    write_atomic(out / "sweep.json", json.dumps({**meta, "runs": list(records)}, indent=2) + "\n")
     keys: list[str] = []
     for r in records:
         keys += [k for k in r["settings"] if k not in keys]
@@ -770,7 +802,7 @@ def _write_status(out: Path, meta: dict, records: Sequence[dict]) -> None:
         writer.writerow([r["name"], r["status"], r["action"], r["returncode"], r["seconds"],
                          (r["error"] or "").replace("\n", " | "),
                          *(format_value(r["settings"][k]) if k in r["settings"] else "" for k in keys)])
-    _write_atomic(out / "runs.csv", buf.getvalue())
+    write_atomic(out / "runs.csv", buf.getvalue())
 
 
 def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", workers: int | None = None,
@@ -808,7 +840,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", worke
     out.mkdir(parents=True, exist_ok=True)
     plans = plan_runs(spec, out)
     if spec.file:
-        _write_atomic(out / "spec.yaml", Path(spec.file).read_text())
+        write_atomic(out / "spec.yaml", Path(spec.file).read_text())
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     records = {p.name: {"name": p.name, "settings": p.grid, "action": p.action,
                         "status": "finished" if p.action == "skip" else "pending",
@@ -820,7 +852,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", worke
     todo = [p for p in plans if p.action != "skip"]
     for plan in todo:
         plan.run_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(plan.run_dir / RUN_FILE, json.dumps(plan.record(spec.command), indent=2) + "\n")
+        write_atomic(plan.run_dir / RUN_FILE, json.dumps(plan.record(spec.command), indent=2) + "\n")
     skipped = len(plans) - len(todo)
     resumed = sum(p.action == "resume" for p in todo)
     log(f"sweep '{spec.name}': {len(plans)} runs in {out} — {skipped} finished before, {resumed} to resume, "

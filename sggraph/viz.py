@@ -66,6 +66,7 @@ import numpy as np
 from graphviz.quoting import attr_list, quote
 
 from .analysis import check_conditions, extended_ancestors, siblings
+from .atomic import atomic_path, write_atomic
 from .exceptions import ConfigError, GraphError, LambdaError
 from .graph import Graph, neuron_name
 from .unroll import Cell
@@ -1150,35 +1151,24 @@ def render(digraph: graphviz.Digraph, path: str | os.PathLike) -> Path:
 def _render(source: str, path: Path, fmt: str | None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt is None:
-        _write_atomic(path, source.encode("utf-8"))
+        write_atomic(path, source.encode("utf-8"))
         return path
     exe = shutil.which("dot")
     if exe is None:
         dot_path = path.with_suffix(".dot")
-        _write_atomic(dot_path, source.encode("utf-8"))
+        write_atomic(dot_path, source.encode("utf-8"))
         print(f"sggraph: graphviz's `dot` is not on PATH, so {path.name} was not rendered; wrote the DOT source "
               f"to {dot_path}. Render it with: dot -T{fmt} {dot_path} -o {path}  (install graphviz: "
               f"apt-get install graphviz, brew install graphviz or conda install graphviz)", file=sys.stderr)
         return dot_path
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         proc = subprocess.run([exe, f"-T{fmt}", "-o", str(tmp)], input=source.encode("utf-8"), capture_output=True)
         if proc.returncode != 0 or not tmp.exists():
             message = proc.stderr.decode("utf-8", "replace").strip().splitlines()
             raise ConfigError(f"graphviz dot failed (exit {proc.returncode}): {message[0] if message else 'no output'}",
                               file=str(path), fix=f"write the drawing to a .dot file and run `dot -T{fmt}` on it "
                                                   "to see the problem")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 # -------------------------------------------------------------------------- CLI
@@ -1186,7 +1176,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``draw`` subcommand to an ``argparse`` subparsers object.
 
     ``sggraph draw MODEL.yaml -o OUT.{svg,png,pdf,dot} [--node NAME]
-    [--lambda-from RUN_DIR_OR_CHECKPOINT] [--expand-arrays N] [--unroll T]``
+    [--lambda-from RUN_DIR_OR_CHECKPOINT] [--expand-arrays N]``
 
     The handler is set with ``set_defaults(run=run_draw)`` and returns the exit code.
 
@@ -1211,8 +1201,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="colour edges by λ from a checkpoint.pt (or a run directory holding one)")
     p.add_argument("--expand-arrays", dest="expand_arrays", type=int, metavar="N",
                    help="draw the first N neurons of every array individually")
-    p.add_argument("--unroll", type=int, metavar="T",
-                   help="recurrent cells only (Python API: sggraph.viz.draw(cell, unroll=T))")
     p.set_defaults(run=run_draw)
     return p
 
@@ -1226,10 +1214,6 @@ def run_draw(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in RENDER_FORMATS:
         raise ConfigError(f"cannot write '{out}': unknown suffix '{out.suffix or '(none)'}'",
                           fix="name the output file .svg, .png, .pdf or .dot")
-    if getattr(args, "unroll", None) is not None:
-        raise ConfigError("--unroll applies to recurrent cells, and a YAML file declares a layered graph",
-                          file=args.file, fix="drop --unroll; for a Python sggraph.Cell use "
-                                              "sggraph.viz.draw(cell, unroll=T)")
     expand = getattr(args, "expand_arrays", None)
     if expand is not None and expand < 0:
         raise ConfigError(f"--expand-arrays must be 0 or more (got {expand})", fix="pass --expand-arrays N, N >= 0")

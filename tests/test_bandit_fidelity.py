@@ -57,9 +57,10 @@ def test_logit_scale_at_init_is_the_authors(sgprop_net):
     torch.manual_seed(1)
     x = torch.randn(256, 784)
     with torch.no_grad():
-        logits = sgprop_net({"pixels": x})["logits"]
+        values = sgprop_net.activations({"pixels": x}, ["h5", "logits"])
+        logits = values["logits"]
         head = sgprop_net.blocks["logits"].function
-        h = sgprop_net.last_values["h5"].transpose(0, 1).flatten(1)
+        h = values["h5"].flatten(1)
         unit_keys = head.keys / head.keys.std()
         ratio = float((h @ unit_keys.T * head.scale).std() / logits.std())
     assert ratio == pytest.approx(math.sqrt(50), rel=0.05)

@@ -65,6 +65,12 @@ BAD_SPECS = [
     ("command: train mnist-bandit\ngrid:\n  lr: [[0.1, 0.2]]\n", 3, ["takes one value"]),
     ("command: train mnist-bandit\ngrdi: {seed: [0]}\n", 2, ["unknown key 'grdi'", "did you mean 'grid'"]),
     ("grid: {seed: [0]}\n", 1, ["needs `command:`"]),
+    # values the command's own config validation rejects, at the line of the value
+    ("command: train mnist-bandit\ngrid:\n  method: [sgprop,\n    sgporp]\n", 4,
+     ["run 'method=sgporp' would be rejected", "unknown method 'sgporp'", "use sgprop, backprop or mlp"]),
+    ("command: train mnist-bandit\ngrid:\n  seed: [0, 1]\n  lambda: [0.5, 1.5]\n", 4, ["outside [0, 1]"]),
+    ("command: train popgym\ngrid:\n  model: [gru]\n  method: [sgprop]\n", 4,
+     ["--method sgprop needs --model sparsenet"]),
 ]
 
 

@@ -21,7 +21,6 @@ evaluation images (the exact mean of the authors' sampled reward, without sampli
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import torch
 
 from ..exceptions import ConfigError
 from ..rundir import RunDir
+from .settings import check_lambda_setting
 
 __all__ = ["AUTHORS_CLASSES", "PAPER_LR", "UPDATE_ORDERS", "BanditConfig", "bandit_update", "build_policy",
            "evaluation_steps", "run_bandit",
@@ -90,14 +90,7 @@ class BanditConfig:
     def validate(self) -> None:
         if self.method not in PAPER_LR:
             raise ConfigError(f"unknown method '{self.method}'", fix="use sgprop, backprop or mlp")
-        if self.lam != "adaptive":
-            try:
-                value = float(self.lam)
-            except ValueError:
-                raise ConfigError(f"--lambda must be 'adaptive' or a number, got {self.lam!r}",
-                                  fix="pass --lambda adaptive or e.g. --lambda 0.9") from None
-            if not 0 <= value <= 1 or math.isnan(value):
-                raise ConfigError(f"--lambda {value} is outside [0, 1]", fix="use a λ in [0, 1]")
+        check_lambda_setting(self.lam)
         for name in ("steps", "batch", "eval_batch", "evaluations", "width", "layers", "q", "slots", "n_parents"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1 (got {getattr(self, name)})", fix=f"set {name} >= 1")

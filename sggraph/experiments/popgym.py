@@ -30,7 +30,6 @@ the generator step (they touch disjoint parameters, so the order does not change
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from ..exceptions import ConfigError
 from ..lambdas import NORMALIZATIONS
 from ..recurrent import GENERATOR_TARGETS
 from ..rundir import RunDir
+from .settings import check_lambda_setting
 
 __all__ = ["Batch", "PopgymConfig", "build_policy", "collect_batch", "discounted_returns", "normalized_returns",
            "reinforce_loss", "run_popgym", "train_batch"]
@@ -110,14 +110,7 @@ class PopgymConfig:
         if self.method == "sgprop" and self.model != "sparsenet":
             raise ConfigError(f"--method sgprop needs --model sparsenet (got {self.model})",
                               fix=f"use --model sparsenet, or --method backprop for {self.model}")
-        if self.lam != "adaptive":
-            try:
-                value = float(self.lam)
-            except ValueError:
-                raise ConfigError(f"--lambda must be 'adaptive' or a number, got {self.lam!r}",
-                                  fix="pass --lambda adaptive or e.g. --lambda 0.9") from None
-            if not 0 <= value <= 1 or math.isnan(value):
-                raise ConfigError(f"--lambda {value} is outside [0, 1]", fix="use a θ in [0, 1]")
+        check_lambda_setting(self.lam, "θ")
         for name in ("lam_init", "gamma", "lam_momentum", "explore_drop_prob"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
