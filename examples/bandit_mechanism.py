@@ -2,7 +2,7 @@
 
 For model snapshots of an sgprop run (``sggraph train mnist-bandit --snapshots 3``: steps 0, the
 middle and the end), profile each SparseNet layer's gradient estimators with
-``sggraph.diagnostics.profile`` on fresh training batches of the bandit (REINFORCE feedback
+``sggraph.engine.diagnostics.profile`` on fresh training batches of the bandit (REINFORCE feedback
 ``∂(−r log π(a))/∂logits = −r (e_a − π)`` with flipped rewards):
 
 * ``delta2_backprop`` — Δ² of the n-sample backprop estimator of the layer's parameter gradient;
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from sggraph.diagnostics import profile
+from sggraph.engine.diagnostics import profile
 from sggraph.envs.mnist import MnistBandit, load_mnist
 from sggraph.experiments.mnist_bandit import BanditConfig, build_policy
 
@@ -82,7 +82,7 @@ def main() -> None:
                    "delta2_backprop": prof.delta2_backprop, "delta2_mixture": prof.delta2_mixture,
                    "mixture_variance_term": prof.delta2_mixture - prof.b2, "mixture_bias2": prof.b2,
                    "lambda_star": prof.lambda_star,
-                   "lambda_adaptive_mean": float(net.blocks[layer].lam_self.mean())}
+                   "lambda_adaptive_mean": float(net.self_lambdas()[layer].mean())}
             rows.append(row)
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
                   flush=True)

@@ -9,8 +9,6 @@ import math
 
 import pytest
 import torch
-from sggraph.models.baselines import MLP
-from sggraph.models.sparsenet import sparsenet_graph
 
 import sggraph
 from sggraph.experiments.mnist_bandit import (
@@ -20,6 +18,8 @@ from sggraph.experiments.mnist_bandit import (
     evaluation_steps,
     sparsenet_parameter_count,
 )
+from sggraph.models.baselines import MLP
+from sggraph.models.sparsenet import sparsenet_graph
 
 
 def _std_within(t: torch.Tensor, want: float, rel: float = 0.03) -> None:

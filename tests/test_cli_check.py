@@ -136,10 +136,11 @@ def test_console_script(tmp_path):
 
 def test_demo_graphs_are_package_data_and_match_the_examples():
     """`sggraph demo` reads its graphs from the installed package, never from examples/ beside it."""
-    import tomllib
     from importlib.resources import files
 
-    from sggraph.cli import DEMO_GRAPHS, demo_graphs
+    import tomllib
+
+    from sggraph.cli.demo import DEMO_GRAPHS, demo_graphs
 
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert f"{DEMO_GRAPHS}/*.yaml" in data["sggraph"]

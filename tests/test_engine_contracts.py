@@ -9,7 +9,7 @@ from torch import nn
 
 import sggraph
 from sggraph import CompileError, GradientError, LambdaError
-from sggraph.unroll import Cell
+from sggraph.core.unroll import Cell
 
 
 def _graph():
@@ -101,7 +101,7 @@ def test_cell_records_survive_a_no_grad_forward_and_are_required():
         if evaluate:
             with torch.no_grad():
                 net({"obs": torch.randn(2, 5, 3)})
-        lam = net.adapt_lambda(momentum=0.5, max_samples=None)
+        lam = net.adapt_lambda(momentum=0.5, max_samples=None)["h"]
         loss = net.update_generators(torch.optim.SGD(net.generator_parameters(), lr=0.1))
         return lam, loss
 
@@ -168,7 +168,7 @@ def test_one_argument_generator_on_a_cell_node():
 
 # ---------------------------------------------------------------- defect 7: one mixer, one momentum rule
 def test_param_mix_checks_non_finite_gradients_itself():
-    from sggraph.mixing import ParamMix, Record
+    from sggraph.engine.mixing import ParamMix, Record
 
     p = torch.zeros(3, requires_grad=True)
     rec = Record("w")
@@ -192,3 +192,73 @@ def test_graphs_that_compare_equal_are_not_hashable_by_identity():
         hash(a)
     with pytest.raises(TypeError):
         {a}  # noqa: B018
+
+
+# ---------------------------------------------------------------- one interface for compiled nets
+def test_compiled_graph_and_cell_share_one_protocol():
+    import inspect
+
+    from sggraph import CompiledNet
+
+    graph_net = sggraph.compile(_graph(), grouping="child")
+    cell_net = sggraph.compile(_cell(), grouping="child")
+    for net in (graph_net, cell_net):
+        assert isinstance(net, CompiledNet)
+    for name, member in vars(CompiledNet).items():
+        if name.startswith("_") or not callable(member):
+            continue
+        want = inspect.signature(member)
+        for net in (graph_net, cell_net):
+            got = inspect.signature(getattr(type(net), name))
+            params = list(got.parameters.values())
+            for i, p in enumerate(want.parameters.values()):  # the protocol's parameters, in order, same kinds
+                assert params[i].name == p.name and params[i].kind == p.kind, (type(net).__name__, name)
+                assert params[i].default == p.default, (type(net).__name__, name, p.name)
+            extra = params[len(want.parameters):]
+            assert all(p.default is not p.empty for p in extra), (type(net).__name__, name)
+            assert got.return_annotation == want.return_annotation, (type(net).__name__, name)
+
+
+def test_read_api_of_both_nets():
+    net = sggraph.compile(_cell(), grouping="child")
+    net.set_lambda(0.25, ("h[0]", "h[3]"))  # a cell ties a node's in-edges: sets h's θ
+    assert net.get_self_lambda("h[3]") == 0.25
+    assert net.edge_lambdas()["h"].shape == (6, 3) and float(net.self_lambdas()["h"].max()) == 0.25
+    out = net({"obs": torch.randn(3, 2, 3)})
+    out["act"].sum().backward()
+    records = net.records()
+    assert {"act", "h@1", "h@3"} <= set(records) and records["h@2"].received.shape == (6, 2, 2)
+    assert net.paths()["h"] == "child"
+    assert set(net.adapt_lambda(momentum=0.5)) == {"h"}
+    gnet = sggraph.compile(_graph(), grouping="child")
+    gnet.set_lambda(0.5)
+    gnet({"z": torch.randn(4, 3)})["y"].sum().backward()
+    assert gnet.records()["h"].received.shape == (4, 4) and gnet.paths() == {"h": "child", "y": "child"}
+    assert gnet.edge_lambdas()["h"].tolist() == [0.5] and float(gnet.self_lambdas()["y"]) == 0.5
+
+
+def test_the_core_imports_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, sggraph; g = sggraph.Graph(); g.add_node('z', 1); g.add_node('y', 1, ['z']); "
+            "sggraph.check_conditions(g); assert 'torch' not in sys.modules, 'the core imported torch'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------- defect 5: messages say the thing itself
+def test_no_message_or_docstring_cites_the_design_notes():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    cited = [str(p.relative_to(root)) for folder in ("sggraph", "models", "envs") for p in (root / folder).rglob("*.py")
+             if "DESIGN.md" in p.read_text(encoding="utf-8")]
+    assert cited == []
+
+
+def test_a_wrong_yaml_type_says_what_is_expected():
+    from sggraph import SpecError
+
+    with pytest.raises(SpecError) as err:
+        sggraph.Graph.from_dict({"nodes": [{"name": "z", "dim": "two"}]})
+    assert "integers" in str(err.value) and "DESIGN" not in str(err.value)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sggraph.bench import bandit_flops, bench_bandit
+from sggraph.experiments.bench import bandit_flops, bench_bandit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,8 +29,8 @@ def test_bench_section_runs_and_counts_flops():
 
 
 def test_bench_cli_json_keys(monkeypatch, capsys):
-    from sggraph import bench
     from sggraph.cli import main
+    from sggraph.experiments import bench
 
     monkeypatch.setattr(bench, "bench_bandit", lambda steps: bench_bandit(steps=1, warmup=0, batch=4))
     original = bench.bench_recurrent

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from ..exceptions import ConfigError
-from ..rundir import RunDir
+from .rundir import RunDir
 from .settings import check_lambda_setting
 
 __all__ = ["AUTHORS_CLASSES", "PAPER_LR", "UPDATE_ORDERS", "BanditConfig", "bandit_update", "build_policy",
@@ -126,7 +126,7 @@ def _sparsenet_graph(cfg: BanditConfig, n_actions: int):
 
 
 def _build_policy(cfg: BanditConfig, n_actions: int):
-    from ..compile import compile as compile_graph
+    from ..engine.compile import compile as compile_graph
     from ..models.baselines import MLP
 
     if cfg.method == "mlp":
@@ -144,9 +144,9 @@ def _lambda_stats(net) -> dict[str, float]:
     out = {}
     if net is None:
         return out
-    for name, block in net.blocks.items():
+    for name, theta in net.self_lambdas().items():
         if name.startswith("h"):
-            out[f"lambda_{name}"] = round(float(block.lam_self.mean()), 5)
+            out[f"lambda_{name}"] = round(float(theta.mean()), 5)
     return out
 
 
@@ -258,7 +258,7 @@ def run_bandit(cfg: BanditConfig, out: str | Path, resume: bool = False,
     for step in range(start + 1, cfg.steps + 1):
         x, y = env.sample(cfg.batch, data_gen)
         reward = bandit_update(cfg, policy, net, opt, gen_opt, x,
-                               lambda actions: env.reward(actions, y, data_gen, train=True), data_gen)
+                               lambda actions, y=y: env.reward(actions, y, data_gen, train=True), data_gen)
         train_reward = 0.9 * train_reward + 0.1 * float(reward.mean()) if step > 1 else float(reward.mean())
         if step in eval_at:
             row = {"step": step, "samples": step * cfg.batch, "eval_reward": round(evaluate(), 6),

@@ -38,10 +38,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..engine.lambdas import NORMALIZATIONS
+from ..engine.recurrent import GENERATOR_TARGETS
 from ..exceptions import ConfigError
-from ..lambdas import NORMALIZATIONS
-from ..recurrent import GENERATOR_TARGETS
-from ..rundir import RunDir
+from .rundir import RunDir
 from .settings import check_lambda_setting
 
 __all__ = ["Batch", "PopgymConfig", "build_policy", "collect_batch", "discounted_returns", "normalized_returns",
@@ -71,7 +71,7 @@ class PopgymConfig:
     lam: str = "adaptive"  #: "adaptive" (eq. 18 + momentum) or a fixed θ in [0, 1] (sgprop)
     lam_momentum: float = 0.9
     lam_samples: int | None = None  #: adaptive θ from the samples of ⌈n/num_envs⌉ random steps (None: every valid sample)
-    normalize: str = "feedback"  #: before eq. 18: feedback | gradient | none (sggraph.lambdas)
+    normalize: str = "feedback"  #: before eq. 18: feedback | gradient | none (sggraph.engine.lambdas)
     rho: float = 0.1  #: temporal-schedule coefficient
     schedule_anchor: str = "rollout"  #: base θ at the rollout's last step (rollout) or the batch's longest episode's (longest)
     generator_target: str = "mixed"  #: generators regress onto the mixed feedback (mixed) or the received one (received)

@@ -31,8 +31,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import attrs
 import torch
 
-from .compile import CompiledGraph, _ArrayBlock
-from .exceptions import ConfigError
+from ..exceptions import ConfigError
+from .blocks import ArrayBlock
+from .compile import CompiledGraph
 from .lambdas import per_sample_param_grads
 
 __all__ = ["ConditionBResult", "NodeProfile", "condition_b_test", "format_profile", "profile"]
@@ -207,7 +208,7 @@ def profile(net: CompiledGraph, sampler: Sampler, n: int, reference_samples: int
         lhs = (_tr_cov(p_mix) - _tr_cov(s_mix)) / n
         holds = None
         if jacobian_bound is not None and epsilon is not None:
-            from .analysis import theorem3_condition
+            from ..core.analysis import theorem3_condition
 
             consts = (child_constants or {}).get(name, [0.0])
             holds = theorem3_condition(_tr_cov(p_mix), _tr_cov(s_mix), n, jacobian_bound, epsilon, consts)
@@ -260,7 +261,7 @@ def condition_b_test(net: CompiledGraph, sampler: Sampler, node: str, samples: i
     Linear regression only sees linear dependence: a gain proves (B) fails for the
     conditional mean; no gain is evidence, not proof, that it holds.
     """
-    from .analysis import extended_ancestors
+    from ..core.analysis import extended_ancestors
 
     if node not in net.blocks:
         raise ConfigError(f"'{node}' is not a compiled node", fix=f"use one of {', '.join(net.blocks)}")
@@ -272,10 +273,10 @@ def condition_b_test(net: CompiledGraph, sampler: Sampler, node: str, samples: i
     def z_of(name: str) -> torch.Tensor:
         block = net.blocks[name]
         z = block.last_inputs[0]
-        return z.transpose(0, 1).flatten(1) if isinstance(block, _ArrayBlock) else z
+        return z.transpose(0, 1).flatten(1) if isinstance(block, ArrayBlock) else z
 
     target = net.blocks[node].record.received
-    target = target.transpose(0, 1).flatten(1) if isinstance(net.blocks[node], _ArrayBlock) else target
+    target = target.transpose(0, 1).flatten(1) if isinstance(net.blocks[node], ArrayBlock) else target
     local = z_of(node)
     others = sorted({a.split("[", 1)[0] for a in extended_ancestors(net.graph, node)} - {node})
     extended = torch.cat([local] + [z_of(o) for o in others if o in net.blocks], dim=1)

@@ -26,6 +26,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from ..exceptions import CompileError
+
 __all__ = ["SlotNeuronArray", "slot_neuron_reference"]
 
 
@@ -159,3 +161,102 @@ def slot_neuron_reference(u: torch.Tensor, keys: torch.Tensor, weight: torch.Ten
         y = torch.tanh(u @ weight[s * q:(s + 1) * q].T + bias[s * q:(s + 1) * q])
         out = out + alpha[:, s:s + 1] * y
     return torch.tanh(out) + residual if residual is not None else out
+
+
+class RecurrentSlotArray(nn.Module):
+    """Slot neurons whose input is ``fan_in`` neurons of the previous state, plus an external
+    input for the first ``input_neurons`` neurons only.
+
+    Parameters
+    ----------
+    count, rec_dim, dim, slots : int
+        ``N``, ``F·q`` (previous-state input size), ``q``, ``M``.
+    input_neurons, input_dim : int
+        How many neurons read the external input, and its size.
+    scale_dim : int, optional
+        The ``d`` of every neuron's routing temperature ``1/√d`` and of its init std ``1/√d``
+        (keys, slot maps, biases ~ N(0, 1/d)). None (default): each neuron's wired input size
+        (``F·q``, plus ``d_in`` for the input neurons). ``F·q + d_in`` for all neurons is the
+        authors' POPGym code, where every neuron's input is ``[parents, embedding]`` with the
+        embedding masked to zero outside the input neurons; only what is wired is computed either way.
+
+    Attributes
+    ----------
+    proj : ``[N, M + M·q, F·q]`` keys and slot maps on the recurrent input
+    proj_in : ``[n_in, M + M·q, d_in]`` keys and slot maps on the external input
+    bias : ``[N, M·q]``
+    """
+
+    def __init__(self, count: int, rec_dim: int, dim: int, slots: int, input_neurons: int = 0,
+                 input_dim: int = 0, scale_dim: int | None = None) -> None:
+        super().__init__()
+        self.count, self.rec_dim, self.dim, self.slots = count, rec_dim, dim, slots
+        self.input_neurons, self.input_dim, self.scale_dim = input_neurons, input_dim, scale_dim
+        width = slots + slots * dim
+        if scale_dim is None:
+            total = torch.full((count,), float(rec_dim))
+            total[:input_neurons] += input_dim
+        else:
+            if scale_dim < 1:
+                raise CompileError(f"scale_dim must be positive, got {scale_dim}", fix="use e.g. F·q + d_in")
+            total = torch.full((count,), float(scale_dim))
+        std = total.rsqrt()
+        self.proj = nn.Parameter(torch.randn(count, width, rec_dim) * std.view(-1, 1, 1))
+        self.proj_in = nn.Parameter(torch.randn(input_neurons, width, input_dim) * std[:input_neurons].view(-1, 1, 1))
+        self.bias = nn.Parameter(torch.randn(count, slots * dim) * std.view(-1, 1))
+        # the integer fan-in is exact in any dtype; 1/√d is taken in the module's dtype when used
+        self.register_buffer("fan_total", total, persistent=False)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """Routing temperature ``1/√d_i`` per neuron ``[N]`` (``d_i``: see ``scale_dim``)."""
+        return self.fan_total.rsqrt()
+
+    def project_input(self, e: torch.Tensor, proj_in: torch.Tensor | None = None) -> torch.Tensor:
+        """``e [R, d_in]`` → ``[n_in, R, M + M·q]`` (only the wired neurons)."""
+        return project_wired(e, self.proj_in if proj_in is None else proj_in)
+
+    def step(self, u: torch.Tensor, e_proj: torch.Tensor | None = None,
+             params: Mapping[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
+        """One step: ``u [N, B, F·q]``, ``e_proj [n_in, B, M + M·q]`` → ``h [N, B, q]``, ``aux``."""
+        p = params or {}
+        proj, bias = p.get("proj", self.proj), p.get("bias", self.bias)
+        n, b, _ = u.shape
+        m = self.slots
+        out = torch.bmm(u, proj.transpose(1, 2))
+        if e_proj is not None and self.input_neurons:  # split, not slice: a slice's backward zero-fills
+            wired, rest = out.split([self.input_neurons, n - self.input_neurons], dim=0)
+            out = torch.cat([wired + e_proj, rest], dim=0)
+        logits, slot = out.split([m, out.shape[-1] - m], dim=-1)
+        alpha = torch.softmax(logits * self.scale.view(-1, 1, 1), dim=-1)
+        y = torch.tanh(slot + bias.unsqueeze(1)).view(n, b, m, self.dim)
+        return torch.matmul(alpha.unsqueeze(-2), y).squeeze(-2), {"alpha": alpha, "y": y}
+
+    def extra_repr(self) -> str:
+        scale = "" if self.scale_dim is None else f", scale_dim={self.scale_dim}"
+        return (f"count={self.count}, rec_dim={self.rec_dim}, dim={self.dim}, slots={self.slots}, "
+                f"input_neurons={self.input_neurons}, input_dim={self.input_dim}{scale}")
+
+
+class RecurrentSlotGenerator(nn.Module):
+    """Eq. 144 for the recurrent neurons: ``ĥ_i = Σ_s α_{i,s} (Ã_{i,s} [u_i, e] + b̃_{i,s})``, zero-initialised."""
+
+    def __init__(self, count: int, rec_dim: int, dim: int, slots: int, input_neurons: int = 0,
+                 input_dim: int = 0) -> None:
+        super().__init__()
+        self.slots, self.dim = slots, dim
+        self.weight = nn.Parameter(torch.zeros(count, slots * dim, rec_dim))
+        self.weight_in = nn.Parameter(torch.zeros(input_neurons, slots * dim, input_dim))
+        self.bias = nn.Parameter(torch.zeros(count, slots * dim))
+
+    def project_input(self, e: torch.Tensor) -> torch.Tensor:
+        """``e [R, d_in]`` → ``[n_in, R, M·q]``."""
+        return project_wired(e, self.weight_in)
+
+    def step(self, u: torch.Tensor, e_proj: torch.Tensor | None, alpha: torch.Tensor) -> torch.Tensor:
+        n, b, _ = u.shape
+        pre = torch.baddbmm(self.bias.unsqueeze(1), u, self.weight.transpose(1, 2))
+        if e_proj is not None and e_proj.shape[0]:  # split, not slice: a slice's backward zero-fills
+            wired, rest = pre.split([e_proj.shape[0], n - e_proj.shape[0]], dim=0)
+            pre = torch.cat([wired + e_proj, rest], dim=0)
+        return (alpha.detach().unsqueeze(-1) * pre.view(n, b, self.slots, self.dim)).sum(2)

@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from .atomic import atomic_path, write_atomic
-from .exceptions import ConfigError
+from ..atomic import atomic_path, write_atomic
+from ..exceptions import ConfigError
 
 __all__ = ["RunDir"]
 

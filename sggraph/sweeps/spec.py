@@ -1,4 +1,4 @@
-"""Sweeps: one command run over a grid of settings, on a local process pool or a Ray cluster.
+"""Sweep specs: one command over a grid of settings, validated against the command before any run.
 
 A sweep spec is a YAML file::
 
@@ -36,13 +36,15 @@ run failed — after finishing all the others.
 
 Examples
 --------
+>>> from sggraph.cli import build_parser  # the command line hands its parser to the sweep
+>>> parser = build_parser()
 >>> spec = spec_from_dict({"command": "train mnist-bandit", "settings": {"steps": 10},
-...                        "grid": {"method": ["sgprop", "backprop"], "seed": [0, 1]}})
+...                        "grid": {"method": ["sgprop", "backprop"], "seed": [0, 1]}}, parser=parser)
 >>> [cell.name for cell in spec.cells()]
 ['method=sgprop,seed=0', 'method=sgprop,seed=1', 'method=backprop,seed=0', 'method=backprop,seed=1']
 >>> spec.argv(spec.cells()[0])
 ['train', 'mnist-bandit', '--steps', '10', '--method', 'sgprop', '--seed', '0']
->>> spec_from_dict({"command": "train mnist-bandit", "grid": {"stpes": [1, 2]}})
+>>> spec_from_dict({"command": "train mnist-bandit", "grid": {"stpes": [1, 2]}}, parser=parser)
 Traceback (most recent call last):
 ...
 sggraph.exceptions.SpecError: unknown setting 'stpes' of `sggraph train mnist-bandit` in grid. Fix: did you mean 'steps'? ...
@@ -51,36 +53,26 @@ sggraph.exceptions.SpecError: unknown setting 'stpes' of `sggraph train mnist-ba
 from __future__ import annotations
 
 import argparse
-import csv
 import difflib
-import io
 import itertools
 import json
-import os
 import re
-import sys
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_atomic
-from .exceptions import ConfigError, SpecError
+from ..exceptions import SpecError
+from .commands import CommandParser
 
 __all__ = [
     "GridCell",
-    "RunPlan",
     "SweepSpec",
-    "add_parser",
     "command_options",
-    "execute_run",
     "expand_grid",
     "format_value",
     "load_spec",
-    "plan_runs",
     "run_name",
-    "run_sweep",
     "spec_from_dict",
 ]
 
@@ -98,11 +90,9 @@ RUN_FILE = "sweep_run.json"
 # the command's settings, from its argument parser
 
 
-def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return None
+def _subparsers(parser: CommandParser) -> CommandParser | None:
+    """The parser itself when it has subcommands (their names are ``parser.commands``), else None."""
+    return parser if parser.commands else None
 
 
 def _long_name(action: argparse.Action) -> str:
@@ -110,7 +100,7 @@ def _long_name(action: argparse.Action) -> str:
     return (longs[0] if longs else action.option_strings[0]).lstrip("-").replace("-", "_")
 
 
-def command_options(words: Sequence[str], parser: argparse.ArgumentParser | None = None, *,
+def command_options(words: Sequence[str], parser: CommandParser, *,
                     file: str | None = None, line: int | None = None) -> dict[str, argparse.Action]:
     """The settings (optional flags) of the ``sggraph`` command ``words``, by canonical name.
 
@@ -121,8 +111,8 @@ def command_options(words: Sequence[str], parser: argparse.ArgumentParser | None
     ----------
     words : sequence of str
         The command, e.g. ``["train", "mnist-bandit"]`` or ``["expert"]``.
-    parser : argparse.ArgumentParser, optional
-        The root parser (default: :func:`sggraph.cli.build_parser`).
+    parser : CommandParser
+        The root parser of the ``sggraph`` command (the command line hands it over).
     file, line : optional
         Where the command was written, for errors.
 
@@ -133,18 +123,15 @@ def command_options(words: Sequence[str], parser: argparse.ArgumentParser | None
 
     Examples
     --------
-    >>> opts = command_options(["expert"])
+    >>> from sggraph.cli import build_parser
+    >>> opts = command_options(["expert"], build_parser())
     >>> "trials" in opts and "out" in opts
     True
-    >>> command_options(["exprt"])
+    >>> command_options(["exprt"], build_parser())
     Traceback (most recent call last):
     ...
     sggraph.exceptions.SpecError: unknown command 'exprt'. Fix: did you mean 'expert'? ...
     """
-    if parser is None:
-        from .cli import build_parser
-
-        parser = build_parser()
     if not words:
         raise SpecError("the spec names no command", file=file, line=line,
                         fix="write e.g. `command: train mnist-bandit`")
@@ -159,16 +146,16 @@ def command_options(words: Sequence[str], parser: argparse.ArgumentParser | None
                             fix="write flags under `settings:` or `grid:` without the dashes")
         sub = _subparsers(parser)
         if sub is not None:
-            if word not in sub.choices:
-                guess = difflib.get_close_matches(word, list(sub.choices), n=1)
+            if word not in sub.commands:
+                guess = difflib.get_close_matches(word, list(sub.commands), n=1)
                 where = f" of `sggraph {' '.join(path)}`" if path else ""
                 raise SpecError(f"unknown command '{word}'{where}", file=file, line=line,
                                 fix=(f"did you mean '{guess[0]}'? " if guess else "")
-                                + f"commands: {', '.join(c for c in sub.choices if c not in NOT_SWEEPABLE)}")
-            parser, positional = sub.choices[word], 0
+                                + f"commands: {', '.join(c for c in sub.commands if c not in NOT_SWEEPABLE)}")
+            parser, positional = sub.commands[word], 0
             path.append(word)
             continue
-        slots = [a for a in parser._actions if not a.option_strings]
+        slots = [a for a in parser.options if not a.option_strings]
         if positional >= len(slots):
             raise SpecError(f"too many words in the command `{' '.join(words)}`", file=file, line=line,
                             fix=f"`sggraph {' '.join(path)}` takes no further positional arguments")
@@ -181,13 +168,13 @@ def command_options(words: Sequence[str], parser: argparse.ArgumentParser | None
     sub = _subparsers(parser)
     if sub is not None:
         raise SpecError(f"incomplete command `{' '.join(words)}`", file=file, line=line,
-                        fix=f"add one of: {', '.join(sub.choices)}")
-    missing = [a.dest for a in [a for a in parser._actions if not a.option_strings][positional:]
+                        fix=f"add one of: {', '.join(sub.commands)}")
+    missing = [a.dest for a in [a for a in parser.options if not a.option_strings][positional:]
                if a.nargs not in ("?", "*")]
     if missing:
         raise SpecError(f"`sggraph {' '.join(words)}` needs the positional argument(s) {', '.join(missing)}",
                         file=file, line=line, fix="write them in the command, after its name")
-    options = {_long_name(a): a for a in parser._actions if a.option_strings}
+    options = {_long_name(a): a for a in parser.options if a.option_strings}
     if "out" not in options:
         raise SpecError(f"`sggraph {' '.join(words)}` has no --out, so its runs cannot be kept apart",
                         file=file, line=line, fix="sweep a command that writes a run directory")
@@ -290,7 +277,7 @@ def _check_value(name: str, action: argparse.Action, value: Any, command: str, *
 def _argv_for(name: str, action: argparse.Action, value: Any) -> list[str]:
     flag = next((s for s in action.option_strings if s.startswith("--")), action.option_strings[0])
     if action.nargs == 0:
-        on = bool(value) if not isinstance(action, argparse._StoreFalseAction) else not value
+        on = bool(value) if action.const is not False else not value  # store_false: the flag turns it off
         return [flag] if on else []
     items = value if isinstance(value, list) else [value]
     return [flag, *(format_value(v) for v in items)]
@@ -415,8 +402,8 @@ def _canonical(key: Any, aliases: Mapping[str, str], command: str, where: str, *
     return aliases[key]
 
 
-def spec_from_dict(data: Any, *, file: str | None = None, lines: Mapping[str, int] | None = None,
-                   parser: argparse.ArgumentParser | None = None) -> SweepSpec:
+def spec_from_dict(data: Any, *, file: str | None = None, lines: Mapping[str, int] | None = None,  # noqa: C901
+                   parser: CommandParser) -> SweepSpec:
     """Validate a spec given as a mapping (``lines``: document path → line, for errors).
 
     Raises
@@ -424,12 +411,12 @@ def spec_from_dict(data: Any, *, file: str | None = None, lines: Mapping[str, in
     SpecError
         Unknown key, command or setting; empty grid; a value the command would reject.
     """
-    from .spec import _line_for
+    from ..core.spec import line_for
 
     lines = lines or {}
 
     def at(path: str) -> int | None:
-        return _line_for(lines, path)
+        return line_for(lines, path)
 
     if not isinstance(data, Mapping):
         raise SpecError("a sweep spec must be a mapping with `command:` and `grid:`", file=file, line=1,
@@ -511,20 +498,16 @@ def spec_from_dict(data: Any, *, file: str | None = None, lines: Mapping[str, in
         raise SpecError(f"sweep name {name!r} is not a plain word", file=file, line=at("$.name"),
                         fix="use letters, digits and . _ + - only")
     spec = SweepSpec(name=name, command=words, settings=settings, axes=axes, options=options, file=file)
-    if parser is None:
-        from .cli import build_parser
-
-        parser = build_parser()
     for cell in spec.cells():  # duplicate names are spec errors; every run's config is validated up front
         _validate_run(spec, cell, parser, value_lines, at("$.grid"))
     return spec
 
 
-def _validate_run(spec: SweepSpec, cell: GridCell, parser: argparse.ArgumentParser,
+def _validate_run(spec: SweepSpec, cell: GridCell, parser: CommandParser,
                   value_lines: Mapping[tuple[str, str], int | None], grid_line: int | None) -> None:
     """Run the command's own config validation (its ``validate`` default, when it has one) on a run's
     settings; a rejected value is a :class:`SpecError` at the line of the grid value that caused it."""
-    from .exceptions import SggraphError
+    from ..exceptions import SggraphError
 
     argv = spec.argv(cell) + ["--out", "sweep-check"]
     try:
@@ -549,11 +532,11 @@ def _validate_run(spec: SweepSpec, cell: GridCell, parser: argparse.ArgumentPars
                         fix=err.fix or "change the value in the spec") from None
 
 
-def load_spec(path: str | Path, parser: argparse.ArgumentParser | None = None) -> SweepSpec:
+def load_spec(path: str | Path, parser: CommandParser) -> SweepSpec:
     """Read and validate a sweep spec YAML file; errors name the file and line."""
     import yaml
 
-    from .spec import yaml_line_index
+    from ..core.spec import yaml_line_index
 
     path = str(path)
     try:
@@ -568,373 +551,3 @@ def load_spec(path: str | Path, parser: argparse.ArgumentParser | None = None) -
         raise SpecError(f"YAML syntax error: {getattr(exc, 'problem', exc)}", file=path,
                         line=mark.line + 1 if mark else None, fix="check indentation and colons") from None
     return spec_from_dict(data, file=path, lines=lines, parser=parser)
-
-
-# ---------------------------------------------------------------------------------------------
-# planning and running
-
-
-@dataclass
-class RunPlan:
-    """What the sweep does with one cell: ``skip`` (finished), ``resume`` (killed) or ``new``."""
-
-    name: str
-    run_dir: Path
-    argv: list[str]
-    settings: dict[str, Any]
-    grid: dict[str, Any]
-    action: str
-
-    def record(self, command: Sequence[str]) -> dict[str, Any]:
-        """The content of the run's ``sweep_run.json``."""
-        return {"name": self.name, "command": list(command), "settings": self.settings, "grid": self.grid}
-
-
-def plan_runs(spec: SweepSpec, out: str | Path) -> list[RunPlan]:
-    """The sweep's runs and what to do with each, checking earlier runs were made with the same settings.
-
-    Raises
-    ------
-    ConfigError
-        A run directory holds a run made with other settings.
-    """
-    out = Path(out).resolve()
-    plans = []
-    for cell in spec.cells():
-        run_dir = out / cell.name
-        settings = spec.run_settings(cell)
-        previous = run_dir / RUN_FILE
-        if previous.exists():
-            try:
-                old = json.loads(previous.read_text())
-            except (OSError, ValueError):
-                old = None
-            old_cmp = None if old is None else {"command": old.get("command"), "settings": old.get("settings")}
-            new_cmp = json.loads(json.dumps({"command": spec.command, "settings": settings}))
-            if old_cmp != new_cmp:
-                diff = _describe_difference(old_cmp, new_cmp)
-                raise ConfigError(f"run directory {run_dir} holds a run made with other settings ({diff})",
-                                  fix="give the sweep another --out, or delete that run directory to redo it")
-        if (run_dir / "summary.json").exists():
-            action = "skip"
-        elif spec.resumable and (run_dir / "checkpoint.pt").exists():
-            action = "resume"
-        else:
-            action = "new"
-        argv = spec.argv(cell) + ["--out", str(run_dir)] + (["--resume"] if action == "resume" else [])
-        plans.append(RunPlan(cell.name, run_dir, argv, settings, dict(cell.settings), action))
-    return plans
-
-
-def _describe_difference(old: dict | None, new: dict) -> str:
-    if old is None:
-        return f"its {RUN_FILE} is unreadable"
-    if old.get("command") != new["command"]:
-        return f"command {' '.join(old.get('command') or [])!r} → {' '.join(new['command'])!r}"
-    a, b = old.get("settings") or {}, new["settings"]
-    parts = [f"{k}: {a.get(k, '(default)')} → {b.get(k, '(default)')}" for k in sorted(set(a) | set(b))
-             if a.get(k) != b.get(k)]
-    return ", ".join(parts)
-
-
-def die_with_parent(parent_pid: int | None = None) -> None:
-    """Ask Linux to kill this process when its parent dies (a killed sweep takes its runs along).
-
-    Does nothing where ``prctl`` is unavailable. If the parent is already gone, exits at once.
-    """
-    import ctypes
-    import signal
-
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if parent_pid is not None and os.getppid() != parent_pid:
-        os._exit(137)
-
-
-def _tail(path: Path, start: int, lines: int = 8, chars: int = 1500) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(start)
-            text = fh.read().decode(errors="replace")
-    except OSError:
-        return ""
-    text = "\n".join(ln for ln in text.replace("\r", "\n").splitlines() if ln.strip())
-    return "\n".join(text.splitlines()[-lines:])[-chars:]
-
-
-def execute_run(argv: Sequence[str], run_dir: str, env: Mapping[str, str] | None = None,
-                cwd: str | None = None) -> dict[str, Any]:
-    """Run ``python -m sggraph ARGV`` for one run directory; the same function runs in the local pool and in Ray.
-
-    Appends the run's output to ``stdout.log`` / ``stderr.log`` in the run directory, holds
-    an exclusive lock on ``run.lock`` while the run lives (a second sweep cannot run the
-    same directory at once), and kills the run if this process dies.
-
-    Returns
-    -------
-    dict
-        ``returncode``, ``seconds``, ``error`` (the last lines of stderr when it failed) and ``host``.
-    """
-    import fcntl
-    import socket
-    import subprocess
-
-    path = Path(run_dir)
-    path.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    lock = open(path / "run.lock", "a")  # noqa: SIM115 - held for the run's life, inherited by the child
-    try:
-        try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return {"returncode": None, "seconds": 0.0, "host": socket.gethostname(),
-                    "error": f"another process is running {path} (run.lock is held); wait for it or stop it"}
-        child_env = dict(os.environ)
-        child_env.update(env or {})
-        child_env["SGGRAPH_PARENT_PID"] = str(os.getpid())
-        stderr_path = path / "stderr.log"
-        start = stderr_path.stat().st_size if stderr_path.exists() else 0
-        header = f"=== sggraph sweep {time.strftime('%Y-%m-%d %H:%M:%S')}: sggraph {' '.join(argv)}\n"
-        with open(path / "stdout.log", "a") as out, open(stderr_path, "a") as err:
-            out.write(header)
-            out.flush()
-            err.write(header)
-            err.flush()
-            start += len(header.encode())
-            proc = subprocess.run([sys.executable, "-m", "sggraph", *argv], check=False, stdout=out, stderr=err,
-                                  stdin=subprocess.DEVNULL, env=child_env, pass_fds=(lock.fileno(),),
-                                  cwd=cwd if cwd and os.path.isdir(cwd) else None)
-        error = ""
-        if proc.returncode != 0:
-            error = _tail(stderr_path, start) or f"exit code {proc.returncode} and nothing on stderr"
-        elif not (path / "summary.json").exists():
-            error = "the command exited 0 but wrote no summary.json"
-        return {"returncode": proc.returncode, "seconds": round(time.perf_counter() - t0, 2),
-                "host": socket.gethostname(), "error": error}
-    finally:
-        lock.close()
-
-
-def _pool_init(parent_pid: int) -> None:
-    die_with_parent(parent_pid)
-
-
-def _run_local(plans: Sequence[RunPlan], workers: int, env: Mapping[str, str],
-               done: Callable[[RunPlan, dict], None]) -> None:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    ctx = multiprocessing.get_context("spawn")  # the sweep process has torch loaded: never fork it
-    cwd = os.getcwd()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_pool_init,
-                             initargs=(os.getpid(),)) as pool:
-        futures = {pool.submit(execute_run, p.argv, str(p.run_dir), dict(env), cwd): p for p in plans}
-        try:
-            for future in as_completed(futures):
-                plan = futures[future]
-                try:
-                    result = future.result()
-                except Exception as exc:  # noqa: BLE001 - a pool worker died: report it as this run's failure
-                    result = {"returncode": None, "seconds": None, "error": f"{type(exc).__name__}: {exc}"}
-                done(plan, result)
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-
-
-def _import_ray(address: str | None):
-    if not address:  # a Ray of our own: listen on the loopback interface only
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("--backend ray needs the `ray` package, which is not installed",
-                          fix='install it with `pip install -e ".[ray]"` (or `pip install "ray>=2.9"`)') from None
-    return ray
-
-
-def _run_ray(plans: Sequence[RunPlan], workers: int, threads: int, address: str | None,
-             env: Mapping[str, str], done: Callable[[RunPlan, dict], None]) -> None:
-    import logging
-
-    ray = _import_ray(address)
-    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
-                              "log_to_driver": False}
-    if address:
-        kwargs["address"] = address
-    else:
-        kwargs["num_cpus"] = workers * threads
-    try:
-        ray.init(**kwargs)
-    except Exception as exc:  # noqa: BLE001 - Ray raises many kinds here (connection, address, version)
-        raise ConfigError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {exc}",
-                          fix="check --address (e.g. ray://HOST:10001 or HOST:6379) and that the cluster is up") \
-            from None
-    try:
-        task = ray.remote(num_cpus=threads, max_retries=0)(execute_run)
-        cwd = os.getcwd()
-        refs = {task.remote(p.argv, str(p.run_dir), dict(env), cwd): p for p in plans}
-        pending = list(refs)
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            for ref in ready:
-                try:
-                    result = ray.get(ref)
-                except Exception as exc:  # noqa: BLE001 - the task or its worker died: report it as this run's failure
-                    result = {"returncode": None, "seconds": None, "error": f"{type(exc).__name__}: {exc}"}
-                done(refs[ref], result)
-    finally:
-        ray.shutdown()
-
-
-def _write_status(out: Path, meta: dict, records: Sequence[dict]) -> None:
-    write_atomic(out / "sweep.json", json.dumps({**meta, "runs": list(records)}, indent=2) + "\n")
-    keys: list[str] = []
-    for r in records:
-        keys += [k for k in r["settings"] if k not in keys]
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["name", "status", "action", "returncode", "seconds", "error", *keys])
-    for r in records:
-        writer.writerow([r["name"], r["status"], r["action"], r["returncode"], r["seconds"],
-                         (r["error"] or "").replace("\n", " | "),
-                         *(format_value(r["settings"][k]) if k in r["settings"] else "" for k in keys)])
-    write_atomic(out / "runs.csv", buf.getvalue())
-
-
-def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", workers: int | None = None,
-              address: str | None = None, threads: int | None = None,
-              log: Callable[[str], None] = print) -> list[dict]:
-    """Run every unfinished run of a sweep; returns one record per run (``status``: finished or failed).
-
-    Parameters
-    ----------
-    spec : SweepSpec
-    out : path
-        The sweep directory (run directories, ``sweep.json``, ``runs.csv``, a copy of the spec).
-    backend : {"local", "ray"}
-    workers : int, optional
-        Runs at once (local, and a local Ray's CPUs); default the core count.
-    address : str, optional
-        A Ray cluster to submit to (default: start a local Ray).
-    threads : int, optional
-        Torch threads per run (``OMP_NUM_THREADS``); default ``cores // workers`` (at least 1),
-        or 1 on a Ray cluster. Each Ray task asks for this many CPUs.
-    log : callable
-        Progress lines.
-    """
-    if backend not in ("local", "ray"):
-        raise ConfigError(f"unknown backend '{backend}'", fix="use --backend local or --backend ray")
-    cores = os.cpu_count() or 1
-    workers = workers or cores
-    if workers < 1:
-        raise ConfigError(f"--workers must be at least 1 (got {workers})", fix="pass --workers 1 or more")
-    if threads is None:
-        threads = 1 if (backend == "ray" and address) else max(1, cores // workers)
-    if threads < 1:
-        raise ConfigError(f"--threads must be at least 1 (got {threads})", fix="pass --threads 1 or more")
-    out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    plans = plan_runs(spec, out)
-    if spec.file:
-        write_atomic(out / "spec.yaml", Path(spec.file).read_text())
-    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    records = {p.name: {"name": p.name, "settings": p.grid, "action": p.action,
-                        "status": "finished" if p.action == "skip" else "pending",
-                        "returncode": None, "seconds": None, "error": ""} for p in plans}
-    order = [p.name for p in plans]
-    meta = {"name": spec.name, "command": spec.command, "spec": spec.file, "backend": backend,
-            "address": address, "workers": workers, "threads": threads,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "finished": None, "seconds": None}
-    todo = [p for p in plans if p.action != "skip"]
-    for plan in todo:
-        plan.run_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(plan.run_dir / RUN_FILE, json.dumps(plan.record(spec.command), indent=2) + "\n")
-    skipped = len(plans) - len(todo)
-    resumed = sum(p.action == "resume" for p in todo)
-    log(f"sweep '{spec.name}': {len(plans)} runs in {out} — {skipped} finished before, {resumed} to resume, "
-        f"{len(todo) - resumed} to start; backend {backend}"
-        f"{f' at {address}' if address else ''}, {workers} workers × {threads} threads")
-    _write_status(out, meta, [records[n] for n in order])
-    t0 = time.perf_counter()
-    count = [0]
-
-    def done(plan: RunPlan, result: dict) -> None:
-        rec = records[plan.name]
-        rec.update(returncode=result.get("returncode"), seconds=result.get("seconds"),
-                   error=result.get("error") or "", host=result.get("host"))
-        rec["status"] = "failed" if rec["error"] else "finished"
-        count[0] += 1
-        what = "resumed and finished" if plan.action == "resume" else "finished"
-        if rec["status"] == "failed":
-            last = rec["error"].splitlines()[-1] if rec["error"] else ""
-            log(f"[{count[0]}/{len(todo)}] FAILED {plan.name} (exit {rec['returncode']}): {last}")
-        else:
-            log(f"[{count[0]}/{len(todo)}] {what} {plan.name} ({rec['seconds']:.1f} s)")
-        _write_status(out, meta, [records[n] for n in order])
-
-    try:
-        if todo:
-            if backend == "local":
-                _run_local(todo, workers, env, done)
-            else:
-                _run_ray(todo, workers, threads, address, env, done)
-    finally:
-        meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        meta["seconds"] = round(time.perf_counter() - t0, 2)
-        _write_status(out, meta, [records[n] for n in order])
-    result = [records[n] for n in order]
-    failed = [r for r in result if r["status"] != "finished"]
-    log(f"sweep '{spec.name}': {len(result) - len(failed)} of {len(result)} runs finished "
-        f"({skipped} skipped as finished before), {len(failed)} failed, {meta['seconds']:.1f} s")
-    for r in failed:
-        log(f"  FAILED {r['name']} (exit {r['returncode']}), log {out / r['name'] / 'stderr.log'}:")
-        for line in (r["error"] or "(no error text)").splitlines():
-            log(f"      {line}")
-    return result
-
-
-# ---------------------------------------------------------------------------------------------
-# the command line
-
-
-def _cmd_sweep(args: argparse.Namespace) -> int:
-    spec = load_spec(args.spec)
-    if args.dry_run:
-        for plan in plan_runs(spec, args.out or Path("runs") / "sweeps" / spec.name):
-            print(f"{plan.action:6s} sggraph {' '.join(plan.argv)}")
-        return 0
-    out = args.out or str(Path("runs") / "sweeps" / spec.name)
-    records = run_sweep(spec, out, backend=args.backend, workers=args.workers, address=args.address,
-                        threads=args.threads, log=lambda s: print(s, flush=True))
-    return 1 if any(r["status"] != "finished" for r in records) else 0
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``sweep`` subcommand to an ``argparse`` subparsers object.
-
-    Examples
-    --------
-    >>> parser = argparse.ArgumentParser(prog="sggraph"); sub = parser.add_subparsers()
-    >>> _ = add_parser(sub)
-    >>> args = parser.parse_args(["sweep", "spec.yaml", "--backend", "ray", "--workers", "2"])
-    >>> args.spec, args.backend, args.workers, args.address
-    ('spec.yaml', 'ray', 2, None)
-    """
-    p = subparsers.add_parser(
-        "sweep", help="run a command over a grid of settings (local process pool or Ray)",
-        description="Run a sweep spec: every grid cell is one run directory under --out. Finished runs are "
-                    "skipped, killed runs resumed; failed runs are reported and the exit code is 1.")
-    p.add_argument("spec", metavar="SPEC.yaml", help="sweep spec (see examples/sweeps/)")
-    p.add_argument("--backend", choices=("local", "ray"), default="local",
-                   help="local: a process pool on this machine; ray: Ray tasks (pip install -e '.[ray]')")
-    p.add_argument("--address", help="Ray cluster address for --backend ray (default: start a local Ray)")
-    p.add_argument("--workers", type=int, help="runs at once (default: the core count)")
-    p.add_argument("--threads", type=int, help="torch threads per run (default: cores // workers)")
-    p.add_argument("--out", help="sweep directory (default runs/sweeps/NAME)")
-    p.add_argument("--dry-run", action="store_true", help="print each run's command and what would happen")
-    p.set_defaults(run=_cmd_sweep)
-    return p

@@ -18,10 +18,11 @@ the node and the fix.
 
 Examples
 --------
->>> g = graph_from_dict({"nodes": [{"name": "z", "dim": 2}, {"name": "y", "dim": 1, "parents": ["z"]}]})
->>> graph_from_dict(g.to_dict()) == g
+>>> from sggraph import Graph
+>>> g = graph_from_dict({"nodes": [{"name": "z", "dim": 2}, {"name": "y", "dim": 1, "parents": ["z"]}]}, cls=Graph)
+>>> graph_from_dict(g.to_dict(), cls=Graph) == g
 True
->>> graph_from_dict({"nodes": [{"name": "z", "dimm": 2}]})
+>>> graph_from_dict({"nodes": [{"name": "z", "dimm": 2}]}, cls=Graph)
 Traceback (most recent call last):
 ...
 sggraph.exceptions.SpecError: node 'z': unknown key 'dimm' in nodes[0]. Fix: did you mean 'dim'? Allowed keys: name, dim, parents, layer, stochastic, fn, init_std.
@@ -32,14 +33,16 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import cattrs
 import yaml
 
-from .exceptions import GraphError, SggraphError, SpecError
-from .graph import Graph
+from ..exceptions import GraphError, SggraphError, SpecError
+
+if TYPE_CHECKING:  # spec builds graphs of the class it is handed; graph.py imports spec
+    from .graph import Graph
 
 __all__ = [
     "ArrayParentsSpec",
@@ -166,7 +169,7 @@ def yaml_line_index(text: str) -> dict[str, int]:
     return index
 
 
-def _line_for(index: Mapping[str, int], path: str) -> int | None:
+def line_for(index: Mapping[str, int], path: str) -> int | None:
     while path:
         if path in index:
             return index[path]
@@ -215,10 +218,10 @@ def _spec_errors(exc: Exception, data: Any, index: Mapping[str, int], file: str 
         allowed = _ALLOWED[section]
         guess = difflib.get_close_matches(key, allowed, n=1)
         hint = f"did you mean '{guess[0]}'? " if guess else "remove it. "
-        line = _line_for(index, f"{path}.{key}")
+        line = line_for(index, f"{path}.{key}")
         return SpecError(f"unknown key '{key}' in {pretty}", node=node, file=file, line=line,
                          fix=f"{hint}Allowed keys: {', '.join(allowed)}")
-    line = _line_for(index, path)
+    line = line_for(index, path)
     field = path.rsplit(".", 1)[-1]
     if msg.startswith("required field missing"):
         what = {"dim": "a positive integer dimension, e.g. `dim: 4`", "name": "a unique name",
@@ -231,13 +234,16 @@ def _spec_errors(exc: Exception, data: Any, index: Mapping[str, int], file: str 
                          "stochastic and residual are true or false")
 
 
-def graph_from_dict(data: Any, *, file: str | None = None, index: Mapping[str, int] | None = None) -> Graph:
+def graph_from_dict(data: Any, *, cls: type[Graph], file: str | None = None,
+                    index: Mapping[str, int] | None = None) -> Graph:
     """Build a :class:`~sggraph.Graph` from a mapping in the YAML format.
 
     Parameters
     ----------
     data : mapping
         The parsed document.
+    cls : type
+        The graph class to build (:class:`~sggraph.Graph`).
     file : str, optional
         File name used in error messages.
     index : mapping, optional
@@ -258,15 +264,15 @@ def graph_from_dict(data: Any, *, file: str | None = None, index: Mapping[str, i
         spec = _converter.structure(dict(data), GraphSpec)
     except (cattrs.BaseValidationError, TypeError, ValueError) as exc:
         raise _spec_errors(exc, data, index, file) from None
-    g = Graph(spec.name)
+    g = cls(spec.name)
     g.sources_of[""] = (file, 1)
 
     def located(err: SggraphError, path: str) -> SggraphError:
-        return err.located(file, _line_for(index, path))
+        return err.located(file, line_for(index, path))
 
     for i, n in enumerate(spec.nodes):
         path = f"$.nodes[{i}]"
-        g.sources_of[n.name] = (file, _line_for(index, path))
+        g.sources_of[n.name] = (file, line_for(index, path))
         try:
             g.add_node(n.name, n.dim, tuple(n.parents), layer=n.layer, stochastic=n.stochastic, fn=n.fn,
                        init_std=n.init_std)
@@ -274,7 +280,7 @@ def graph_from_dict(data: Any, *, file: str | None = None, index: Mapping[str, i
             raise located(err, path) from None
     for i, a in enumerate(spec.arrays):
         path = f"$.arrays[{i}]"
-        g.sources_of[a.name] = (file, _line_for(index, path))
+        g.sources_of[a.name] = (file, line_for(index, path))
         p = a.parents
         try:
             g.add_array(a.name, a.count, a.dim, parents=p.array if p else None, fan_in=p.fan_in if p else None,
@@ -287,8 +293,8 @@ def graph_from_dict(data: Any, *, file: str | None = None, index: Mapping[str, i
             g.set_feedback(name, kind)
         except GraphError as err:
             raise located(err, f"$.feedback.{name}") from None
-        g.sources_of.setdefault(name, (file, _line_for(index, f"$.feedback.{name}")))
-        g.sources_of[f"feedback:{name}"] = (file, _line_for(index, f"$.feedback.{name}"))
+        g.sources_of.setdefault(name, (file, line_for(index, f"$.feedback.{name}")))
+        g.sources_of[f"feedback:{name}"] = (file, line_for(index, f"$.feedback.{name}"))
     g.lint()
     return g
 
@@ -340,7 +346,7 @@ def graph_to_dict(g: Graph) -> dict:
     return out
 
 
-def load_yaml(path: str) -> Graph:
+def load_yaml(path: str, cls: type[Graph]) -> Graph:
     """Load a graph from a YAML file; every error names ``path`` and the line.
 
     Raises
@@ -368,4 +374,4 @@ def load_yaml(path: str) -> Graph:
     if data is None:
         raise SpecError("the file is empty", file=str(path), line=1,
                         fix="declare at least one node under `nodes:` or one array under `arrays:`")
-    return graph_from_dict(data, file=str(path), index=index)
+    return graph_from_dict(data, cls=cls, file=str(path), index=index)

@@ -20,12 +20,14 @@ Examples
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 
 import attrs
 
-from .exceptions import GraphError
+from ..exceptions import GraphError
 from .graph import Graph
+from .structure import Structure
 
 __all__ = [
     "ConditionReport",
@@ -118,12 +120,15 @@ class _Bits:
         return bits
 
 
+#: The bitset view of each derived structure (dropped with it when the graph changes).
+_BITS: weakref.WeakKeyDictionary[Structure, _Bits] = weakref.WeakKeyDictionary()
+
+
 def _bits(g: Graph) -> _Bits:
-    g.lint()
-    cache = g._cache
-    if "bits" not in cache:
-        cache["bits"] = _Bits(g)
-    return cache["bits"]  # type: ignore[return-value]
+    structure = g.structure
+    if structure not in _BITS:
+        _BITS[structure] = _Bits(g)
+    return _BITS[structure]
 
 
 def _known(g: Graph, name: str) -> None:

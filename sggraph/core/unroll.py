@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import attrs
 import numpy as np
 
-from .exceptions import GraphError
+from ..exceptions import GraphError
 from .graph import FEEDBACK_KINDS, NODE_FUNCTIONS, Graph
 
 __all__ = ["Cell", "StateArray", "recurrent_table", "unroll"]
@@ -219,8 +219,7 @@ class Cell:
             consumers.setdefault(st.input, []).append(st.name)
         post_order = [n for n in order if stage[n] == "post"]
         for name in post_order:  # forward from the state
-            level[name] = 1 + max(level[self._base(p)] if self._base(p) in level else 0
-                                  for p in self.nodes[name].parents)
+            level[name] = 1 + max(level.get(self._base(p), 0) for p in self.nodes[name].parents)
         pre_like = [n for n in reversed(order) if stage[n] == "pre"] + list(self.inputs)
         for _ in range(len(pre_like) + 1):
             for name in pre_like:

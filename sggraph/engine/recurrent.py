@@ -1,4 +1,4 @@
-"""Compile a recurrent :class:`~sggraph.unroll.Cell`: BPTT with the same per-edge mixing on every step.
+"""Compile a recurrent :class:`~sggraph.core.unroll.Cell`: BPTT with the same per-edge mixing on every step.
 
 The compiled cell runs ``T`` steps of the state array (one batched slot-neuron step per
 time step, parents gathered from the previous state), with per-step reset masks (episode
@@ -13,7 +13,7 @@ per-step ``θ_{t,i}``: ``θ_T = θ``, ``θ_{t,i} = min(1, θ_{t+1,i} + ρ δ_{t+
 ``δ_{t+1,i}`` the mean of ``1 − θ_{t+1,j}`` over ``i``'s children ``j``.
 
 >>> import torch
->>> from sggraph.unroll import Cell
+>>> from sggraph.core.unroll import Cell
 >>> cell = Cell("rnn"); cell.add_input("obs", 3)
 >>> cell.set_state("h", count=6, dim=2, fan_in=2, slots=2, input="obs", input_neurons=2)
 >>> cell.add_node("act", 4, ["h"], fn="linear")
@@ -25,27 +25,35 @@ torch.Size([5, 3, 4])
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
-from .compile import (
+from ..core.unroll import Cell
+from ..exceptions import CompileError, DimensionError, LambdaError
+from .blocks import (
     GROUPINGS,
-    _check_value,
-    _NodeBlock,
-    _split_ref,
-    _synthetic_vjp,
+    NodeBlock,
     check_generators,
+    check_lambda_value,
+    split_ref,
     step_on,
+    synthetic_vjp,
 )
-from .exceptions import CompileError, DimensionError, LambdaError
 from .functions import make_function
 from .generators import LinearGenerator
+from .lambdas import (
+    check_momentum,
+    has_forward_tensors,
+    momentum_update,
+    no_feedback_error,
+    recurrent_state_lambda,
+    state_lambda_from_forward,
+)
 from .mixing import InMix, OutMix, ParamMix, Record, RecordGrad
-from .neuron import gather_by_table, project_wired
-from .unroll import Cell
+from .neuron import RecurrentSlotArray, RecurrentSlotGenerator, gather_by_table
 
 __all__ = ["GENERATOR_TARGETS", "CompiledCell", "RecurrentSlotArray", "RecurrentSlotGenerator", "compile_cell",
            "state_lambda_from_forward", "temporal_schedule"]
@@ -54,105 +62,6 @@ __all__ = ["GENERATOR_TARGETS", "CompiledCell", "RecurrentSlotArray", "Recurrent
 #: engine's bootstrapped target, §3.5) or the mixture it passed on, ``θ_t g̃ + (1 − θ_t) ĥ``
 #: (the authors' POPGym code, ``child`` path only).
 GENERATOR_TARGETS = ("received", "mixed")
-
-
-class RecurrentSlotArray(nn.Module):
-    """Slot neurons whose input is ``fan_in`` neurons of the previous state, plus an external
-    input for the first ``input_neurons`` neurons only.
-
-    Parameters
-    ----------
-    count, rec_dim, dim, slots : int
-        ``N``, ``F·q`` (previous-state input size), ``q``, ``M``.
-    input_neurons, input_dim : int
-        How many neurons read the external input, and its size.
-    scale_dim : int, optional
-        The ``d`` of every neuron's routing temperature ``1/√d`` and of its init std ``1/√d``
-        (keys, slot maps, biases ~ N(0, 1/d)). None (default): each neuron's wired input size
-        (``F·q``, plus ``d_in`` for the input neurons). ``F·q + d_in`` for all neurons is the
-        authors' POPGym code, where every neuron's input is ``[parents, embedding]`` with the
-        embedding masked to zero outside the input neurons; only what is wired is computed either way.
-
-    Attributes
-    ----------
-    proj : ``[N, M + M·q, F·q]`` keys and slot maps on the recurrent input
-    proj_in : ``[n_in, M + M·q, d_in]`` keys and slot maps on the external input
-    bias : ``[N, M·q]``
-    """
-
-    def __init__(self, count: int, rec_dim: int, dim: int, slots: int, input_neurons: int = 0,
-                 input_dim: int = 0, scale_dim: int | None = None) -> None:
-        super().__init__()
-        self.count, self.rec_dim, self.dim, self.slots = count, rec_dim, dim, slots
-        self.input_neurons, self.input_dim, self.scale_dim = input_neurons, input_dim, scale_dim
-        width = slots + slots * dim
-        if scale_dim is None:
-            total = torch.full((count,), float(rec_dim))
-            total[:input_neurons] += input_dim
-        else:
-            if scale_dim < 1:
-                raise CompileError(f"scale_dim must be positive, got {scale_dim}", fix="use e.g. F·q + d_in")
-            total = torch.full((count,), float(scale_dim))
-        std = total.rsqrt()
-        self.proj = nn.Parameter(torch.randn(count, width, rec_dim) * std.view(-1, 1, 1))
-        self.proj_in = nn.Parameter(torch.randn(input_neurons, width, input_dim) * std[:input_neurons].view(-1, 1, 1))
-        self.bias = nn.Parameter(torch.randn(count, slots * dim) * std.view(-1, 1))
-        # the integer fan-in is exact in any dtype; 1/√d is taken in the module's dtype when used
-        self.register_buffer("fan_total", total, persistent=False)
-
-    @property
-    def scale(self) -> torch.Tensor:
-        """Routing temperature ``1/√d_i`` per neuron ``[N]`` (``d_i``: see ``scale_dim``)."""
-        return self.fan_total.rsqrt()
-
-    def project_input(self, e: torch.Tensor, proj_in: torch.Tensor | None = None) -> torch.Tensor:
-        """``e [R, d_in]`` → ``[n_in, R, M + M·q]`` (only the wired neurons)."""
-        return project_wired(e, self.proj_in if proj_in is None else proj_in)
-
-    def step(self, u: torch.Tensor, e_proj: torch.Tensor | None = None,
-             params: Mapping[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
-        """One step: ``u [N, B, F·q]``, ``e_proj [n_in, B, M + M·q]`` → ``h [N, B, q]``, ``aux``."""
-        p = params or {}
-        proj, bias = p.get("proj", self.proj), p.get("bias", self.bias)
-        n, b, _ = u.shape
-        m = self.slots
-        out = torch.bmm(u, proj.transpose(1, 2))
-        if e_proj is not None and self.input_neurons:  # split, not slice: a slice's backward zero-fills
-            wired, rest = out.split([self.input_neurons, n - self.input_neurons], dim=0)
-            out = torch.cat([wired + e_proj, rest], dim=0)
-        logits, slot = out.split([m, out.shape[-1] - m], dim=-1)
-        alpha = torch.softmax(logits * self.scale.view(-1, 1, 1), dim=-1)
-        y = torch.tanh(slot + bias.unsqueeze(1)).view(n, b, m, self.dim)
-        return torch.matmul(alpha.unsqueeze(-2), y).squeeze(-2), {"alpha": alpha, "y": y}
-
-    def extra_repr(self) -> str:
-        scale = "" if self.scale_dim is None else f", scale_dim={self.scale_dim}"
-        return (f"count={self.count}, rec_dim={self.rec_dim}, dim={self.dim}, slots={self.slots}, "
-                f"input_neurons={self.input_neurons}, input_dim={self.input_dim}{scale}")
-
-
-class RecurrentSlotGenerator(nn.Module):
-    """Eq. 144 for the recurrent neurons: ``ĥ_i = Σ_s α_{i,s} (Ã_{i,s} [u_i, e] + b̃_{i,s})``, zero-initialised."""
-
-    def __init__(self, count: int, rec_dim: int, dim: int, slots: int, input_neurons: int = 0,
-                 input_dim: int = 0) -> None:
-        super().__init__()
-        self.slots, self.dim = slots, dim
-        self.weight = nn.Parameter(torch.zeros(count, slots * dim, rec_dim))
-        self.weight_in = nn.Parameter(torch.zeros(input_neurons, slots * dim, input_dim))
-        self.bias = nn.Parameter(torch.zeros(count, slots * dim))
-
-    def project_input(self, e: torch.Tensor) -> torch.Tensor:
-        """``e [R, d_in]`` → ``[n_in, R, M·q]``."""
-        return project_wired(e, self.weight_in)
-
-    def step(self, u: torch.Tensor, e_proj: torch.Tensor | None, alpha: torch.Tensor) -> torch.Tensor:
-        n, b, _ = u.shape
-        pre = torch.baddbmm(self.bias.unsqueeze(1), u, self.weight.transpose(1, 2))
-        if e_proj is not None and e_proj.shape[0]:  # split, not slice: a slice's backward zero-fills
-            wired, rest = pre.split([e_proj.shape[0], n - e_proj.shape[0]], dim=0)
-            pre = torch.cat([wired + e_proj, rest], dim=0)
-        return (alpha.detach().unsqueeze(-1) * pre.view(n, b, self.slots, self.dim)).sum(2)
 
 
 def temporal_schedule(theta: torch.Tensor, children: torch.Tensor, steps: int, rho: float = 0.1) -> torch.Tensor:
@@ -258,7 +167,7 @@ class CompiledCell(nn.Module):
         self.pre = nn.ModuleDict()
         self.post = nn.ModuleDict()
         for name, node in cell.nodes.items():
-            pdims = [st.dim if _split_ref(p)[1] is not None else dims[p] for p in node.parents]
+            pdims = [st.dim if split_ref(p)[1] is not None else dims[p] for p in node.parents]
             if name in functions:
                 fn = functions[name]
             elif node.fn is not None:
@@ -267,7 +176,7 @@ class CompiledCell(nn.Module):
                 raise CompileError("no function for this node", node=name,
                                    fix=f"give fn=..., or compile_cell(cell, functions={{'{name}': module}})")
             gen = generators.get(name) or LinearGenerator(sum(pdims), node.dim)
-            (self.pre if stages[name] == "pre" else self.post)[name] = _NodeBlock(name, node.parents, pdims,
+            (self.pre if stages[name] == "pre" else self.post)[name] = NodeBlock(name, node.parents, pdims,
                                                                                    node.dim, fn, gen)
         input_dim = dims[st.input] if st.input is not None else 0
         fn = functions.get(st.name) or RecurrentSlotArray(st.count, st.fan_in * st.dim, st.dim, st.slots,
@@ -275,12 +184,12 @@ class CompiledCell(nn.Module):
         gen = generators.get(st.name) or RecurrentSlotGenerator(st.count, st.fan_in * st.dim, st.dim, st.slots,
                                                                 st.input_neurons, input_dim)
         self.state = _StateBlock(st.name, st.parent_table(), st.count, st.dim, st.input_neurons, fn, gen)
-        used = {_split_ref(p)[0] for n in self.post.values() for p in n.parents}
+        used = {split_ref(p)[0] for n in self.post.values() for p in n.parents}
         self.terminals = [n for n in self.post if n not in used]
         self.final_state: torch.Tensor | None = None
 
-    # the interface _NodeBlock.run expects of its net
-    def _mode_for(self, block) -> str:
+    # the interface NodeBlock.run expects of its net
+    def mode_for(self, block) -> str:
         if not self.synthetic or not torch.is_grad_enabled() or block.name in self.plain_nodes:
             return "plain"
         return block.modes()
@@ -292,12 +201,12 @@ class CompiledCell(nn.Module):
         out.update(self.post.items())
         return out
 
-    def model_parameters(self):
+    def model_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters of the node functions and the state array."""
         for b in self.blocks.values():
             yield from b.function.parameters()
 
-    def generator_parameters(self):
+    def generator_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters of the generators."""
         for b in self.blocks.values():
             yield from b.generator.parameters()
@@ -333,7 +242,7 @@ class CompiledCell(nn.Module):
             values[name] = x.reshape(t_steps * batch, dim)
         for name, block in self.pre.items():
             values[name] = block.run(values, self)
-        mode = self._mode_for(st)  # "plain" under no_grad: an evaluation forward keeps the records
+        mode = self.mode_for(st)  # "plain" under no_grad: an evaluation forward keeps the records
         if torch.is_grad_enabled():
             st.mode = mode
             st.records, st.predictions, st.step_inputs, st.prediction_all, st.fed_all = [], [], [], None, None
@@ -414,19 +323,28 @@ class CompiledCell(nn.Module):
         pred = gen.step(u_raw.detach(), e_gen, aux["alpha"])
         if valid_t is not None:
             pred = pred * valid_t.view(1, batch, 1).to(pred.dtype)
-        _synthetic_vjp(out, pred, rec, inputs, params)
+        synthetic_vjp(out, pred, rec, inputs, params)
         st.records.append(rec)
         st.predictions.append(pred)
         st.step_inputs.append((u_raw.detach(), None if e_t is None else e_t.detach(), aux["alpha"].detach()))
         return RecordGrad.apply(out, rec)
 
     # ------------------------------------------------------------- λ and generators
-    def set_lambda(self, value: float | torch.Tensor, node: str | None = None) -> None:
-        """Set λ: every edge (``node=None``), or all in-edges of a node (child grouping: θ too).
+    def set_lambda(self, value: float | torch.Tensor, edge: tuple[str, str] | None = None, *,
+                   node: str | None = None) -> None:
+        """Set λ: every edge (both None), all in-edges of a node (child grouping: θ too), or the
+        in-edges of an edge's child (a cell ties a node's in-edges: ``edge=(u, v)`` sets ``v``'s).
 
         For the state, a ``[N]`` tensor sets per-neuron values.
         """
-        _check_value(value, "λ")
+        check_lambda_value(value, "λ")
+        if edge is not None and node is not None:
+            raise LambdaError("give either edge or node, not both", fix="call set_lambda once per target")
+        if edge is not None:
+            if not (isinstance(edge, tuple) and len(edge) == 2):
+                raise LambdaError(f"edge must be a (parent, child) pair, got {edge!r}", fix="pass edge=('u', 'v')")
+            self.get_lambda(edge)  # the edge must exist
+            node = split_ref(edge[1])[0]
         targets = list(self.blocks) if node is None else [node]
         for name in targets:
             if name not in self.blocks:
@@ -440,6 +358,78 @@ class CompiledCell(nn.Module):
                     block.lam[...] = v
                 if self.grouping == "child":
                     block.lam_self[...] = v
+
+    def set_self_lambda(self, value: float | torch.Tensor, node: str | None = None) -> None:
+        """Set ``λ^self`` (the weight of the true feedback in a node's own parameter gradient, eq. 6);
+        under the ``child`` grouping this is ``θ`` and also sets the node's in-edges."""
+        check_lambda_value(value, "λ^self")
+        if self.grouping == "child":
+            self.set_lambda(value, node=node)
+            return
+        for name in list(self.blocks) if node is None else [node]:
+            block = self.block(name)
+            with torch.no_grad():
+                block.lam_self[...] = value.to(block.lam_self) if isinstance(value, torch.Tensor) else float(value)
+
+    def block(self, name: str) -> nn.Module:
+        """The compiled block of a node or the state (raises :class:`~sggraph.LambdaError` for unknown names)."""
+        if name not in self.blocks:
+            raise LambdaError(f"'{name}' is not a node of the cell", node=name, fix="name a node or the state")
+        return self.blocks[name]
+
+    def get_lambda(self, edge: tuple[str, str]) -> float | torch.Tensor:
+        """The weight of one edge (float), or of several (tensor): ``(h[j], h[i])`` between state
+        neurons, ``(input, h[i])`` the input edge of neuron ``i``, ``(h, h)`` the whole state table
+        ``[N, F + 1]``, ``(u, v)`` for pre/post nodes."""
+        parent, child = edge
+        (cb, ci), (pb, pi) = split_ref(child), split_ref(parent)
+        block, st = self.block(cb), self.state
+        if block is st:
+            if ci is None:
+                vals = st.lam if pb == st.name else st.lam[:, st.fan_in]
+                return vals.clone()
+            cols = torch.zeros(st.fan_in + 1, dtype=torch.bool, device=st.lam.device)
+            if pb == st.name:
+                cols[: st.fan_in] = True if pi is None else st.table[ci] == pi
+            else:
+                cols[st.fan_in] = ci < st.input_neurons and pb == self.cell.state.input  # type: ignore[union-attr]
+            vals = st.lam[ci, cols]
+        else:
+            vals = block.lam[[k for k, p in enumerate(block.parents) if p == parent or split_ref(p)[0] == parent]]
+        if vals.numel() == 0:
+            raise LambdaError(f"there is no edge {parent} -> {child}", node=child,
+                              fix="name an existing (parent, child) pair; state neurons are name[i]")
+        first = vals.flatten()[0]
+        return float(first) if bool((vals == first).all()) else vals.clone()
+
+    def get_self_lambda(self, node: str) -> float | torch.Tensor:
+        """``λ^self`` of a node (float) or of the state (``[N]`` tensor; ``h[i]``: one neuron)."""
+        base, idx = split_ref(node)
+        lam_self = self.block(base).lam_self
+        if idx is not None:
+            return float(lam_self[idx])
+        return float(lam_self) if lam_self.dim() == 0 else lam_self.clone()
+
+    # ------------------------------------------------------------- read API
+    def edge_lambdas(self) -> dict[str, torch.Tensor]:
+        """Every node's in-edge weights (copies): pre/post ``[P]``; the state ``[N, F + 1]`` (column ``F``: the
+        input edge)."""
+        return {name: b.lam.detach().clone() for name, b in self.blocks.items()}
+
+    def self_lambdas(self) -> dict[str, torch.Tensor]:
+        """Every node's ``λ^self`` (copies; the state's ``[N]`` is its base ``θ``)."""
+        return {name: b.lam_self.detach().clone() for name, b in self.blocks.items()}
+
+    def records(self) -> dict[str, Record]:
+        """The feedback records of the last forward: pre/post nodes by name, the state per step as
+        ``name@t`` (``t`` from 1); ``record.received`` is what the last backward delivered."""
+        out = {n: b.record for n, b in list(self.pre.items()) + list(self.post.items()) if b.record is not None}
+        out.update({r.node: r for r in self.state.records})
+        return out
+
+    def paths(self) -> dict[str, str]:
+        """The path each node ran in the last grad-enabled forward: ``plain``, ``child`` or ``general``."""
+        return {name: b.mode for name, b in self.blocks.items()}
 
     def has_feedback(self) -> bool:
         """Whether a backward since the last grad-enabled forward recorded feedback at some node or step."""
@@ -495,8 +485,6 @@ class CompiledCell(nn.Module):
         Raises :class:`~sggraph.LambdaError` when no feedback was recorded.
         """
         if not self.has_feedback():
-            from .lambdas import no_feedback_error
-
             raise no_feedback_error("update_generators")
         loss = self.generator_loss(valid)
         if not max_norm:
@@ -510,18 +498,17 @@ class CompiledCell(nn.Module):
         return float(loss.detach())
 
     def adapt_lambda(self, momentum: float = 0.9, normalize: bool | str = True,
-                     max_samples: int | None = 128, valid: torch.Tensor | None = None) -> torch.Tensor | None:
+                     max_samples: int | None = 128, valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Adapt the state neurons' base θ from the last backward.
 
         Every (step, sequence) pair is a sample of the per-step parameter gradients; the batch
         estimate of eq. 18 uses ``max_samples`` of them (the samples of ``⌈max_samples / B⌉``
         random steps; None: all ``T·B``, as the authors' POPGym code), then
         ``θ ← μ θ + (1 − μ) λ_batch``. ``valid [T, B]`` (bool, optional) keeps only those
-        samples (e.g. steps inside episodes). ``normalize``: see :mod:`sggraph.lambdas`
-        (the authors' code: ``"feedback"``). Returns ``λ_batch [N]`` (NaN: kept).
+        samples (e.g. steps inside episodes). ``normalize``: see :mod:`sggraph.engine.lambdas`
+        (the authors' code: ``"feedback"``). Returns ``{state: λ_batch [N]}`` (NaN: kept; empty when
+        ``valid`` leaves no sample).
         """
-        from .lambdas import check_momentum, momentum_update, no_feedback_error, recurrent_state_lambda
-
         check_momentum(momentum)
         if self.grouping != "child":
             raise LambdaError("adaptive λ is implemented for the 'child' grouping",
@@ -533,107 +520,18 @@ class CompiledCell(nn.Module):
         if valid is not None:
             usable = [i for i in usable if bool(valid[i].any())]
         if not usable:
-            return None
-        if _has_forward_tensors(st):
+            return {}
+        if has_forward_tensors(st):
             lam_batch = state_lambda_from_forward(st, usable, normalize, max_samples, valid)
         else:
             lam_batch = recurrent_state_lambda(st, usable, normalize, max_samples, valid)
         momentum_update(st.lam_self, st.lam, lam_batch, momentum)
-        return lam_batch
+        return {st.name: lam_batch}
 
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self.model_parameters())
         return (f"CompiledCell({self.cell.name!r}, state={self.state.count}x{self.state.dim}, params={n}, "
                 f"grouping={self.grouping!r}, rho={self.rho})")
-
-
-def _has_forward_tensors(st: _StateBlock) -> bool:
-    return (st.mode == "child" and st.u_all is not None and st.fed_all is not None and st.alpha_all is not None
-            and len(st.y_steps) == len(st.records) > 0 and (st.input_neurons == 0 or st.e_all is not None)
-            and isinstance(st.function, RecurrentSlotArray))
-
-
-@torch.no_grad()
-def state_lambda_from_forward(st: _StateBlock, steps: list[int], normalize: bool | str = True,
-                              max_samples: int | None = None, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """λ_batch ``[N]`` of the state neurons from the last child-path forward and backward.
-
-    The estimate of :func:`sggraph.lambdas.recurrent_state_lambda` (same samples, same random
-    steps under ``max_samples``; tested equal), organised for speed when every sample is used:
-
-    * the samples' inputs, routing weights and slot outputs come from the forward (no
-      re-concatenation, no rerun of the slots);
-    * the received and the predicted feedback are stacked, so every pass serves both;
-    * a neuron's per-sample gradient is linear in its cotangent ``c_b``, so each normalisation
-      is a per-sample scale of ``c_b`` (``feedback``: ``1/‖c_b‖``; ``gradient``: ``1/‖p̃_b‖``);
-    * the inner products need no slot-map rows: ``⟨dpre_b, dpre′_b⟩ = Σ_j c_b[j] c′_b[j]
-      Σ_s (α_s (1 − y_{s,j}²))²``;
-    * each batch mean ``Σ_b rows_b ⊗ x_b`` is one matmul per input block.
-    """
-    from .lambdas import _DIRECTION_EPS, batch_lambda_from_stats, normalization_mode
-
-    fn = st.function
-    mode = normalization_mode(normalize)
-    t_steps = len(st.records)
-    batch = st.u_all.shape[1] // t_steps  # type: ignore[union-attr]
-    if max_samples is not None:  # the samples of ⌈max_samples / B⌉ random steps (as recurrent_state_lambda)
-        keep = max(1, -(-max_samples // batch))
-        if keep < len(steps):
-            chosen = torch.randperm(len(steps))[:keep].sort().values.tolist()
-            steps = [steps[i] for i in chosen]
-    device = st.u_all.device  # type: ignore[union-attr]
-    mask = torch.zeros(t_steps, batch, dtype=torch.bool, device=device)
-    mask[steps] = True
-    if valid is not None:
-        mask &= valid.to(device=device, dtype=torch.bool)
-    cols = mask.reshape(-1).nonzero().squeeze(1)
-    r = cols.numel()
-    n, m, q, k = fn.count, fn.slots, fn.dim, fn.input_neurons
-    if r < 2:
-        return torch.full((n,), float("nan"), dtype=st.u_all.dtype, device=device)  # type: ignore[union-attr]
-    pick = (lambda x, dim: x) if r == t_steps * batch else (lambda x, dim: x.index_select(dim, cols))
-    u = pick(st.u_all, 1)  # [N, R, F q]
-    alpha = pick(st.alpha_all, 1)  # [N, R, M]
-    y = pick(torch.cat(st.y_steps, dim=1), 1)  # [N, R, M, q]
-    received = torch.cat([rec.received for rec in st.records], dim=1)
-    cot = torch.stack([pick(received, 1), pick(st.fed_all, 1)], dim=2)  # [N, R, 2, q]: received, predicted
-    if mode == "feedback":
-        cot = cot / cot.norm(dim=-1, keepdim=True).clamp_min(_DIRECTION_EPS)
-    x2 = (u * u).sum(-1)  # [N, R] ‖x_b‖²
-    e = pick(st.e_all, 0) if k else None  # [R, d_in]
-    if e is not None:
-        x2 = torch.cat([x2[:k] + (e * e).sum(-1), x2[k:]], dim=0)
-    gate = alpha.unsqueeze(-1) * (1 - y * y)  # [N, R, M, q] ∂ slot pre-activation / ∂ h̄
-    gate2 = (gate * gate).sum(2)  # [N, R, q]
-    scale = fn.scale.to(u).view(-1, 1, 1, 1)
-
-    def logit_rows(c):  # [N, R, 2, q] → [N, R, 2, M]: ∂/∂ routing logits
-        dalpha = torch.matmul(c, y.transpose(-1, -2))  # [N, R, 2, M]
-        a = alpha.unsqueeze(2)
-        return a * (dalpha - (a * dalpha).sum(-1, keepdim=True)) * scale
-
-    dlogit = logit_rows(cot)
-
-    def inner(i, j):  # ⟨p̃_b, s̃_b⟩-type products per sample, without forming the slot-map rows
-        pre = (gate2 * cot[:, :, i] * cot[:, :, j]).sum(-1)
-        return ((dlogit[:, :, i] * dlogit[:, :, j]).sum(-1) + pre) * x2 + pre
-
-    pp, ps, ss = inner(0, 0), inner(0, 1), inner(1, 1)
-    if mode == "gradient":  # unit per-sample gradients: scale each cotangent by 1/‖p̃_b‖ (the map is linear)
-        w = torch.stack([pp, ss], dim=2).clamp_min(0).sqrt().add(1e-12).reciprocal()  # [N, R, 2]
-        pp, ps, ss = pp * w[..., 0] ** 2, ps * w[..., 0] * w[..., 1], ss * w[..., 1] ** 2
-        cot, dlogit = cot * w.unsqueeze(-1), dlogit * w.unsqueeze(-1)
-    dpre = gate.unsqueeze(2) * cot.unsqueeze(3)  # [N, R, 2, M, q]
-    blocks = []  # per parameter block: the batch sums of both cotangents, [N, 2, ·]
-    for rows in (dlogit, dpre.flatten(3)):  # keys, slot maps: Σ_b rows_b ⊗ x_b
-        flat = rows.reshape(n, r, -1).transpose(1, 2)  # [N, 2 W, R]
-        blocks.append(torch.bmm(flat, u).view(n, 2, -1))
-        if e is not None:
-            on_e = torch.matmul(flat[:k], e).view(k, 2, -1)
-            blocks.append(torch.cat([on_e, on_e.new_zeros(n - k, 2, on_e.shape[-1])], dim=0))
-    blocks.append(dpre.sum(1).flatten(2))  # biases
-    means = torch.cat(blocks, dim=-1) / r  # [N, 2, P]
-    return batch_lambda_from_stats(means[:, 0], means[:, 1], pp, ps, ss)
 
 
 def compile_cell(cell: Cell, functions: Mapping[str, nn.Module] | None = None,

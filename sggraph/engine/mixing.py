@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import torch
 
-from .exceptions import GradientError
+from ..exceptions import GradientError
 
 __all__ = ["InMix", "OutMix", "ParamMix", "Record", "RecordGrad"]
 

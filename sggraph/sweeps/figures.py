@@ -41,7 +41,6 @@ Examples
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -53,15 +52,14 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_path, write_atomic
-from .exceptions import ConfigError
+from ..atomic import atomic_path, write_atomic
+from ..exceptions import ConfigError
 
 __all__ = [
     "ABLATIONS",
     "X_COLUMNS",
     "Y_COLUMNS",
     "Run",
-    "add_parser",
     "curve_auc",
     "load_runs",
     "mean_sem",
@@ -187,7 +185,7 @@ def _key(value: Any) -> str:
 
 
 def _fmt(value: Any) -> str:
-    from .sweep import format_value
+    from .spec import format_value
 
     if value is None:
         return "default"
@@ -348,7 +346,7 @@ def _band(ax, xs, mean, sem, label, color, **kw) -> None:
         ax.fill_between(xs, mean - sem, mean + sem, color=color, alpha=0.2, linewidth=0)
 
 
-def plot_sweep(sweep_dir: str | Path, out: str | Path | None = None, *, x: str | None = None, y: str | None = None,
+def plot_sweep(sweep_dir: str | Path, out: str | Path | None = None, *, x: str | None = None, y: str | None = None,  # noqa: C901
                ablations: Sequence[str] = tuple(ABLATIONS)) -> dict[str, Path]:
     """Draw every figure the sweep's grid supports; returns ``{figure or csv name: path}``.
 
@@ -522,40 +520,3 @@ def plot_sweep(sweep_dir: str | Path, out: str | Path | None = None, *, x: str |
             out / f"ablation_{key}.csv",
             ["slice", "method", key, "lr", "auc_mean", "auc_sem", "final_mean", "final_sem", "n_seeds"], rows)
     return written
-
-
-def _cmd_plot(args: argparse.Namespace) -> int:
-    runs, unfinished = load_runs(args.sweep_dir)
-    written = plot_sweep(args.sweep_dir, args.out, x=args.x, y=args.y,
-                         ablations=args.ablation if args.ablation else tuple(ABLATIONS))
-    print(f"{len(runs)} finished runs" + (f" ({len(unfinished)} unfinished left out: "
-                                          f"{', '.join(unfinished[:5])}{' ...' if len(unfinished) > 5 else ''})"
-                                          if unfinished else ""))
-    for path in written.values():
-        print(f"wrote {path}")
-    return 0
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``plot`` subcommand to an ``argparse`` subparsers object.
-
-    Examples
-    --------
-    >>> parser = argparse.ArgumentParser(prog="sggraph"); sub = parser.add_subparsers()
-    >>> _ = add_parser(sub)
-    >>> args = parser.parse_args(["plot", "runs/sweeps/small", "--out", "figs"])
-    >>> args.sweep_dir, args.out, args.run is _cmd_plot
-    ('runs/sweeps/small', 'figs', True)
-    """
-    p = subparsers.add_parser(
-        "plot", help="the paper's figures from a sweep directory (PNG + CSV of every plotted number)",
-        description="Learning curves at each method's best learning rate, learning-rate sensitivity (AUC), "
-                    "λ along training and ablations, each as PNG plus a CSV of the plotted numbers.")
-    p.add_argument("sweep_dir", metavar="SWEEP_DIR", help="the --out directory of `sggraph sweep`")
-    p.add_argument("--out", help="where to write the figures (default SWEEP_DIR/figures)")
-    p.add_argument("--x", help=f"x column of metrics.csv (default: the first of {', '.join(X_COLUMNS)})")
-    p.add_argument("--y", help=f"y column of metrics.csv (default: the first of {', '.join(Y_COLUMNS)})")
-    p.add_argument("--ablation", nargs="+", metavar="SETTING",
-                   help=f"settings to draw as ablations when varied (default: {' '.join(ABLATIONS)})")
-    p.set_defaults(run=_cmd_plot)
-    return p

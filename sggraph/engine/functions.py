@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .exceptions import CompileError
+from ..exceptions import CompileError
 
 __all__ = ["Identity", "Linear", "ScaledDot", "TanhLinear", "make_function"]
 

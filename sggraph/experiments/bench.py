@@ -25,14 +25,12 @@ JSON keys (later sections are added, never renamed)::
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
 
 import torch
 
-__all__ = ["add_parser", "bench_bandit", "bench_popgym", "bench_recurrent", "matmul_peak_gflops", "run_bench"]
+__all__ = ["bench_bandit", "bench_popgym", "bench_recurrent", "matmul_peak_gflops", "run_bench"]
 
 
 def matmul_peak_gflops(size: int = 1024, repeats: int = 20) -> float:
@@ -52,7 +50,7 @@ def bandit_flops(batch: int = 64, width: int = 200, layers: int = 5, q: int = 10
                  n_parents: int = 5, n_actions: int = 10) -> dict[str, float]:
     """Matmul FLOPs of one bandit training step (backprop and sgprop)."""
     fwd = gen = 0.0
-    for layer in range(1, layers + 1):
+    for _ in range(layers):
         d = q * n_parents  # layer 1 reads q*n_parents pixels, later layers n_parents neurons of dim q
         fwd += 2 * batch * width * d * (slots + slots * q) + 2 * batch * width * slots * q
         gen += 2 * batch * width * d * slots * q + 2 * batch * width * slots * q
@@ -74,7 +72,7 @@ BANDIT_VARIANTS = {
 def _bandit_step_timer(variant: str, batch: int, seed: int):
     """One training step of the MNIST bandit experiment (:func:`~sggraph.experiments.mnist_bandit.bandit_update`)
     with the settings of ``BANDIT_VARIANTS[variant]`` on random contexts and labels (10 actions)."""
-    from .experiments.mnist_bandit import BanditConfig, bandit_update, build_policy
+    from .mnist_bandit import BanditConfig, bandit_update, build_policy
 
     cfg = BanditConfig(seed=seed, batch=batch, classes=tuple(range(10)), **BANDIT_VARIANTS[variant])
     torch.manual_seed(seed)
@@ -126,8 +124,8 @@ class _Embedding(torch.nn.Module):
 
 
 def _recurrent_step_timer(method: str, steps: int, sequences: int, seed: int):
-    from .recurrent import compile_cell
-    from .unroll import Cell
+    from ..core.unroll import Cell
+    from ..engine.recurrent import compile_cell
 
     obs_dim = 20
     cell = Cell("popgym-sparsenet")
@@ -184,8 +182,8 @@ def bench_popgym(repeats: int = 5, warmup: int = 1, num_envs: int = 20, seed: in
     ``sggraph train popgym`` (its defaults: the authors' settings, adaptive θ from every valid
     sample), for SparseNet backprop, SparseNet sgprop (adaptive θ, schedule, generator update),
     GRU and LSTM, with the rollout's share of each batch and ``sgprop_over_backprop``."""
-    from .envs.popgym import LabyrinthBatch
-    from .experiments.popgym import PopgymConfig, build_policy, train_batch
+    from ..envs.popgym import LabyrinthBatch
+    from .popgym import PopgymConfig, build_policy, train_batch
 
     variants = {"backprop": ("sparsenet", "backprop"), "sgprop": ("sparsenet", "sgprop"),
                 "gru": ("gru", "backprop"), "lstm": ("lstm", "backprop")}
@@ -219,37 +217,3 @@ def run_bench(steps: int = 30) -> dict:
     """Every section of the benchmark."""
     return {"threads": torch.get_num_threads(), "matmul_peak_gflops": round(matmul_peak_gflops(), 1),
             "bandit": bench_bandit(steps=steps), "recurrent": bench_recurrent(), "popgym": bench_popgym()}
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    result = run_bench(steps=args.steps)
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    print(f"fp32 matmul peak: {result['matmul_peak_gflops']} GFLOP/s ({result['threads']} threads)")
-    b = result["bandit"]
-    print("bandit SparseNet step (5x200 neurons, q=10, 5 slots, 5 parents, batch 64):")
-    for m in ("backprop", "sgprop"):
-        print(f"  {m:16s}: {b[m + '_ms']:7.2f} ms/step  {b[m + '_gflop_per_step']:.3f} GFLOP  "
-              f"{b[m + '_gflops']:6.1f} GFLOP/s")
-    print(f"  {'sgprop_adaptive':16s}: {b['sgprop_adaptive_ms']:7.2f} ms/step  (sgprop + adaptive λ, eq. 18)")
-    print(f"  {'  single pass':16s}: {b['sgprop_adaptive_single_pass_ms']:7.2f} ms/step  (generator update after "
-          "the one backward)")
-    r = result["recurrent"]
-    print("recurrent SparseNet cell (128 neurons, q=6, 6 slots, 6 parents, 16 input neurons; T=80, 20 sequences):")
-    print(f"  backprop: {r['backprop_ms']:7.1f} ms   sgprop: {r['sgprop_ms']:7.1f} ms   "
-          f"ratio {r['sgprop_over_backprop']:.2f}")
-    g = result["popgym"]
-    print(f"POPGym batch (labyrinth_escape, {g['num_envs']} envs, rollout through the real envs + one update):")
-    for key, label in (("backprop", "SparseNet backprop"), ("sgprop", "SparseNet sgprop"), ("gru", "GRU"),
-                       ("lstm", "LSTM")):
-        print(f"  {label:18s}: {g[key + '_s']:6.3f} s/batch  (rollout {g[key + '_rollout_s']:.3f} s)")
-    print(f"  sgprop / backprop : {g['sgprop_over_backprop']:.2f}")
-    return 0
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="time compiled training steps (ms/step, FLOPs, GFLOP/s)")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.add_argument("--steps", type=int, default=30, help="timed steps per method (median reported)")
-    p.set_defaults(run=_cmd_bench)

@@ -93,7 +93,7 @@ class SlotGenerator(nn.Module):
     Parameters
     ----------
     count, in_dim, dim, slots : int
-        ``N, d, q, M`` as in :class:`~sggraph.neuron.SlotNeuronArray`.
+        ``N, d, q, M`` as in :class:`~sggraph.engine.neuron.SlotNeuronArray`.
     init_std : float, optional
         Initialise ``Ã, b̃ ~ N(0, init_std²)`` (the authors' MNIST bandit uses ``1/√d``);
         default zero (the authors' POPGym generators).

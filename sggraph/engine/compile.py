@@ -5,7 +5,7 @@ For every edge ``u → v`` with weight ``λ_{u→v}``, and ``ĥ_v`` node ``v``'s
     gradient u receives from v = λ_{u→v} J_uᵀ g̃_v + (1 − λ_{u→v}) J_uᵀ ĥ_v(z_v)
     v's parameter gradient     = J_θᵀ (λ^self_v g̃_v + (1 − λ^self_v) ĥ_v)
 
-The mixing lives inside PyTorch's autograd (:mod:`sggraph.mixing`): ``out = net(inputs)``,
+The mixing lives inside PyTorch's autograd (:mod:`sggraph.engine.mixing`): ``out = net(inputs)``,
 any loss, ``loss.backward()``, any optimizer. Per node the compiler picks the cheapest
 exact path each forward:
 
@@ -37,278 +37,38 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
-from .exceptions import CompileError, DimensionError, LambdaError
+from ..core.graph import Graph
+from ..core.unroll import Cell
+from ..exceptions import CompileError, DimensionError, LambdaError
+from .blocks import (
+    GROUPINGS,
+    ArrayBlock,
+    Block,
+    NodeBlock,
+    SourceBlock,
+    check_generators,
+    check_lambda_value,
+    observes,
+    split_ref,
+    step_on,
+)
 from .functions import make_function
-from .generators import GENERATOR_INITS, LinearGenerator, SlotGenerator, generator_init_std, takes_aux
-from .graph import Graph
-from .mixing import InMix, OutMix, ParamMix, Record, RecordGrad
-from .neuron import SlotNeuronArray, gather_by_table
+from .generators import (
+    GENERATOR_INITS,
+    LinearGenerator,
+    SlotGenerator,
+    generator_init_std,
+)
+from .lambdas import adapt_lambda as _adapt_lambda
+from .lambdas import no_feedback_error
+from .mixing import Record
+from .neuron import SlotNeuronArray
+from .recurrent import compile_cell
 
-__all__ = ["GROUPINGS", "CompiledGraph", "compile"]
-
-#: Named groupings of the mixing weights.
-#: ``edge``: every edge free, ``λ^self = 1`` unless set (eq. 5–6 as written);
-#: ``parent``: one λ per node over its out-edges (paper §4.2);
-#: ``child``: ``λ^self_v = λ_{·→v} = θ_v`` (the paper's experiment code; SparseNet runs).
-GROUPINGS = ("edge", "parent", "child")
-
-
-def step_on(loss: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> float:
-    """One ``optimizer`` step on ``loss`` (when it has a graph); returns its value."""
-    if optimizer is not None and loss.requires_grad:
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return float(loss.detach())
-
-
-def _observes(generator: nn.Module) -> bool:
-    """Generators with an ``observe(z, target)`` method (tabular) learn by observation, not by gradient."""
-    return callable(getattr(generator, "observe", None))
-
-
-def _split_ref(ref: str) -> tuple[str, int | None]:
-    base, _, rest = ref.partition("[")
-    return (base, int(rest[:-1])) if rest else (base, None)
-
-
-def _check_value(value: object, what: str) -> None:
-    t = torch.as_tensor(value, dtype=torch.float64)
-    if torch.isnan(t).any():
-        raise LambdaError(f"{what} is NaN", fix="use values in [0, 1]")
-    if (t < 0).any() or (t > 1).any():
-        bad = t[(t < 0) | (t > 1)].flatten()[0].item()
-        raise LambdaError(f"{what} = {bad} is outside [0, 1]", fix="mixing weights must lie in [0, 1]: "
-                          "1 is backpropagation, 0 fully synthetic")
-
-
-def _synthetic_vjp(out: torch.Tensor, h: torch.Tensor, rec: Record, inputs: dict[int, torch.Tensor],
-                   params: dict[str, torch.Tensor]) -> None:
-    """Fill ``rec`` with ``J_zᵀ ĥ`` per input and ``J_θᵀ ĥ`` per mixed parameter (one VJP)."""
-    wanted = [(("in", k), t) for k, t in inputs.items() if t.requires_grad]
-    wanted += [(("param", n), t) for n, t in params.items()]
-    if not wanted or not out.requires_grad:
-        return
-    grads = torch.autograd.grad(out, [t for _, t in wanted], h.detach(), retain_graph=True, allow_unused=True)
-    for ((kind, key), t), g in zip(wanted, grads):
-        g = torch.zeros_like(t) if g is None else g
-        if kind == "in":
-            rec.synthetic_input[key] = g  # type: ignore[index]
-        else:
-            rec.synthetic_params[key] = g  # type: ignore[index]
-
-
-def check_generators(generators: Mapping[str, nn.Module], where=lambda name: (None, None)) -> None:
-    """Reject, naming the node (and its file and line), a generator that is not a module taking
-    ``z`` or ``(z, aux)``."""
-    for name, gen in generators.items():
-        file, line = where(name)
-        if not isinstance(gen, nn.Module):
-            raise CompileError(f"generators[{name!r}] is a {type(gen).__name__}, not an nn.Module", node=name,
-                               file=file, line=line, fix="pass a torch.nn.Module mapping z to the node's shape")
-        if takes_aux(gen) is None:
-            raise CompileError(f"generators[{name!r}] ({type(gen).__name__}) cannot be called as generator(z) "
-                               "or generator(z, aux)", node=name, file=file, line=line,
-                               fix="give its forward one argument z, or two (z, aux)")
-
-
-class _Block(nn.Module):
-    """One declared node or array: its function, generator, weights and last forward."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        self.name = name
-        self.record: Record | None = None
-        self.prediction: torch.Tensor | None = None
-        self.generator_input: torch.Tensor | None = None
-        self.last_inputs: tuple | None = None  # detached inputs of the last mixed forward (adaptive λ)
-        self.aux: dict | None = None  # detached forward quantities of the array template (child path)
-        self.output: torch.Tensor | None = None  # the output whose gradient is the received feedback
-        self.mode = "plain"
-
-    def predict(self, z: torch.Tensor, aux: dict | None) -> torch.Tensor:
-        """The generator's ``ĥ_v``: ``generator(z, aux)``, or ``generator(z)`` for one-argument modules."""
-        gen = self.generator  # type: ignore[attr-defined]
-        return gen(z, aux) if self._gen_aux else gen(z)
-
-    def _set_generator(self, generator: nn.Module) -> None:
-        self.generator = generator
-        self._gen_aux = takes_aux(generator) is not False
-
-    def modes(self) -> str:
-        lam = self.lam  # type: ignore[attr-defined]
-        if lam.numel() == 0 or bool((lam == self._self_per_edge()).all()):
-            return "child"
-        return "general"
-
-    def _self_per_edge(self) -> torch.Tensor:
-        raise NotImplementedError
-
-
-class _NodeBlock(_Block):
-    """A plain node: ``x_v = f_v(cat(parents))``; λ per parent ``[P]``, ``λ^self`` scalar."""
-
-    def __init__(self, name: str, parents: Sequence[str], parent_dims: Sequence[int], dim: int,
-                 function: nn.Module, generator: nn.Module) -> None:
-        super().__init__(name)
-        self.parents = tuple(parents)
-        self.parent_dims = tuple(parent_dims)
-        self.dim = dim
-        self.function = function
-        self._set_generator(generator)
-        self.register_buffer("lam", torch.ones(len(parents)))
-        self.register_buffer("lam_self", torch.ones(()))
-        self.register_buffer("_dims", torch.tensor(self.parent_dims, dtype=torch.long), persistent=False)
-
-    def _self_per_edge(self) -> torch.Tensor:
-        return self.lam_self
-
-    def run(self, values: Mapping[str, torch.Tensor], net: CompiledGraph) -> torch.Tensor:
-        parts = []
-        for ref in self.parents:
-            base, idx = _split_ref(ref)
-            v = values[base]
-            if idx is not None:
-                v = v[idx]
-            elif v.dim() == 3:  # a whole array, neuron-major [N, B, q] -> [B, N q]
-                v = v.transpose(0, 1).reshape(v.shape[1], -1)
-            parts.append(v)
-        z_raw = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
-        if not torch.is_grad_enabled():  # an evaluation forward keeps the last backward's records
-            return self._checked(self.function(z_raw), z_raw)
-        mode = self.mode = net._mode_for(self)
-        rec = self.record = Record(self.name, net.check_finite)
-        self.prediction = self.generator_input = self.output = None
-        if mode == "plain":
-            self.last_inputs = None
-            return self._checked(self.function(z_raw), z_raw)
-        self.generator_input = z_raw.detach()
-        self.last_inputs = (self.generator_input,)
-        h = self.prediction = self.predict(self.generator_input, None)
-        if mode == "child":
-            out = self.output = self._checked(self.function(z_raw), z_raw)
-            rec.synthetic_output = h.detach()
-            return OutMix.apply(out, self.lam_self, rec)
-        lam_cols = torch.repeat_interleave(self.lam, self._dims.to(self.lam.device))
-        z = InMix.apply(z_raw, lam_cols, rec, 0)
-        params = {}
-        if bool((self.lam_self != 1).any()):
-            params = {n: ParamMix.apply(p, self.lam_self, rec, n) for n, p in self.function.named_parameters()}
-            out = torch.func.functional_call(self.function, params, (z,))
-        else:
-            out = self.function(z)
-        out = self.output = self._checked(out, z_raw)
-        _synthetic_vjp(out, h, rec, {0: z}, params)
-        return RecordGrad.apply(out, rec)
-
-    def _checked(self, out: object, z: torch.Tensor) -> torch.Tensor:
-        if not isinstance(out, torch.Tensor) or out.shape != (z.shape[0], self.dim):
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise DimensionError(f"its function returned shape {shape}, expected [B={z.shape[0]}, dim={self.dim}]",
-                                 node=self.name, fix=f"make the function map [B, {z.shape[-1]}] to [B, {self.dim}], "
-                                 f"or change the node's dim to match")
-        return out
-
-    def edge_slots(self, parent: str) -> list[int]:
-        return [i for i, p in enumerate(self.parents) if p == parent]
-
-
-class _ArrayBlock(_Block):
-    """A node array: gather by the parent table, one batched template call.
-
-    λ is ``[N, F (+1 residual column)]``, ``λ^self`` is ``[N]``.
-    """
-
-    def __init__(self, name: str, parent: str, table: np.ndarray, residual: bool, count: int, dim: int,
-                 parent_dim: int, function: nn.Module, generator: nn.Module) -> None:
-        super().__init__(name)
-        self.parent = parent
-        self.count, self.dim, self.parent_dim = count, dim, parent_dim
-        self.fan_in = int(table.shape[1])
-        self.residual = residual
-        self.function = function
-        self._set_generator(generator)
-        self.register_buffer("table", torch.as_tensor(table, dtype=torch.long), persistent=False)
-        self.register_buffer("flat_table", self.table.flatten(), persistent=False)
-        self.register_buffer("lam", torch.ones(count, self.fan_in + int(residual)))
-        self.register_buffer("lam_self", torch.ones(count))
-
-    def _self_per_edge(self) -> torch.Tensor:
-        return self.lam_self.unsqueeze(1)
-
-    def gather(self, prev: torch.Tensor) -> torch.Tensor:
-        """``prev [Np, B, qp]`` → local inputs ``u [N, B, F·qp]``."""
-        return gather_by_table(prev, self.flat_table, self.count, self.fan_in)
-
-    def run(self, values: Mapping[str, torch.Tensor], net: CompiledGraph) -> torch.Tensor:
-        prev = values[self.parent]
-        u_raw = self.gather(prev)
-        r_raw = prev if self.residual else None
-        if not torch.is_grad_enabled():  # an evaluation forward keeps the last backward's records
-            return self._checked(self.function(u_raw, r_raw)[0], u_raw)
-        mode = self.mode = net._mode_for(self)
-        rec = self.record = Record(self.name, net.check_finite)
-        self.prediction = self.generator_input = self.output = None
-        self.aux = None
-        if mode == "plain":
-            self.last_inputs = None
-            return self._checked(self.function(u_raw, r_raw)[0], u_raw)
-        self.last_inputs = (u_raw.detach(), None if r_raw is None else r_raw.detach())
-        if mode == "child":
-            out, aux = self.function(u_raw, r_raw)
-            out = self.output = self._checked(out, u_raw)
-            self.aux = {k: v.detach() for k, v in aux.items()}
-            self.generator_input = u_raw.detach()
-            h = self.prediction = self.predict(self.generator_input, aux)
-            rec.synthetic_output = h.detach()
-            return OutMix.apply(out, self.lam_self.view(-1, 1, 1), rec)
-        f, qp = self.fan_in, self.parent_dim
-        u = InMix.apply(u_raw, self.lam[:, :f].repeat_interleave(qp, dim=1).unsqueeze(1), rec, 0)
-        r = InMix.apply(r_raw, self.lam[:, f:].unsqueeze(1), rec, 1) if self.residual else None
-        params = {}
-        if bool((self.lam_self != 1).any()):
-            shaped = self.lam_self
-            params = {n: ParamMix.apply(p, shaped.view(-1, *([1] * (p.dim() - 1))), rec, n)
-                      for n, p in self.function.named_parameters()}
-        out, aux = self.function(u, r, params) if params else self.function(u, r)
-        out = self.output = self._checked(out, u_raw)
-        self.generator_input = u_raw.detach()
-        h = self.prediction = self.predict(self.generator_input, aux)
-        _synthetic_vjp(out, h, rec, {0: u, 1: r} if r is not None else {0: u}, params)
-        return RecordGrad.apply(out, rec)
-
-    def _checked(self, out: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        want = (self.count, u.shape[1], self.dim)
-        if out.shape != want:
-            raise DimensionError(f"its array function returned shape {tuple(out.shape)}, expected {list(want)}",
-                                 node=self.name, fix="return [count, B, dim] from the array module")
-        return out
-
-    def columns_for(self, parent_index: int | None, child_index: int | None) -> torch.Tensor:
-        """Boolean mask ``[N, F(+1)]`` of table entries from parent neuron ``parent_index``."""
-        mask = torch.zeros(self.count, self.fan_in + int(self.residual), dtype=torch.bool, device=self.lam.device)
-        if parent_index is None:
-            mask[:] = True
-        else:
-            mask[:, : self.fan_in] = self.table == parent_index
-            if self.residual:
-                mask[parent_index, self.fan_in] = parent_index < self.count
-        if child_index is not None:
-            keep = torch.zeros_like(mask)
-            keep[child_index] = mask[child_index]
-            mask = keep
-        return mask
-
-
-class _SourceBlock(nn.Module):
-    def __init__(self, name: str, dim: int, count: int | None) -> None:
-        super().__init__()
-        self.name, self.dim, self.count = name, dim, count
-
+__all__ = ["GROUPINGS", "CompiledGraph", "compile", "lambda_state"]
 
 class CompiledGraph(nn.Module):
     """A graph compiled to PyTorch; backward runs eq. 5–6 with the current λ.
@@ -354,7 +114,7 @@ class CompiledGraph(nn.Module):
                                        fix=f"use one of {', '.join(sorted(known)[:12])}")
         check_generators(generators, graph.where)
         self.blocks = nn.ModuleDict()
-        self.sources: dict[str, _SourceBlock] = {}
+        self.sources: dict[str, SourceBlock] = {}
         layers = graph.block_layers()
         self.order = sorted(layers, key=lambda b: layers[b])
         dims = {n: node.dim for n, node in graph.nodes.items()}
@@ -363,10 +123,10 @@ class CompiledGraph(nn.Module):
             if name in graph.nodes:
                 node = graph.nodes[name]
                 if not node.parents:
-                    self.sources[name] = _SourceBlock(name, node.dim, None)
+                    self.sources[name] = SourceBlock(name, node.dim, None)
                     continue
                 pdims = [dims[p] if p in dims else graph.arrays[p].count * graph.arrays[p].dim
-                         if p in graph.arrays else graph.arrays[_split_ref(p)[0]].dim for p in node.parents]
+                         if p in graph.arrays else graph.arrays[split_ref(p)[0]].dim for p in node.parents]
                 if name in functions:
                     fn = functions[name]
                 elif node.fn is not None:
@@ -377,11 +137,11 @@ class CompiledGraph(nn.Module):
                                            f"compile(graph, functions={{'{name}': module}})")
                 gen = generators.get(name) or LinearGenerator(sum(pdims), node.dim,
                                                               generator_init_std(generator_init, sum(pdims)))
-                self.blocks[name] = _NodeBlock(name, node.parents, pdims, node.dim, fn, gen)
+                self.blocks[name] = NodeBlock(name, node.parents, pdims, node.dim, fn, gen)
             else:
                 arr = graph.arrays[name]
                 if arr.parent is None:
-                    self.sources[name] = _SourceBlock(name, arr.dim, arr.count)
+                    self.sources[name] = SourceBlock(name, arr.dim, arr.count)
                     continue
                 parent = graph.arrays[arr.parent]
                 table = graph.array_table(name)
@@ -389,20 +149,20 @@ class CompiledGraph(nn.Module):
                 fn = functions.get(name) or SlotNeuronArray(arr.count, in_dim, arr.dim, arr.slots, arr.residual)
                 gen = generators.get(name) or SlotGenerator(arr.count, in_dim, arr.dim, arr.slots,
                                                             generator_init_std(generator_init, in_dim))
-                self.blocks[name] = _ArrayBlock(name, arr.parent, table, arr.residual, arr.count, arr.dim,
+                self.blocks[name] = ArrayBlock(name, arr.parent, table, arr.residual, arr.count, arr.dim,
                                                 parent.dim, fn, gen)
         self.terminal_blocks = [b for b in self.order if b in self.blocks and not self._has_children(b)]
 
     def _has_children(self, name: str) -> bool:
         for other in self.blocks.values():
-            if isinstance(other, _NodeBlock) and any(_split_ref(p)[0] == name for p in other.parents):
+            if isinstance(other, NodeBlock) and any(split_ref(p)[0] == name for p in other.parents):
                 return True
-            if isinstance(other, _ArrayBlock) and other.parent == name:
+            if isinstance(other, ArrayBlock) and other.parent == name:
                 return True
         return False
 
     # --------------------------------------------------------------- forward
-    def _mode_for(self, block: _Block) -> str:
+    def mode_for(self, block: Block) -> str:
         if not self.synthetic or not torch.is_grad_enabled():
             return "plain"
         return block.modes()
@@ -424,7 +184,7 @@ class CompiledGraph(nn.Module):
         return self._public(values, names)
 
     def _public(self, values: Mapping[str, torch.Tensor], names: Sequence[str]) -> dict[str, torch.Tensor]:
-        arrays = {n for n, b in self.blocks.items() if isinstance(b, _ArrayBlock)}
+        arrays = {n for n, b in self.blocks.items() if isinstance(b, ArrayBlock)}
         arrays |= {n for n, s in self.sources.items() if s.count is not None}
         return {n: values[n].transpose(0, 1) if n in arrays else values[n] for n in names}
 
@@ -470,22 +230,23 @@ class CompiledGraph(nn.Module):
             yield from b.generator.parameters()
 
     # ---------------------------------------------------------------- lambda
-    def _block(self, name: str) -> _Block:
+    def block(self, name: str) -> Block:
+        """The compiled block of a node or array (raises :class:`~sggraph.LambdaError` for sources and unknown names)."""
         if name not in self.blocks:
             what = "a source (it has no in-edges)" if name in self.sources else "not a node of the graph"
             raise LambdaError(f"'{name}' is {what}", node=name, fix="name a non-source node or array")
         return self.blocks[name]  # type: ignore[return-value]
 
-    def _edge_mask(self, parent: str, child: str) -> tuple[_Block, object]:
+    def _edge_mask(self, parent: str, child: str) -> tuple[Block, object]:
         """The block and index/mask of its ``lam`` entries for edge ``parent → child``."""
-        cbase, cidx = _split_ref(child)
-        pbase, pidx = _split_ref(parent)
-        block = self.blocks[cbase] if cbase in self.blocks else None
-        if isinstance(block, _NodeBlock) and cidx is None:
+        cbase, cidx = split_ref(child)
+        pbase, pidx = split_ref(parent)
+        block = self.blocks[cbase] if cbase in self.blocks else None  # noqa: SIM401 - nn.ModuleDict has no get
+        if isinstance(block, NodeBlock) and cidx is None:
             slots = block.edge_slots(parent)
             if slots:
                 return block, slots
-        if isinstance(block, _ArrayBlock) and block.parent == pbase:
+        if isinstance(block, ArrayBlock) and block.parent == pbase:
             mask = block.columns_for(pidx, cidx)
             if bool(mask.any()):
                 return block, mask
@@ -493,20 +254,20 @@ class CompiledGraph(nn.Module):
                           fix="name an existing (parent, child) pair; neurons of arrays are name[i], "
                               "or use array names for all edges between two arrays")
 
-    def _out_edges(self, parent: str) -> list[tuple[_Block, object]]:
-        pbase, pidx = _split_ref(parent)
+    def _out_edges(self, parent: str) -> list[tuple[Block, object]]:
+        pbase, pidx = split_ref(parent)
         found = []
         for block in self.blocks.values():
-            if isinstance(block, _NodeBlock):
+            if isinstance(block, NodeBlock):
                 slots = [i for i, p in enumerate(block.parents)
-                         if p == parent or (pidx is None and _split_ref(p)[0] == pbase)]
+                         if p == parent or (pidx is None and split_ref(p)[0] == pbase)]
                 if slots:
                     found.append((block, slots))
             elif block.parent == pbase:
                 found.append((block, block.columns_for(pidx, None)))
         return found
 
-    def _write(self, block: _Block, where: object, value: object) -> None:
+    def _write(self, block: Block, where: object, value: object) -> None:
         lam = block.lam
         with torch.no_grad():
             if isinstance(value, torch.Tensor) and value.dim() > 0 and isinstance(where, torch.Tensor):
@@ -540,7 +301,7 @@ class CompiledGraph(nn.Module):
         Under the ``child`` grouping an edge ``(u, v)`` sets ``θ_v``; under ``parent`` it
         sets ``λ_u`` — the tied weights move together.
         """
-        _check_value(value, "λ")
+        check_lambda_value(value, "λ")
         if edge is not None and node is not None:
             raise LambdaError("give either edge or node, not both", fix="call set_lambda once per target")
         if edge is None and node is None:
@@ -569,7 +330,7 @@ class CompiledGraph(nn.Module):
             if not edges:
                 raise LambdaError("this node has no out-edges", node=node, fix="name a node with children")
             for block, where in edges:
-                if isinstance(value, torch.Tensor) and value.dim() == 1 and isinstance(block, _ArrayBlock):
+                if isinstance(value, torch.Tensor) and value.dim() == 1 and isinstance(block, ArrayBlock):
                     # one λ per parent neuron: spread over the table
                     per_edge = value.to(block.lam)[block.table]
                     if block.residual:
@@ -581,10 +342,10 @@ class CompiledGraph(nn.Module):
         self._set_node_in(node, value, include_self=self.grouping == "child")
 
     def _set_node_in(self, node: str, value: float | torch.Tensor, include_self: bool) -> None:
-        base, idx = _split_ref(node)
-        block = self._block(base)
+        base, idx = split_ref(node)
+        block = self.block(base)
         with torch.no_grad():
-            if isinstance(block, _ArrayBlock):
+            if isinstance(block, ArrayBlock):
                 sel = slice(None) if idx is None else idx
                 v = value.to(block.lam) if isinstance(value, torch.Tensor) else float(value)
                 if isinstance(v, torch.Tensor) and v.dim() == 1 and idx is None:
@@ -612,11 +373,11 @@ class CompiledGraph(nn.Module):
 
         Under the ``child`` grouping this is ``θ_v`` and also sets v's in-edges.
         """
-        _check_value(value, "λ^self")
+        check_lambda_value(value, "λ^self")
         targets = [node] if node is not None else list(self.blocks)
         for t in targets:
-            base, idx = _split_ref(t)
-            block = self._block(base)
+            base, idx = split_ref(t)
+            block = self.block(base)
             if self.grouping == "child":
                 self._set_node_in(t, value, include_self=True)
                 continue
@@ -630,8 +391,8 @@ class CompiledGraph(nn.Module):
 
     def get_self_lambda(self, node: str) -> float | torch.Tensor:
         """``λ^self`` of a node (float) or of an array (``[N]`` tensor)."""
-        base, idx = _split_ref(node)
-        block = self._block(base)
+        base, idx = split_ref(node)
+        block = self.block(base)
         if idx is not None:
             return float(block.lam_self[idx])
         return float(block.lam_self) if block.lam_self.dim() == 0 else block.lam_self.clone()
@@ -640,11 +401,9 @@ class CompiledGraph(nn.Module):
                      fast: bool = True) -> dict[str, torch.Tensor]:
         """Adaptive λ from the last backward (eq. 18 batch estimate, momentum eq. 145).
 
-        See :func:`sggraph.lambdas.adapt_lambda`.
+        See :func:`sggraph.engine.lambdas.adapt_lambda`.
         """
-        from .lambdas import adapt_lambda
-
-        return adapt_lambda(self, momentum=momentum, normalize=normalize, nodes=nodes, fast=fast)
+        return _adapt_lambda(self, momentum=momentum, normalize=normalize, nodes=nodes, fast=fast)
 
     # ------------------------------------------------------------ generators
     def generator_loss(self) -> torch.Tensor:
@@ -658,7 +417,7 @@ class CompiledGraph(nn.Module):
         total = None
         for block in self.blocks.values():
             rec, pred = block.record, block.prediction
-            if rec is None or pred is None or rec.received is None or _observes(block.generator):
+            if rec is None or pred is None or rec.received is None or observes(block.generator):
                 continue
             loss = torch.mean((pred - rec.received) ** 2)
             total = loss if total is None else total + loss
@@ -710,21 +469,38 @@ class CompiledGraph(nn.Module):
         when no feedback was recorded (no backward since the last grad-enabled forward).
         """
         if not self.has_feedback():
-            from .lambdas import no_feedback_error
-
             raise no_feedback_error("update_generators")
         for block in self.blocks.values():
-            if _observes(block.generator) and block.record is not None \
+            if observes(block.generator) and block.record is not None \
                     and block.record.received is not None and block.generator_input is not None:
                 block.generator.observe(block.generator_input, block.record.received)
         return step_on(self.generator_loss(), optimizer)
 
     def received(self, name: str) -> torch.Tensor | None:
         """The feedback node ``name`` received in the last backward (``[B, dim]``; arrays ``[B, N, q]``)."""
-        rec = self._block(name).record
+        rec = self.block(name).record
         if rec is None or rec.received is None:
             return None
-        return rec.received.transpose(0, 1) if isinstance(self.blocks[name], _ArrayBlock) else rec.received
+        return rec.received.transpose(0, 1) if isinstance(self.blocks[name], ArrayBlock) else rec.received
+
+    # ------------------------------------------------------------- read API
+    def edge_lambdas(self) -> dict[str, torch.Tensor]:
+        """Every node's in-edge weights (copies): nodes ``[P]`` (one per parent ref), arrays ``[N, F (+1)]``
+        (the parent table's columns, then the residual edge)."""
+        return {name: b.lam.detach().clone() for name, b in self.blocks.items()}
+
+    def self_lambdas(self) -> dict[str, torch.Tensor]:
+        """Every node's ``λ^self`` (copies): nodes ``[]``, arrays ``[N]``."""
+        return {name: b.lam_self.detach().clone() for name, b in self.blocks.items()}
+
+    def records(self) -> dict[str, Record]:
+        """The feedback records of the last grad-enabled forward, by node; ``record.received`` is what
+        the last backward delivered (arrays neuron-major ``[N, B, q]``)."""
+        return {name: b.record for name, b in self.blocks.items() if b.record is not None}
+
+    def paths(self) -> dict[str, str]:
+        """The path each node ran in the last grad-enabled forward: ``plain``, ``child`` or ``general``."""
+        return {name: b.mode for name, b in self.blocks.items()}
 
     def __repr__(self) -> str:
         n_model = sum(p.numel() for p in self.model_parameters())
@@ -732,6 +508,19 @@ class CompiledGraph(nn.Module):
         return (f"CompiledGraph({self.graph.name!r}, blocks={len(self.blocks)}, sources={len(self.sources)}, "
                 f"params={n_model}, generator_params={n_gen}, grouping={self.grouping!r}, "
                 f"synthetic={self.synthetic})")
+
+
+def lambda_state(state: Mapping[str, object]) -> dict[str, torch.Tensor]:
+    """The λ entries of a compiled graph's ``state_dict`` (e.g. a checkpoint's ``model``): every node's
+    in-edge weights and ``λ^self``, under the keys ``load_state_dict`` expects.
+
+    >>> import sggraph
+    >>> g = sggraph.Graph(); g.add_node("z", 2); g.add_node("y", 1, ["z"], fn="linear")
+    >>> sorted(lambda_state(sggraph.compile(g).state_dict()))
+    ['blocks.y.lam', 'blocks.y.lam_self']
+    """
+    return {k: v for k, v in state.items() if isinstance(k, str) and k.endswith((".lam", ".lam_self"))
+            and isinstance(v, torch.Tensor)}
 
 
 def compile(graph: Graph, functions: Mapping[str, nn.Module] | None = None,
@@ -761,8 +550,8 @@ def compile(graph: Graph, functions: Mapping[str, nn.Module] | None = None,
     Returns
     -------
     CompiledGraph
-        (or a :class:`~sggraph.recurrent.CompiledCell` when ``graph`` is a recurrent
-        :class:`~sggraph.unroll.Cell`).
+        (or a :class:`~sggraph.engine.recurrent.CompiledCell` when ``graph`` is a recurrent
+        :class:`~sggraph.core.unroll.Cell`).
 
     Examples
     --------
@@ -773,11 +562,7 @@ def compile(graph: Graph, functions: Mapping[str, nn.Module] | None = None,
     ...
     sggraph.exceptions.CompileError: node 'y': no function for this node. Fix: add `fn: linear|tanh|identity|dot` in the YAML, or pass compile(graph, functions={'y': module}).
     """
-    from .unroll import Cell
-
     if isinstance(graph, Cell):
-        from .recurrent import compile_cell
-
         if generator_init != "zero":
             raise CompileError(f"generator_init='{generator_init}' is not available for a recurrent cell",
                                fix="pass generators={name: module} to initialise a cell's generators")
