@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sggraph-installed
 
-.PHONY: test demo bench clean
+.PHONY: test lint demo bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# ruff (pyflakes, isort, bugbear, simplify, complexity) and the import-linter layer contracts
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	LINT_IMPORTS=$(CURDIR)/$(VENV)/bin/lint-imports .ci/lint-imports
 
 demo: $(STAMP)
 	$(VENV)/bin/sggraph demo

@@ -1,4 +1,4 @@
-"""MNIST in the IDX format, and the MNIST contextual bandit (DESIGN.md §4.3).
+"""MNIST in the IDX format, and the MNIST contextual bandit of the paper's App. H.3.
 
 :func:`load_idx` reads one IDX file (gzip-compressed or plain), :func:`load_mnist`
 finds an image/label pair in a directory, and :class:`MnistBandit` turns the
@@ -258,7 +258,7 @@ def load_mnist(data_dir: str | os.PathLike | None = None, split: str = "all") ->
 
 
 class MnistBandit:
-    """The MNIST contextual bandit (DESIGN.md §4.3, the paper's App. H.3).
+    """The MNIST contextual bandit (the paper's App. H.3).
 
     Context: an image, flattened to 784 pixels, scaled by 1/255 and standardised
     as ``(x - 0.1307) / 0.3081``. Action: an index into ``classes``. Reward: 1.0

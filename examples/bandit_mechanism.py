@@ -2,7 +2,7 @@
 
 For model snapshots of an sgprop run (``sggraph train mnist-bandit --snapshots 3``: steps 0, the
 middle and the end), profile each SparseNet layer's gradient estimators with
-``sggraph.diagnostics.profile`` on fresh training batches of the bandit. A sample's feedback is
+``sggraph.engine.diagnostics.profile`` on fresh training batches of the bandit. A sample's feedback is
 its share of the batch-mean REINFORCE loss's gradient, ``∂(−r log π(a)/n)/∂logits =
 −r (e_a − π)/n`` with flipped rewards — the scale the generators were trained on:
 
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from sggraph.diagnostics import profile
+from sggraph.engine.diagnostics import profile
 from sggraph.envs.mnist import MnistBandit, load_mnist
 from sggraph.experiments.mnist_bandit import BanditConfig, build_policy
 
@@ -61,10 +61,10 @@ def _prediction_scale(net, sampler, n: int) -> dict[str, dict[str, float]]:
     net.zero_grad(set_to_none=True)
     (net(inputs)["logits"] * feedback["logits"]).sum().backward()
     out = {}
-    for name, block in net.blocks.items():
-        if block.prediction is None or block.record is None or block.record.received is None:
+    for name, record in net.records().items():
+        if record.synthetic_output is None or record.received is None:
             continue
-        pred, got = block.prediction.detach().flatten(), block.record.received.flatten()
+        pred, got = record.synthetic_output.flatten(), record.received.flatten()
         out[name] = {"pred_over_received": float(pred.norm() / got.norm()),
                      "cosine": float(torch.nn.functional.cosine_similarity(pred, got, dim=0))}
     net.zero_grad(set_to_none=True)
@@ -104,7 +104,7 @@ def main() -> None:
                    "delta2_backprop": prof.delta2_backprop, "delta2_mixture": prof.delta2_mixture,
                    "mixture_variance_term": prof.delta2_mixture - prof.b2, "mixture_bias2": prof.b2,
                    "lambda_star": prof.lambda_star,
-                   "lambda_adaptive_mean": float(net.blocks[layer].lam_self.mean()), **scale[layer]}
+                   "lambda_adaptive_mean": float(net.self_lambdas()[layer].mean()), **scale[layer]}
             rows.append(row)
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
                   flush=True)

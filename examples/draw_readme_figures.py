@@ -1,4 +1,4 @@
-"""Draw the README's three pictures with sggraph.viz and the real `dot`.
+"""Draw the README's three pictures with sggraph.draw and the real `dot`.
 
 Run:  python examples/draw_readme_figures.py [--run runs/paper/sgprop-seed0] [--out examples/results]
 
@@ -15,10 +15,11 @@ import argparse
 from pathlib import Path
 
 import torch
-from sggraph.models.sparsenet import sparsenet_graph
 
 import sggraph
-from sggraph.viz import draw, render
+from sggraph.draw import draw, render
+from sggraph.engine.compile import lambda_state
+from sggraph.models.sparsenet import sparsenet_graph
 
 HERE = Path(__file__).resolve().parent
 
@@ -41,7 +42,7 @@ def main() -> None:
                             len(cfg["classes"]), cfg["seed"])
     net = sggraph.compile(graph, grouping="child")
     state = torch.load(Path(args.run) / "checkpoint.pt", weights_only=False)["model"]
-    net.load_state_dict({k: v for k, v in state.items() if k.endswith((".lam", ".lam_self"))}, strict=False)
+    net.load_state_dict(lambda_state(state), strict=False)
     print(render(draw(net), out / "sparsenet_lambda.png"))
 
     cell = sggraph.Cell("popgym-sparsenet")

@@ -25,16 +25,14 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import attrs
 import numpy as np
 import torch
 from torch import nn
 
 import sggraph
+from sggraph.engine.generators import TabularGenerator
 from sggraph.exceptions import ConfigError
-from sggraph.generators import TabularGenerator
 
 __all__ = [
     "CASES",
@@ -47,9 +45,7 @@ __all__ = [
     "expert_graph",
     "make_problem",
     "numpy_estimates",
-    "paired_bootstrap_ratio",
     "sample_feedback",
-    "sweep",
 ]
 
 CASES = ("noisy", "activation", "partial")
@@ -262,56 +258,3 @@ class ExpertSimulator:
 def engine_estimates(prob: ExpertProblem, ghat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:meth:`ExpertSimulator.estimates` with a fresh simulator."""
     return ExpertSimulator(prob.d, prob.k, prob.m).estimates(prob, ghat)
-
-
-def paired_bootstrap_ratio(err_bp: np.ndarray, err_sg: np.ndarray, rng: np.random.Generator,
-                           resamples: int = 2000) -> tuple[float, float, float]:
-    """``mean(err_bp)/mean(err_sg)`` and its paired-bootstrap 95% CI over trials."""
-    ratio = float(err_bp.mean() / err_sg.mean())
-    idx = rng.integers(0, len(err_bp), size=(resamples, len(err_bp)))
-    boot = err_bp[idx].mean(1) / err_sg[idx].mean(1)
-    low, high = np.percentile(boot, [2.5, 97.5])
-    return ratio, float(low), float(high)
-
-
-def sweep(ds: Iterable[int], ks: Iterable[int], cases: Iterable[str], ns: Iterable[int], trials: int = 20,
-          m: int = 5, seed: int = 0, sigma: float = 0.5, p: float = 0.5, tau: float = 0.5,
-          progress=None) -> list[dict]:
-    """Backprop vs synthetic MSE per (case, d, k, n), with ratio, CI and theory ``2^{d−k}``.
-
-    Combinations with ``k > d`` are skipped. Every (case, d, k, trial) draws its problem from
-    ``numpy.random.default_rng([seed, case, d, k, trial])``; the ``n`` values reuse it.
-    """
-    ds, ks, cases, ns = list(ds), list(ks), list(cases), list(ns)
-    for case in cases:
-        for n in ns:
-            check_settings(max(ds), min(ks), n, case, m)
-    for d in ds:
-        for k in ks:
-            if k <= d:
-                check_settings(d, k, 1, cases[0], m)
-    rows = []
-    for ci, case in enumerate(cases):
-        for d in ds:
-            for k in ks:
-                if k > d:
-                    continue
-                sim = ExpertSimulator(d, k, m)
-                errs = {n: ([], []) for n in ns}
-                for trial in range(trials):
-                    rng = np.random.default_rng([seed, ci, d, k, trial])
-                    prob = make_problem(d, k, m, case, rng, sigma, p, tau)
-                    truth = exact_gradient(prob)
-                    for n in ns:
-                        bp, sg = sim.estimates(prob, sample_feedback(prob, n, rng))
-                        errs[n][0].append(float(((bp - truth) ** 2).sum()))
-                        errs[n][1].append(float(((sg - truth) ** 2).sum()))
-                for n in ns:
-                    e_bp, e_sg = np.array(errs[n][0]), np.array(errs[n][1])
-                    ratio, low, high = paired_bootstrap_ratio(e_bp, e_sg, np.random.default_rng([seed, d, k, n]))
-                    rows.append({"case": case, "d": d, "k": k, "n": n, "mse_backprop": float(e_bp.mean()),
-                                 "mse_synthetic": float(e_sg.mean()), "ratio": ratio, "ci_low": low,
-                                 "ci_high": high, "theory": float(2 ** (d - k))})
-                    if progress is not None:
-                        progress(rows[-1])
-    return rows

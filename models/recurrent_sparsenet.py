@@ -40,8 +40,8 @@ import math
 import torch
 from torch import nn
 
-from sggraph.recurrent import CompiledCell, RecurrentSlotArray, compile_cell
-from sggraph.unroll import Cell
+from sggraph.core.unroll import Cell
+from sggraph.engine.recurrent import CompiledCell, RecurrentSlotArray, compile_cell
 
 __all__ = ["ObservationEmbedding", "RecurrentSparseNetPolicy", "SlotActor", "orthogonal_linear_",
            "recurrent_sparsenet_cell"]
@@ -197,4 +197,4 @@ class RecurrentSparseNetPolicy(nn.Module):
 
     def lambda_mean(self) -> float:
         """Mean base θ of the state neurons."""
-        return float(self.net.state.lam_self.mean())
+        return float(self.net.self_lambdas()[self.net.cell.state.name].mean())

@@ -9,7 +9,7 @@ import sys
 
 if __name__ == "__main__":
     if os.environ.get("SGGRAPH_PARENT_PID"):
-        from sggraph.sweep import die_with_parent
+        from sggraph.sweeps.run import die_with_parent
 
         die_with_parent(int(os.environ.pop("SGGRAPH_PARENT_PID")))
     from sggraph.cli import main

@@ -2,7 +2,7 @@
 
 It walks the graph unit by unit (plain nodes and single neurons), computes each
 unit's local Jacobians with ``torch.autograd.functional.jacobian`` (neurons through
-the literal per-neuron formula :func:`sggraph.neuron.slot_neuron_reference`) and
+the literal per-neuron formula :func:`sggraph.engine.neuron.slot_neuron_reference`) and
 runs the recursion of eq. 5 sample by sample:
 
     g̃_u += λ_{u→v} J_uᵀ g̃_v + (1 − λ_{u→v}) J_uᵀ ĥ_v
@@ -19,7 +19,7 @@ import torch
 from torch.autograd.functional import jacobian
 from torch.func import functional_call
 
-from sggraph.neuron import slot_neuron_reference
+from sggraph.engine.neuron import slot_neuron_reference
 
 
 def _per_sample_jacobian(fn, x):
@@ -52,7 +52,9 @@ def reference_gradients(net, inputs, feedback):
     -------
     dict mapping parameter objects' ids to gradient tensors.
     """
-    from sggraph.compile import _ArrayBlock, _NodeBlock, _split_ref
+    from sggraph.engine.blocks import ArrayBlock as _ArrayBlock
+    from sggraph.engine.blocks import NodeBlock as _NodeBlock
+    from sggraph.engine.blocks import split_ref as _split_ref
 
     g = net.graph
     unit_value: dict[str, torch.Tensor] = {}  # unit -> [B, d]

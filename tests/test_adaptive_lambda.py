@@ -7,7 +7,7 @@ import torch
 
 import sggraph
 from sggraph import LambdaError
-from sggraph.lambdas import _block_lambda, batch_lambda_from_vectors
+from sggraph.engine.lambdas import _block_lambda, batch_lambda_from_vectors
 
 
 def _direct_lambda(p: torch.Tensor, s: torch.Tensor, normalize: bool) -> torch.Tensor:

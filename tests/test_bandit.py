@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from sggraph.models.baselines import MLP
-from sggraph.models.sparsenet import sparsenet_graph
 
 import sggraph
 from sggraph.cli import main
 from sggraph.experiments.mnist_bandit import BanditConfig, run_bandit
+from sggraph.models.baselines import MLP
+from sggraph.models.sparsenet import sparsenet_graph
 
 
 def direct_sparsenet(net, graph, x):

@@ -9,8 +9,6 @@ import math
 
 import pytest
 import torch
-from sggraph.models.baselines import MLP
-from sggraph.models.sparsenet import sparsenet_graph
 
 import sggraph
 from sggraph.experiments.mnist_bandit import (
@@ -20,6 +18,8 @@ from sggraph.experiments.mnist_bandit import (
     evaluation_steps,
     sparsenet_parameter_count,
 )
+from sggraph.models.baselines import MLP
+from sggraph.models.sparsenet import sparsenet_graph
 
 
 def _std_within(t: torch.Tensor, want: float, rel: float = 0.03) -> None:
@@ -57,9 +57,10 @@ def test_logit_scale_at_init_is_the_authors(sgprop_net):
     torch.manual_seed(1)
     x = torch.randn(256, 784)
     with torch.no_grad():
-        logits = sgprop_net({"pixels": x})["logits"]
+        values = sgprop_net.activations({"pixels": x}, ["h5", "logits"])
+        logits = values["logits"]
         head = sgprop_net.blocks["logits"].function
-        h = sgprop_net.last_values["h5"].transpose(0, 1).flatten(1)
+        h = values["h5"].flatten(1)
         unit_keys = head.keys / head.keys.std()
         ratio = float((h @ unit_keys.T * head.scale).std() / logits.std())
     assert ratio == pytest.approx(math.sqrt(50), rel=0.05)

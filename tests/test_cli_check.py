@@ -132,3 +132,19 @@ def test_console_script(tmp_path):
     res = subprocess.run([exe, "check-conditions", "--json", EXPERT], check=False, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["B"] == "holds"
+
+
+def test_demo_graphs_are_package_data_and_match_the_examples():
+    """`sggraph demo` reads its graphs from the installed package, never from examples/ beside it."""
+    from importlib.resources import files
+
+    import tomllib
+
+    from sggraph.cli.demo import DEMO_GRAPHS, demo_graphs
+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert f"{DEMO_GRAPHS}/*.yaml" in data["sggraph"]
+    shipped = demo_graphs()
+    assert [p.name for p in shipped] == [f.name for f in sorted(EXAMPLES.glob("*.yaml"))]
+    for p in shipped:
+        assert files("sggraph").joinpath(DEMO_GRAPHS, p.name).read_text() == (EXAMPLES / p.name).read_text()

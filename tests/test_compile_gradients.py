@@ -10,7 +10,7 @@ from reference import reference_gradients
 from torch import nn
 
 import sggraph
-from sggraph.neuron import SlotNeuronArray, slot_neuron_reference
+from sggraph.engine.neuron import SlotNeuronArray, slot_neuron_reference
 
 
 class NoisyTanh(nn.Module):
@@ -223,7 +223,7 @@ def test_generator_loss_targets_received_feedback():
     fb = _feedback(net, out, 0)
     sum((out[k] * fb[k]).sum() for k in out).backward()
     total = 0.0
-    for name, block in net.blocks.items():
+    for block in net.blocks.values():
         assert block.record.received is not None
         total += float(torch.mean((block.prediction.detach() - block.record.received) ** 2))
     assert net.generator_loss().item() == pytest.approx(total)

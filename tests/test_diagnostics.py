@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import sggraph
-from sggraph.diagnostics import condition_b_test, format_profile, profile
+from sggraph.engine.diagnostics import condition_b_test, format_profile, profile
 
 A = torch.tensor([1.0, -0.5], dtype=torch.float64)
 SIGMA = 0.7

@@ -10,6 +10,7 @@ import importlib
 import pkgutil
 
 import pytest
+
 import sggraph.envs
 import sggraph.models
 

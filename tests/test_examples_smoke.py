@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sggraph.bench import bandit_flops, bench_bandit
+from sggraph.experiments.bench import bandit_flops, bench_bandit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,13 +24,13 @@ def test_bench_section_runs_and_counts_flops():
     for key in ("backprop_ms", "sgprop_ms", "backprop_gflops", "sgprop_gflops", "sgprop_adaptive_ms"):
         assert out[key] > 0
     flops = bandit_flops(64)
-    assert 0.9e9 < flops["backprop"] < 1.3e9  # DESIGN.md §5: ≈ 1.1 GFLOP per backprop step
+    assert 0.9e9 < flops["backprop"] < 1.3e9  # ≈ 1.1 GFLOP per backprop step (the bandit's 200×5 SparseNet)
     assert flops["sgprop"] > flops["backprop"]
 
 
 def test_bench_cli_json_keys(monkeypatch, capsys):
-    from sggraph import bench
     from sggraph.cli import main
+    from sggraph.experiments import bench
 
     monkeypatch.setattr(bench, "bench_bandit", lambda steps: bench_bandit(steps=1, warmup=0, batch=4))
     original = bench.bench_recurrent

@@ -6,18 +6,17 @@ import json
 
 import numpy as np
 import pytest
+
+from sggraph.cli import main
+from sggraph.experiments.expert import paired_bootstrap_ratio, sweep
 from sggraph.models.expert import (
     ExpertSimulator,
     engine_estimates,
     exact_gradient,
     make_problem,
     numpy_estimates,
-    paired_bootstrap_ratio,
     sample_feedback,
-    sweep,
 )
-
-from sggraph.cli import main
 
 
 @pytest.mark.parametrize("case", ["noisy", "activation", "partial"])

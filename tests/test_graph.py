@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sggraph import Graph, GraphError, check_conditions
-from sggraph.graph import NodeArray
+from sggraph.core.graph import NodeArray
 
 
 def small() -> Graph:

@@ -9,9 +9,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
+
 from sggraph.envs import mnist
 from sggraph.envs.mnist import EMBEDDED_DATA_DIR, MnistBandit, load_idx, load_mnist
-
 from sggraph.exceptions import ConfigError, DataError
 
 IMAGES = EMBEDDED_DATA_DIR / "images-idx3-ubyte.gz"

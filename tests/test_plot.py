@@ -11,8 +11,8 @@ import pytest
 
 from sggraph.cli import main
 from sggraph.exceptions import ConfigError
-from sggraph.figures import curve_auc, plot_sweep
-from sggraph.sweep import run_name
+from sggraph.sweeps import run_name
+from sggraph.sweeps.figures import curve_auc, plot_sweep
 
 SEEDS = (0, 1, 2)
 X = np.array([64.0, 128.0, 256.0, 512.0])  # uneven spacing: the AUC must use the trapezoid rule

@@ -11,11 +11,11 @@ import random
 import numpy as np
 import pytest
 import torch
-from sggraph.envs.popgym import LabyrinthBatch, batch_seeds, make_labyrinth
-from sggraph.models.baselines import RecurrentPolicy
-from sggraph.models.recurrent_sparsenet import RecurrentSparseNetPolicy
 
-from sggraph.cli import main
+from sggraph.cli import build_parser, main
+from sggraph.core.unroll import Cell
+from sggraph.engine.recurrent import compile_cell
+from sggraph.envs.popgym import LabyrinthBatch, batch_seeds, make_labyrinth
 from sggraph.experiments.popgym import (
     Batch,
     PopgymConfig,
@@ -25,8 +25,8 @@ from sggraph.experiments.popgym import (
     normalized_returns,
     reinforce_loss,
 )
-from sggraph.recurrent import compile_cell
-from sggraph.unroll import Cell
+from sggraph.models.baselines import RecurrentPolicy
+from sggraph.models.recurrent_sparsenet import RecurrentSparseNetPolicy
 
 SMALL = {"neurons": 12, "q": 3, "slots": 2, "fan_in": 3, "input_neurons": 4, "embed": 8, "actor_slots": 3}
 
@@ -425,7 +425,7 @@ def test_neuron_scale_and_init_use_the_full_masked_input_dim():
 
 
 def test_recurrent_parents_may_include_the_neuron_itself():
-    from sggraph.unroll import recurrent_table
+    from sggraph.core.unroll import recurrent_table
 
     policy = RecurrentSparseNetPolicy(56, 4, seed=0)
     table = policy.net.state.table
@@ -594,13 +594,13 @@ def test_adaptive_theta_uses_every_valid_sample_with_feedback_normalisation():
     cfg = PopgymConfig()
     assert cfg.lam_samples is None and cfg.normalize == "feedback"
     got = policy.net.adapt_lambda(momentum=0.0, normalize=cfg.normalize, max_samples=cfg.lam_samples,
-                                  valid=data.valid)
+                                  valid=data.valid)["h"]
     torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-10)
     torch.testing.assert_close(policy.net.state.lam_self, want.to(policy.net.state.lam_self))
 
 
 def test_schedule_is_anchored_at_the_rollout_length():
-    from sggraph.recurrent import temporal_schedule
+    from sggraph.engine.recurrent import temporal_schedule
 
     envs = ScriptedEnvs()
     envs.ends = {0: (1, True), 1: (3, True), 2: (2, False)}  # every episode over after 4 of 6 steps
@@ -656,10 +656,10 @@ def test_defaults_are_the_authors():
 def test_sweep_specs_are_the_authors_grid(env, num_envs):
     from pathlib import Path
 
-    from sggraph.sweep import load_spec
+    from sggraph.sweeps import load_spec
 
     path = Path(__file__).resolve().parents[1] / "examples" / "sweeps" / f"popgym-{env}-{num_envs}.yaml"
-    spec = load_spec(path)
+    spec = load_spec(path, build_parser())
     cells = spec.cells()
     assert len(cells) == 4 * 5 * 6
     runs = [spec.run_settings(c) for c in cells]

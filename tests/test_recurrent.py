@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import sggraph
-from sggraph.recurrent import compile_cell, temporal_schedule
-from sggraph.unroll import Cell, unroll
+from sggraph.core.unroll import Cell, unroll
+from sggraph.engine.recurrent import compile_cell, temporal_schedule
 
 T, B, N, Q, F, M, NIN, OBS, EMB, ACT = 4, 3, 6, 2, 2, 2, 2, 3, 4, 3
 
@@ -279,7 +279,7 @@ def test_adaptive_lambda_on_the_state_stays_in_range():
     obs, fb = _data(3)
     out = rnet({"obs": obs.float()})
     (out["act"] * fb.float()).sum().backward()
-    lam = rnet.adapt_lambda(momentum=0.5)
+    lam = rnet.adapt_lambda(momentum=0.5)["h"]
     assert lam.shape == (N,)
     assert bool(((rnet.state.lam_self >= 0) & (rnet.state.lam_self <= 1)).all())
     assert not torch.equal(rnet.state.lam_self, torch.full((N,), 0.8))
@@ -305,7 +305,7 @@ def test_check_conditions_on_unrolled_popgym_cell_is_fast():
 def test_recurrent_closed_form_lambda_equals_per_sample_torch_func(normalize):
     from torch.func import grad, vmap
 
-    from sggraph.lambdas import batch_lambda_from_vectors, recurrent_state_lambda
+    from sggraph.engine.lambdas import batch_lambda_from_vectors, recurrent_state_lambda
 
     torch.manual_seed(6)
     rnet = compile_cell(make_cell(), grouping="child").double()
@@ -345,7 +345,7 @@ def test_recurrent_closed_form_lambda_equals_per_sample_torch_func(normalize):
 
 
 def make_full_scale_cell_net(scale_dim, seed=0):
-    from sggraph.recurrent import RecurrentSlotArray
+    from sggraph.engine.recurrent import RecurrentSlotArray
 
     cell = Cell("rnn")
     cell.add_input("obs", OBS)
@@ -397,7 +397,7 @@ def test_scale_dim_sets_every_neurons_temperature_and_direct_bptt_holds_with_sel
 
 
 def test_scale_dim_init_std():
-    from sggraph.recurrent import RecurrentSlotArray
+    from sggraph.engine.recurrent import RecurrentSlotArray
 
     torch.manual_seed(0)
     arr = RecurrentSlotArray(64, 36, 6, 6, 16, 128, scale_dim=164)
@@ -433,8 +433,8 @@ def test_mixed_generator_target_needs_the_child_path():
 @pytest.mark.parametrize("normalize", ["feedback", "gradient", "none"])
 @pytest.mark.parametrize("max_samples", [None, 4])
 def test_state_lambda_from_forward_equals_the_closed_form(normalize, max_samples):
-    from sggraph.lambdas import recurrent_state_lambda
-    from sggraph.recurrent import _has_forward_tensors, state_lambda_from_forward
+    from sggraph.engine.lambdas import has_forward_tensors as _has_forward_tensors
+    from sggraph.engine.lambdas import recurrent_state_lambda, state_lambda_from_forward
 
     torch.manual_seed(6)
     rnet = compile_cell(make_cell(), grouping="child").double()

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from sggraph.cli import main
+from sggraph.cli import build_parser, main
 from sggraph.exceptions import ConfigError, SpecError
-from sggraph.sweep import load_spec, plan_runs, run_name, spec_from_dict
+from sggraph.sweeps import load_spec, plan_runs, run_name, spec_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"steps": 6, "evaluations": 2, "eval_batch": 100, "width": 20, "layers": 2, "q": 4, "slots": 2,
@@ -65,6 +65,12 @@ BAD_SPECS = [
     ("command: train mnist-bandit\ngrid:\n  lr: [[0.1, 0.2]]\n", 3, ["takes one value"]),
     ("command: train mnist-bandit\ngrdi: {seed: [0]}\n", 2, ["unknown key 'grdi'", "did you mean 'grid'"]),
     ("grid: {seed: [0]}\n", 1, ["needs `command:`"]),
+    # values the command's own config validation rejects, at the line of the value
+    ("command: train mnist-bandit\ngrid:\n  method: [sgprop,\n    sgporp]\n", 4,
+     ["run 'method=sgporp' would be rejected", "unknown method 'sgporp'", "use sgprop, backprop or mlp"]),
+    ("command: train mnist-bandit\ngrid:\n  seed: [0, 1]\n  lambda: [0.5, 1.5]\n", 4, ["outside [0, 1]"]),
+    ("command: train popgym\ngrid:\n  model: [gru]\n  method: [sgprop]\n", 4,
+     ["--method sgprop needs --model sparsenet"]),
 ]
 
 
@@ -73,7 +79,7 @@ def test_spec_errors_name_file_line_and_fix(tmp_path, capsys, text, line, needle
     spec = tmp_path / "spec.yaml"
     spec.write_text(text)
     with pytest.raises(SpecError) as err:
-        load_spec(spec)
+        load_spec(spec, build_parser())
     message = str(err.value)
     assert message.startswith(f"{spec}:{line}: "), message
     assert "Fix:" in message
@@ -90,7 +96,7 @@ def test_grid_groups_expand_together_and_names_are_safe():
         "command": "train mnist-bandit",
         "settings": {"steps": 10, "classes": [0, 1, 3]},
         "grid": {"variant": [{"method": "sgprop", "lr": [0.005, "2e-2"]}, {"method": "mlp", "lambda": 0.9}],
-                 "n-parents": [2, 5], "seed": [0]}})
+                 "n-parents": [2, 5], "seed": [0]}}, parser=build_parser())
     names = [c.name for c in spec.cells()]
     assert names == ["method=sgprop,lr=0.005,n_parents=2,seed=0", "method=sgprop,lr=0.005,n_parents=5,seed=0",
                      "method=sgprop,lr=0.02,n_parents=2,seed=0", "method=sgprop,lr=0.02,n_parents=5,seed=0",
@@ -102,17 +108,17 @@ def test_grid_groups_expand_together_and_names_are_safe():
 
 
 def test_identical_cells_run_once():
-    spec = spec_from_dict({"command": "expert", "grid": {"v": [{"d": 4}, {"d": [4, 5]}]}})
+    spec = spec_from_dict({"command": "expert", "grid": {"v": [{"d": 4}, {"d": [4, 5]}]}}, parser=build_parser())
     assert [c.name for c in spec.cells()] == ["d=4", "d=5"]
 
 
 def test_changed_settings_of_an_existing_run_are_refused(tmp_path):
-    spec = spec_from_dict({"command": "expert", "settings": {"trials": 3}, "grid": {"d": [4]}})
+    spec = spec_from_dict({"command": "expert", "settings": {"trials": 3}, "grid": {"d": [4]}}, parser=build_parser())
     plan = plan_runs(spec, tmp_path)[0]
     plan.run_dir.mkdir()
     (plan.run_dir / "sweep_run.json").write_text(json.dumps(plan.record(spec.command)))
     assert plan_runs(spec, tmp_path)[0].action == "new"
-    changed = spec_from_dict({"command": "expert", "settings": {"trials": 5}, "grid": {"d": [4]}})
+    changed = spec_from_dict({"command": "expert", "settings": {"trials": 5}, "grid": {"d": [4]}}, parser=build_parser())
     with pytest.raises(ConfigError, match=r"other settings \(trials: 3 → 5\)"):
         plan_runs(changed, tmp_path)
 
@@ -124,7 +130,7 @@ def test_shipped_specs_validate():
             "popgym-explore-20", "popgym-explore-40"} <= names
     counts = {}
     for path in specs:
-        counts[path.stem] = len(load_spec(path).cells())
+        counts[path.stem] = len(load_spec(path, build_parser()).cells())
     assert counts["small"] == 8
     assert counts["bandit-fig5"] == 4 * 6
     assert counts["bandit-lr"] == 4 * 5 * 3
@@ -217,21 +223,23 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
 
 
 def test_a_failing_run_is_reported_and_the_others_finish(tmp_path, capsys):
-    # 'sgd' passes the spec check (the flag takes any word) but the run rejects it
-    spec = _write_spec(tmp_path / "s.yaml", {"method": ["sgd", "sgprop"], "seed": [0]})
+    # a missing data directory passes the spec check (any path is a valid setting) but the run fails on it
+    missing = str(tmp_path / "no-mnist")
+    spec = _write_spec(tmp_path / "s.yaml", {"variant": [{"data_dir": missing}, {"seed": 0}]})
+    bad, good = run_name({"data_dir": missing}), run_name({"seed": 0})
     out = tmp_path / "out"
     assert main(["sweep", str(spec), "--workers", "2", "--out", str(out)]) == 1
     printed = capsys.readouterr().out
-    assert "FAILED method=sgd,seed=0 (exit 2)" in printed and "unknown method 'sgd'" in printed
-    assert "1 of 2 runs finished" in printed and str(out / "method=sgd,seed=0" / "stderr.log") in printed
+    assert f"FAILED {bad} (exit 2)" in printed and "does not exist" in printed
+    assert "1 of 2 runs finished" in printed and str(out / bad / "stderr.log") in printed
     runs = {r["name"]: r for r in _rows(out / "runs.csv")}
-    assert runs["method=sgd,seed=0"]["status"] == "failed" and runs["method=sgd,seed=0"]["returncode"] == "2"
-    assert "unknown method 'sgd'" in runs["method=sgd,seed=0"]["error"]
-    assert runs["method=sgprop,seed=0"]["status"] == "finished"
-    assert (out / "method=sgprop,seed=0" / "summary.json").exists()
+    assert runs[bad]["status"] == "failed" and runs[bad]["returncode"] == "2"
+    assert "does not exist" in runs[bad]["error"]
+    assert runs[good]["status"] == "finished"
+    assert (out / good / "summary.json").exists()
     status = json.loads((out / "sweep.json").read_text())
     failed = [r for r in status["runs"] if r["status"] == "failed"]
-    assert len(failed) == 1 and "unknown method 'sgd'" in failed[0]["error"]
+    assert len(failed) == 1 and "does not exist" in failed[0]["error"]
     # a re-run retries only the failed run (and fails again)
     assert main(["sweep", str(spec), "--workers", "2", "--out", str(out)]) == 1
     assert "1 finished before, 0 to resume, 1 to start" in capsys.readouterr().out

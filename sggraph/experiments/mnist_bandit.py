@@ -21,7 +21,6 @@ evaluation images (the exact mean of the authors' sampled reward, without sampli
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +29,8 @@ from pathlib import Path
 import torch
 
 from ..exceptions import ConfigError
-from ..rundir import RunDir
+from .rundir import RunDir
+from .settings import check_lambda_setting
 
 __all__ = ["AUTHORS_CLASSES", "PAPER_LR", "UPDATE_ORDERS", "BanditConfig", "bandit_update", "build_policy",
            "evaluation_steps", "run_bandit",
@@ -90,14 +90,7 @@ class BanditConfig:
     def validate(self) -> None:
         if self.method not in PAPER_LR:
             raise ConfigError(f"unknown method '{self.method}'", fix="use sgprop, backprop or mlp")
-        if self.lam != "adaptive":
-            try:
-                value = float(self.lam)
-            except ValueError:
-                raise ConfigError(f"--lambda must be 'adaptive' or a number, got {self.lam!r}",
-                                  fix="pass --lambda adaptive or e.g. --lambda 0.9") from None
-            if not 0 <= value <= 1 or math.isnan(value):
-                raise ConfigError(f"--lambda {value} is outside [0, 1]", fix="use a λ in [0, 1]")
+        check_lambda_setting(self.lam)
         for name in ("steps", "batch", "eval_batch", "evaluations", "width", "layers", "q", "slots", "n_parents"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1 (got {getattr(self, name)})", fix=f"set {name} >= 1")
@@ -133,7 +126,7 @@ def _sparsenet_graph(cfg: BanditConfig, n_actions: int):
 
 
 def _build_policy(cfg: BanditConfig, n_actions: int):
-    from ..compile import compile as compile_graph
+    from ..engine.compile import compile as compile_graph
     from ..models.baselines import MLP
 
     if cfg.method == "mlp":
@@ -151,9 +144,9 @@ def _lambda_stats(net) -> dict[str, float]:
     out = {}
     if net is None:
         return out
-    for name, block in net.blocks.items():
+    for name, theta in net.self_lambdas().items():
         if name.startswith("h"):
-            out[f"lambda_{name}"] = round(float(block.lam_self.mean()), 5)
+            out[f"lambda_{name}"] = round(float(theta.mean()), 5)
     return out
 
 
@@ -265,7 +258,7 @@ def run_bandit(cfg: BanditConfig, out: str | Path, resume: bool = False,
     for step in range(start + 1, cfg.steps + 1):
         x, y = env.sample(cfg.batch, data_gen)
         reward = bandit_update(cfg, policy, net, opt, gen_opt, x,
-                               lambda actions: env.reward(actions, y, data_gen, train=True), data_gen)
+                               lambda actions, y=y: env.reward(actions, y, data_gen, train=True), data_gen)
         train_reward = 0.9 * train_reward + 0.1 * float(reward.mean()) if step > 1 else float(reward.mean())
         if step in eval_at:
             row = {"step": step, "samples": step * cfg.batch, "eval_reward": round(evaluate(), 6),

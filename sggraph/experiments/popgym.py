@@ -30,7 +30,6 @@ the generator step (they touch disjoint parameters, so the order does not change
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,10 +38,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..engine.lambdas import NORMALIZATIONS
+from ..engine.recurrent import GENERATOR_TARGETS
 from ..exceptions import ConfigError
-from ..lambdas import NORMALIZATIONS
-from ..recurrent import GENERATOR_TARGETS
-from ..rundir import RunDir
+from .rundir import RunDir
+from .settings import check_lambda_setting
 
 __all__ = ["Batch", "PopgymConfig", "build_policy", "collect_batch", "discounted_returns", "normalized_returns",
            "reinforce_loss", "run_popgym", "train_batch"]
@@ -71,7 +71,7 @@ class PopgymConfig:
     lam: str = "adaptive"  #: "adaptive" (eq. 18 + momentum) or a fixed θ in [0, 1] (sgprop)
     lam_momentum: float = 0.9
     lam_samples: int | None = None  #: adaptive θ from the samples of ⌈n/num_envs⌉ random steps (None: every valid sample)
-    normalize: str = "feedback"  #: before eq. 18: feedback | gradient | none (sggraph.lambdas)
+    normalize: str = "feedback"  #: before eq. 18: feedback | gradient | none (sggraph.engine.lambdas)
     rho: float = 0.1  #: temporal-schedule coefficient
     schedule_anchor: str = "rollout"  #: base θ at the rollout's last step (rollout) or the batch's longest episode's (longest)
     generator_target: str = "mixed"  #: generators regress onto the mixed feedback (mixed) or the received one (received)
@@ -110,14 +110,7 @@ class PopgymConfig:
         if self.method == "sgprop" and self.model != "sparsenet":
             raise ConfigError(f"--method sgprop needs --model sparsenet (got {self.model})",
                               fix=f"use --model sparsenet, or --method backprop for {self.model}")
-        if self.lam != "adaptive":
-            try:
-                value = float(self.lam)
-            except ValueError:
-                raise ConfigError(f"--lambda must be 'adaptive' or a number, got {self.lam!r}",
-                                  fix="pass --lambda adaptive or e.g. --lambda 0.9") from None
-            if not 0 <= value <= 1 or math.isnan(value):
-                raise ConfigError(f"--lambda {value} is outside [0, 1]", fix="use a θ in [0, 1]")
+        check_lambda_setting(self.lam, "θ")
         for name in ("lam_init", "gamma", "lam_momentum", "explore_drop_prob"):
             value = getattr(self, name)
             if not 0 <= value <= 1:

@@ -1,0 +1,121 @@
+"""``sggraph train EXPERIMENT``: one training run of an experiment, its config from flags and YAML."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+__all__ = ["add_parser"]
+
+
+def _config_from(args: argparse.Namespace, cls, skip=("out", "resume", "config", "run", "command", "experiment")):
+    """A config dataclass from ``--config FILE.yaml`` overlaid with the flags given on the command line."""
+    import dataclasses
+    import difflib
+
+    import yaml
+
+    from ..core.spec import yaml_line_index
+    from ..exceptions import ConfigError, SpecError
+
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict = {}
+    if args.config:
+        try:
+            text = Path(args.config).read_text()
+            data = yaml.safe_load(text) or {}
+            index = yaml_line_index(text)
+        except OSError as exc:
+            raise SpecError(f"cannot read the config: {exc.strerror}", file=args.config, fix="check the path") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            raise SpecError(f"YAML syntax error: {getattr(exc, 'problem', exc)}", file=args.config,
+                            line=mark.line + 1 if mark else None, fix="check indentation and colons") from None
+        if not isinstance(data, dict):
+            raise SpecError("the config must be a mapping of setting: value", file=args.config, line=1,
+                            fix="write one `setting: value` per line")
+        for key, value in data.items():
+            if key not in fields:
+                guess = difflib.get_close_matches(str(key), list(fields), n=1)
+                raise ConfigError(f"unknown setting '{key}'", file=args.config, line=index.get(f"$.{key}"),
+                                  fix=(f"did you mean '{guess[0]}'? " if guess else "") +
+                                  f"settings: {', '.join(fields)}")
+            values[key] = value
+    for name in fields:
+        given = getattr(args, name, None)
+        if given is not None:
+            values[name] = given
+    if "classes" in values:
+        values["classes"] = tuple(int(c) for c in values["classes"])
+    if "lam" in values:
+        values["lam"] = str(values["lam"])
+    return cls(**values)
+
+
+
+def _experiments() -> dict:
+    """``sggraph train`` experiments: name → (config class, run function, default run directory)."""
+    from ..experiments.mnist_bandit import BanditConfig, run_bandit
+    from ..experiments.popgym import PopgymConfig, run_popgym
+
+    return {
+        "mnist-bandit": (BanditConfig, run_bandit, lambda c: f"runs/mnist-bandit/{c.method}-seed{c.seed}",
+                         "the MNIST contextual bandit (§6, App. H.3)"),
+        "popgym": (PopgymConfig, run_popgym,
+                   lambda c: f"runs/popgym/{c.env}-{c.model}{'-' + c.method if c.model == 'sparsenet' else ''}"
+                             f"-seed{c.seed}",
+                   "POPGym labyrinths: recurrent SparseNet (sgprop/backprop) vs GRU/LSTM (App. H.4)"),
+    }
+
+
+
+def _validate_train(args: argparse.Namespace) -> None:
+    """The config checks of ``sggraph train EXPERIMENT`` without running it (the sweep uses them)."""
+    cls = _experiments()[args.experiment][0]
+    _config_from(args, cls).validate()
+
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ..experiments.progress import progress_printer
+
+    cls, run, default_out, _ = _experiments()[args.experiment]
+    cfg = _config_from(args, cls)
+    out = args.out or default_out(cfg)
+    summary = run(cfg, out, resume=args.resume, progress=progress_printer())
+    print(json.dumps(summary, indent=2))
+    print(f"run directory: {out}")
+    return 0
+
+
+
+def add_parser(sub) -> None:
+    import dataclasses
+    import typing
+
+    p = sub.add_parser("train", help="train an experiment: mnist-bandit, popgym")
+    which = p.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
+    for name, (cls, _, _default_out, about) in _experiments().items():
+        e = which.add_parser(name, help=about, description=about)
+        e.add_argument("--config", help="YAML file of settings (flags override it)")
+        e.add_argument("--out", help="run directory (default under runs/)")
+        e.add_argument("--resume", action="store_true", help="continue a killed run from its checkpoint")
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            flag = "--lambda" if f.name == "lam" else "--" + f.name.replace("_", "-")
+            kind = hints[f.name]
+            if f.name == "classes":
+                e.add_argument(flag, dest=f.name, type=int, nargs="+", default=None, help="action classes")
+            elif kind is bool:
+                e.add_argument(flag, dest=f.name, type=lambda v: v.lower() in ("1", "true", "yes"), default=None,
+                               help=f"true/false (default {f.default!r})")
+            elif f.name == "lam":
+                e.add_argument(flag, dest="lam", default=None, help="adaptive or a fixed λ in [0, 1]")
+            else:
+                base = {int: int, float: float, str: str}.get(kind)
+                if base is None:  # optional types
+                    args_ = [a for a in typing.get_args(kind) if a is not type(None)]
+                    base = args_[0] if args_ else str
+                e.add_argument(flag, dest=f.name, type=base, default=None, help=f"default {f.default!r}")
+        e.set_defaults(run=_cmd_train, validate=_validate_train)

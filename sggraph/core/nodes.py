@@ -1,0 +1,137 @@
+"""What a graph is made of: nodes, node arrays and their names (torch-free)."""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from ..exceptions import GraphError
+
+__all__ = ["FEEDBACK_KINDS", "NODE_FUNCTIONS", "Node", "NodeArray", "check_dim", "check_name", "neuron_name"]
+
+#: Feedback kinds of a terminal node (condition A.1).
+FEEDBACK_KINDS = ("deterministic", "stochastic", "contextual")
+#: Built-in node functions a YAML file may name with ``fn:``.
+NODE_FUNCTIONS = ("linear", "tanh", "identity", "dot")
+
+
+def neuron_name(array: str, index: int) -> str:
+    """Name of neuron ``index`` of ``array``.
+
+    >>> neuron_name("h1", 7)
+    'h1[7]'
+    """
+    return f"{array}[{index}]"
+
+
+@attrs.frozen
+class Node:
+    """One node of a graph.
+
+    Attributes
+    ----------
+    name : str
+        Unique name.
+    dim : int
+        Dimension ``d_v`` of the node's output ``x_v``.
+    parents : tuple of str
+        Parent names in declared order; ``z_v`` concatenates their outputs in this order.
+    layer : int or None
+        Declared layer (only needed for sources outside layer 0).
+    stochastic : bool
+        Whether the node's computation is stochastic (condition A.2).
+    fn : str or None
+        Built-in function (``linear``, ``tanh``, ``identity``, ``dot``) or None.
+    init_std : float or None
+        Standard deviation of the built-in function's normal weight init (None: its default).
+    """
+
+    name: str
+    dim: int
+    parents: tuple[str, ...] = ()
+    layer: int | None = None
+    stochastic: bool = False
+    fn: str | None = None
+    init_std: float | None = None
+
+
+@attrs.frozen
+class NodeArray:
+    """An array of ``count`` neurons of one template, each of dimension ``dim``.
+
+    Attributes
+    ----------
+    name : str
+        Array name; neuron ``i`` is ``name[i]``.
+    count, dim : int
+        Number of neurons and each neuron's output dimension ``q``.
+    parent : str or None
+        The parent array (None: the array is an input of ``count`` sources).
+    fan_in : int or None
+        Parents per neuron (rows of the table).
+    seed : int
+        Seed of the random table when ``table`` is not given.
+    residual : bool
+        Whether neuron ``i`` also adds neuron ``i`` of the parent array (same index).
+    table : tuple of tuple of int or None
+        Explicit parent table of shape ``[count, fan_in]``.
+    slots : int
+        Number of slots ``M`` of the slot-routing template.
+    layer : int or None
+        Declared layer (sources only).
+    stochastic : bool
+        Whether the neurons compute stochastically (A.2).
+    """
+
+    name: str
+    count: int
+    dim: int
+    parent: str | None = None
+    fan_in: int | None = None
+    seed: int = 0
+    residual: bool = False
+    table: tuple[tuple[int, ...], ...] | None = None
+    slots: int = 5
+    layer: int | None = None
+    stochastic: bool = False
+
+    def parent_table(self, parent_count: int) -> np.ndarray:
+        """The ``[count, fan_in]`` int64 table of parent indices.
+
+        Random tables draw ``fan_in`` distinct parents per neuron with
+        ``numpy.random.default_rng(seed)``, so the same seed gives the same table.
+
+        >>> NodeArray("h", count=3, dim=2, parent="p", fan_in=2, seed=0).parent_table(4).shape
+        (3, 2)
+        """
+        if self.table is not None:
+            return np.asarray(self.table, dtype=np.int64).reshape(self.count, -1)
+        if self.fan_in is None:
+            return np.zeros((self.count, 0), dtype=np.int64)
+        rng = np.random.default_rng(self.seed)
+        keys = rng.random((self.count, parent_count))
+        return np.argsort(keys, axis=1)[:, : self.fan_in].astype(np.int64)
+
+    @property
+    def is_source(self) -> bool:
+        return self.parent is None
+
+
+def check_name(name: object, what: str) -> str:
+    if not isinstance(name, str) or not name:
+        raise GraphError(f"{what} name must be a non-empty string, got {name!r}",
+                         fix="give every node a unique non-empty name")
+    if "[" in name or "]" in name:
+        raise GraphError(f"{what} name {name!r} may not contain brackets",
+                         node=name, fix="brackets are reserved for neurons of arrays (name[i]); rename it")
+    return name
+
+
+def check_dim(name: str, dim: object, what: str = "dim") -> int:
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+        raise GraphError(f"{what} must be an integer, got {dim!r}", node=name,
+                         fix=f"set {what} to a positive integer")
+    if dim <= 0:
+        raise GraphError(f"{what} must be positive, got {dim}", node=name,
+                         fix=f"set {what} to a positive integer")
+    return int(dim)

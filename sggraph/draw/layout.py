@@ -1,0 +1,474 @@
+"""What to draw: :func:`draw` lays out a graph, compiled graph, cell or compiled cell as items and
+edges (layers, arrays, condition marks, highlights, λ, propagation)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import graphviz
+import numpy as np
+
+from ..core.analysis import check_conditions, extended_ancestors, siblings
+from ..core.graph import Graph, neuron_name
+from ..core.unroll import Cell
+from ..core.unroll import unroll as unroll_cell
+from ..exceptions import ConfigError, GraphError
+from .emit import emit
+from .sources import (
+    CellLambdas,
+    CellMagnitudes,
+    Lambdas,
+    MappingLambdas,
+    NetLambdas,
+    NetMagnitudes,
+)
+from .style import (
+    HIGHLIGHT_ORDER,
+    UNROLLED,
+    Edge,
+    Group,
+    Item,
+    shorten,
+    split_name,
+)
+
+__all__ = ["Override", "draw", "draw_folded_cell", "draw_graph", "graph_aliases", "highlight", "mark_conditions", "unrolled_aliases"]
+
+
+# ----------------------------------------------------------------------- draw
+def draw(graph_or_net: Any, *, node: str | None = None, expand_arrays: int | None = None,
+         unroll: int | None = None, lambdas: Mapping[tuple[str, str], float] | None = None,
+         propagation: bool = False) -> graphviz.Digraph:
+    """Draw a graph, a compiled graph or a recurrent cell as a :class:`graphviz.Digraph`.
+
+    Parameters
+    ----------
+    graph_or_net : Graph, CompiledGraph, Cell or CompiledCell
+        A compiled graph is drawn with its graph and coloured by its λ; a cell is drawn
+        folded (inputs, pre nodes, the state as one box with a self-loop, post nodes)
+        unless ``unroll`` is given.
+    node : str, optional
+        Highlight this node (neurons: ``name[i]``; unrolled cells: ``x@t``, ``h@t:i``), its
+        siblings (eq. 11) and its sibling-extended ancestors (Definition 4) in the colours
+        of :data:`HIGHLIGHT_COLORS`. Array boxes take the colour of the most specific set
+        they meet and say in their label how many neurons of each set they hold.
+    expand_arrays : int, optional
+        Draw the first ``N`` neurons of every array individually, with their parent edges,
+        plus a ``… (k more)`` placeholder for the rest (the highlighted ``node`` is always
+        drawn). ``None`` or 0: one box per array. For an unrolled cell ``None`` draws every
+        state neuron, ``N`` the first ``N`` per step and 0 one box per step.
+    unroll : int, optional
+        Cells only: draw ``unroll(cell, T)``, the layered DAG of ``T`` steps.
+    lambdas : mapping, optional
+        ``{(parent, child): λ}`` to colour the edges of a graph or cell by (keys may also be
+        two array names, or for cells the folded names ``('h', 'h')``); it overrides the
+        compiled graph's own λ where given. Edges without a value are drawn uncoloured.
+    propagation : bool
+        Draw the last backward of a compiled graph or cell: edge width ∝ mean ``|g̃|`` the
+        child received (normalised to the largest edge), colour by the synthetic share
+        ``1 − λ``; nodes that received no feedback are dashed.
+
+    Returns
+    -------
+    graphviz.Digraph
+        Render it with :func:`render` (or graphviz's own methods).
+
+    Raises
+    ------
+    ConfigError
+        An unknown object, a bad ``expand_arrays``/``unroll``, ``propagation`` without a
+        compiled graph after a backward.
+    GraphError
+        ``node`` names no node of the graph.
+    LambdaError
+        ``lambdas`` holds a value outside ``[0, 1]`` or names an edge the graph lacks.
+
+    Examples
+    --------
+    >>> import torch, sggraph
+    >>> from sggraph.draw import lambda_color
+    >>> g = sggraph.Graph("tiny")
+    >>> g.add_node("z", 3); g.add_node("h", 4, ["z"], fn="tanh"); g.add_node("y", 1, ["h"], fn="linear")
+    >>> net = sggraph.compile(g, grouping="child"); net.set_lambda(0.25, node="y")
+    >>> [line.split(" [")[0].strip() for line in draw(net).source.splitlines() if " -> " in line
+    ...  and "__legend__" not in line]
+    ['z -> h', 'h -> y']
+    >>> lambda_color(0.25) in draw(net).source
+    True
+    >>> net({"z": torch.randn(4, 3)})["y"].sum().backward()
+    >>> "penwidth" in draw(net, propagation=True).source
+    True
+
+    A recurrent cell, folded and unrolled:
+
+    >>> cell = sggraph.Cell("rnn"); cell.add_input("obs", 3)
+    >>> cell.set_state("h", count=4, dim=2, fan_in=2, input="obs", input_neurons=2)
+    >>> cell.add_node("act", 2, ["h"], fn="linear")
+    >>> "t−1 → t, fan_in 2" in draw(cell).source, '"h@3:0"' in draw(cell, unroll=3).source
+    (True, True)
+    """
+    net = cnet = None
+    cell: Cell | None = None
+    graph: Graph | None = None
+    from ..engine.protocol import CompiledNet  # the torch layer, only when drawing a compiled net
+
+    obj = graph_or_net
+    if isinstance(obj, CompiledNet) and isinstance(getattr(obj, "cell", None), Cell):
+        cnet, cell = obj, obj.cell  # type: ignore[attr-defined]
+    elif isinstance(obj, CompiledNet) and isinstance(getattr(obj, "graph", None), Graph):
+        net, graph = obj, obj.graph  # type: ignore[attr-defined]
+    elif isinstance(obj, Graph):
+        graph = obj
+    elif isinstance(obj, Cell):
+        cell = obj
+    else:
+        raise ConfigError(f"cannot draw an object of type {type(obj).__name__}",
+                          fix="pass a sggraph.Graph, a CompiledGraph, a Cell or a CompiledCell")
+    if expand_arrays is not None and (isinstance(expand_arrays, bool) or not isinstance(expand_arrays, int)
+                                      or expand_arrays < 0):
+        raise ConfigError(f"expand_arrays must be a non-negative integer, got {expand_arrays!r}",
+                          fix="pass expand_arrays=N to draw the first N neurons of every array, or None")
+    if unroll is not None:
+        if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
+            raise ConfigError(f"unroll must be a positive number of steps, got {unroll!r}",
+                              fix="pass unroll=T with T >= 1")
+        if cell is None:
+            raise ConfigError("unroll applies to recurrent cells, and this is a layered graph",
+                              fix="drop unroll; pass a sggraph.Cell to draw(cell, unroll=T)")
+    if propagation:
+        if net is None and cnet is None:
+            raise ConfigError("propagation=True needs a compiled graph (it draws the feedback of the last backward)",
+                              fix="compile the graph, run a forward and loss.backward(), "
+                                  "then draw(net, propagation=True)")
+        mags: Any = NetMagnitudes(net) if net is not None else CellMagnitudes(cnet)
+        if not mags.any():
+            raise ConfigError("no node has received feedback yet", fix="run a forward and loss.backward() on the "
+                              "compiled graph before draw(..., propagation=True)")
+    else:
+        mags = None
+    if cell is not None and unroll is None:
+        if node is not None:
+            raise ConfigError("node= needs the layered DAG; a folded cell has no sibling sets",
+                              fix="draw(cell, unroll=T, node='h@2:0') highlights a node of the unrolled cell")
+        if expand_arrays is not None:
+            raise ConfigError("expand_arrays applies to arrays and unrolled cells",
+                              fix="pass unroll=T as well to draw the state's neurons step by step")
+        return draw_folded_cell(cell, cnet, lambdas, mags)
+    if cell is not None:
+        assert unroll is not None
+        graph = unroll_cell(cell, unroll)
+        return draw_graph(graph, node=node, expand=expand_arrays, lambdas=lambdas, mags=mags,
+                           provider=CellLambdas(cnet, unroll) if cnet is not None else None, cell=cell)
+    assert graph is not None
+    return draw_graph(graph, node=node, expand=expand_arrays, lambdas=lambdas, mags=mags,
+                       provider=NetLambdas(net) if net is not None else None, cell=None)
+
+
+class Override(Lambdas):
+    """An explicit mapping first, then the compiled graph's λ."""
+
+    def __init__(self, first: MappingLambdas, second: Lambdas | None) -> None:
+        self.first, self.second = first, second
+
+
+    def edge(self, parent: str, child: str) -> float | None:
+        v = self.first.edge(parent, child)
+        return v if v is not None or self.second is None else self.second.edge(parent, child)
+
+    def table_mean(self, parent_group: str, child_group: str) -> float | None:
+        return None  # mean over the mapped edges
+
+    def effective(self, parent: str, child: str) -> float | None:
+        v = self.first.edge(parent, child)
+        return v if v is not None or self.second is None else self.second.effective(parent, child)
+
+
+def graph_aliases(name: str) -> list[str]:
+    base, idx = split_name(name)
+    return [name, base] if idx is not None else [name]
+
+
+def unrolled_aliases(state: str) -> Callable[[str], list[str]]:
+    def aliases(name: str) -> list[str]:
+        m = UNROLLED.match(name)
+        if m is None:
+            return [name]
+        if m["base"] == state and m["i"] is not None:
+            return [name, f"{state}@{m['t']}", f"{state}[{m['i']}]", state]
+        return [name, m["base"]]
+
+    return aliases
+
+
+def draw_graph(g: Graph, *, node: str | None, expand: int | None, lambdas: Mapping | None, mags: Any,  # noqa: C901
+                provider: Lambdas | None, cell: Cell | None) -> graphviz.Digraph:
+    d = g.nx
+    order = [v for layer in g.layers for v in layer]
+    # groups: arrays, or the steps of an unrolled state
+    groups: dict[str, Group] = {}
+    group_of: dict[str, tuple[str, int]] = {}
+    declared: dict[tuple[str, str], str] = {}
+    if cell is None:
+        for a in g.arrays.values():
+            members = [neuron_name(a.name, i) for i in range(a.count)]
+            if a.parent is None:
+                details = ["input array", f"count {a.count} × dim {a.dim}"]
+            else:
+                fan = f"fan_in {a.fan_in or 0}" + (" + residual" if a.residual else "")
+                details = [f"count {a.count} × dim {a.dim}", fan, f"slots {a.slots}"]
+                declared[(a.parent, a.name)] = fan
+            groups[a.name] = Group(a.name, a.count, members, a.name, details, expand if expand else None)
+            for i, m in enumerate(members):
+                group_of[m] = (a.name, i)
+        aliases = graph_aliases
+    else:
+        st = cell.state
+        assert st is not None
+        n_states = sum(1 for v in order if v.startswith(f"{st.name}@") and v.endswith(":0"))  # steps 0 … T
+        if expand is not None:
+            for t in range(n_states):
+                name = f"{st.name}@{t}"
+                members = [f"{name}:{i}" for i in range(st.count)]
+                details = [f"count {st.count} × dim {st.dim}"]
+                if t == 0:
+                    details.append("initial state (zeros)")
+                else:
+                    details.append(f"fan_in {st.fan_in} from {st.name}@{t - 1}")
+                    declared[(f"{st.name}@{t - 1}", name)] = f"t−1 → t, fan_in {st.fan_in}"
+                    if st.input is not None:
+                        declared[(f"{st.input}@{t}", name)] = f"→ first {st.input_neurons} neurons"
+                groups[name] = Group(name, st.count, members, name, details, expand or None)
+                for i, m in enumerate(members):
+                    group_of[m] = (name, i)
+        aliases = unrolled_aliases(st.name)
+
+    focus_sets: dict[str, str] = {}
+    if node is not None:
+        if node not in d:
+            hint = ""
+            if node in g.arrays:
+                hint = f"'{node}' is an array: name one neuron, e.g. {neuron_name(node, 0)}; "
+            raise GraphError(f"no node named '{node}' to highlight", node=node,
+                             fix=hint + f"use one of {', '.join(order[:8])}{', …' if len(order) > 8 else ''}")
+        for v in extended_ancestors(g, node):
+            focus_sets[v] = "ancestors"
+        for v in siblings(g, node):
+            focus_sets[v] = "siblings"
+        focus_sets[node] = "node"
+
+    def item_of(v: str) -> str:
+        grp = group_of.get(v)
+        if grp is None:
+            return v
+        gname, idx = grp
+        show = groups[gname].show
+        if show is None:
+            return gname
+        if idx < show or v == node:
+            return v
+        return f"{gname}[…]" if cell is None else f"{gname}:…"
+
+    report = check_conditions(g)
+    a1, a2, a3 = set(report.a1), set(report.a2), set(report.a3)
+    terminals = set(g.terminals)
+
+    def role(v: str) -> str:
+        if d.in_degree(v) == 0:
+            return "source"
+        return "terminal" if v in terminals else "hidden"
+
+    # items, in layer order
+    members_of: dict[str, list[str]] = {}
+    for v in order:
+        members_of.setdefault(item_of(v), []).append(v)
+    items: list[Item] = []
+    for iid, members in members_of.items():
+        first = members[0]
+        layer = g.layer_of(first)
+        roles = {role(v) for v in members}
+        r = roles.pop() if len(roles) == 1 else "hidden"
+        if iid in groups:
+            grp = groups[iid]
+            it = Item(iid, layer, "group", r, grp.title, list(grp.details))
+            it.tooltip = f"{iid}: {grp.count} neurons; " + "; ".join(grp.details)
+        elif iid in d:
+            dim = d.nodes[iid]["dim"]
+            fn = g.nodes[iid].fn if iid in g.nodes else None
+            it = Item(iid, layer, "node", r, iid, [f"dim {dim}" + (f" · {fn}" if fn else "")])
+            it.tooltip = f"{iid}: {r}, dim {dim}, layer {layer}"
+        else:
+            gname = group_of[first][0]
+            it = Item(iid, layer, "more", r, f"… ({len(members)} more)", [f"of {gname}"])
+            it.tooltip = f"{len(members)} more neurons of {gname} not drawn: {shorten(members)}"
+        mark_conditions(it, members, g, a1, a2, a3)
+        if focus_sets:
+            highlight(it, members, focus_sets, node)
+        if mags is not None and r != "source" and all(mags.of(v) is None for v in members):
+            it.dashed = True
+        items.append(it)
+
+    # edges, aggregated from the expanded graph onto the drawn items
+    agg: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for v in order:
+        hv = item_of(v)
+        seen: set[str] = set()
+        for p in d.nodes[v]["parents"]:
+            if p in seen or p not in d:
+                continue
+            seen.add(p)
+            agg.setdefault((item_of(p), hv), []).append((p, v))
+    map_l: MappingLambdas | None = None
+    if lambdas is not None:
+        map_l = MappingLambdas(lambdas, aliases)
+        map_l.check(d.edges)
+    lam_src: Lambdas | None = Override(map_l, provider) if map_l is not None else provider
+    kinds = {it.id: it.kind for it in items}
+    edges: list[Edge] = []
+    for (ti, hi), pairs in agg.items():
+        e = Edge(ti, hi, count=len(pairs))
+        e.placeholder = kinds.get(ti) == "more" or kinds.get(hi) == "more"
+        if (ti, hi) in declared:
+            e.text = declared[(ti, hi)]
+        elif len(pairs) > 1:
+            if kinds.get(ti) == "group" and kinds.get(hi) == "node":
+                ps = [p for p, _ in pairs]
+                e.text = f"all {len(ps)} neurons" if len(ps) == groups[ti].count else shorten(ps)
+            else:
+                e.text = f"{len(pairs)} edges"
+        if lam_src is not None:
+            getter = lam_src.effective if mags is not None else lam_src.edge
+            e.lam = lam_src.table_mean(ti, hi) if (ti, hi) in declared and mags is None else None
+            if e.lam is None:
+                vals = [x for x in (getter(p, v) for p, v in pairs) if x is not None]
+                e.lam = float(np.mean(vals)) if vals else None
+            e.lam_mean = len(pairs) > 1
+        if mags is not None:
+            children = list(dict.fromkeys(v for _, v in pairs))
+            if kinds.get(hi) == "group":
+                vals = [mags.of(hi)]
+            else:
+                vals = [mags.of(c) for c in children]
+            vals = [x for x in vals if x is not None]
+            e.magnitude = float(np.mean(vals)) if vals else None
+        edges.append(e)
+    title = g.name
+    if provider is not None and isinstance(provider, NetLambdas):
+        title += " (λ of the compiled graph)"
+    return emit(g.name, title, items, edges, lambdas=lam_src is not None, propagation=mags is not None,
+                 highlight=node)
+
+
+def mark_conditions(it: Item, members: list[str], g: Graph, a1: set, a2: set, a3: set) -> None:
+    many = len(members) > 1 or it.kind != "node"
+    for key, witnesses, text in (("A1", a1, None), ("A2", a2, "stochastic (A.2)"), ("A3", a3, "sparse (A.3)")):
+        hit = [v for v in members if v in witnesses]
+        if not hit:
+            continue
+        if key == "A1":
+            kinds = sorted({g.feedback(v) for v in hit})
+            text = f"feedback: {'/'.join(kinds)} (A.1)"
+        assert text is not None
+        if many and len(hit) < len(members):
+            text += f": {len(hit)}/{len(members)}"
+        it.marks[key] = text
+
+
+def highlight(it: Item, members: list[str], focus_sets: Mapping[str, str], node: str | None) -> None:
+    counts = {k: 0 for k in HIGHLIGHT_ORDER}
+    for v in members:
+        k = focus_sets.get(v)
+        if k is not None:
+            counts[k] += 1
+    present = [k for k in HIGHLIGHT_ORDER if counts[k]]
+    if not present:
+        return
+    it.highlight = present[0]
+    if it.kind != "node":
+        parts = []
+        if counts["node"]:
+            parts.append(f"holds {node}")
+        if counts["siblings"]:
+            parts.append(f"{counts['siblings']} siblings")
+        if counts["ancestors"]:
+            parts.append(f"{counts['ancestors']} ext. ancestors")
+        it.highlight_note = "; ".join(parts)
+
+
+def draw_folded_cell(cell: Cell, cnet: Any, lambdas: Mapping | None, mags: Any) -> graphviz.Digraph:  # noqa: C901
+    stage = cell.stages()
+    level = cell.levels()
+    st = cell.state
+    assert st is not None
+    low = min(level.values())
+    consumers: dict[str, list[str]] = {}
+    for name, n in cell.nodes.items():
+        for p in n.parents:
+            consumers.setdefault(p.partition("[")[0], []).append(name)
+    if st.input is not None:
+        consumers.setdefault(st.input, []).append(st.name)
+    once = unroll_cell(cell, 1)
+    report = check_conditions(once)
+    a3 = {v.split("@", 1)[0] for v in report.a3}
+    a1 = {v.split("@", 1)[0] for v in report.a1}
+    items: list[Item] = []
+    for name, dim in cell.inputs.items():
+        it = Item(name, level[name] - low, "node", "source", name, [f"input · dim {dim}"])
+        it.tooltip = f"{name}: exogenous input at every step, dim {dim}"
+        items.append(it)
+    for name, n in cell.nodes.items():
+        if stage[name] != "pre":
+            continue
+        it = Item(name, level[name] - low, "node", "hidden", name,
+                   [f"dim {n.dim}" + (f" · {n.fn}" if n.fn else ""), "pre node"])
+        it.tooltip = f"{name}: pre node (per step, before the state), dim {n.dim}"
+        items.append(it)
+    details = [f"count {st.count} × dim {st.dim}", f"fan_in {st.fan_in} (from t−1)", f"slots {st.slots}"]
+    if st.input is not None:
+        details.append(f"{st.input} → first {st.input_neurons} neurons")
+    st_role = "hidden" if consumers.get(st.name) else "terminal"
+    it = Item(st.name, -low, "group", st_role, st.name, ["recurrent state"] + details)
+    it.tooltip = f"{st.name}: recurrent state array; " + "; ".join(details)
+    items.append(it)
+    for name, n in cell.nodes.items():
+        if stage[name] != "post":
+            continue
+        r = "hidden" if consumers.get(name) else "terminal"
+        it = Item(name, level[name] - low, "node", r, name,
+                   [f"dim {n.dim}" + (f" · {n.fn}" if n.fn else ""), "post node"])
+        it.tooltip = f"{name}: post node (reads the state at step t), dim {n.dim}"
+        items.append(it)
+    for it in items:
+        if it.id in a1:
+            it.marks["A1"] = f"feedback: {cell.feedback.get(it.id, 'stochastic')} (A.1)"
+        if it.id in a3:
+            it.marks["A3"] = "sparse (A.3)"
+        if mags is not None and it.role != "source" and mags.folded(it.id) is None:
+            it.dashed = True
+    edges: list[Edge] = []
+    for name, n in cell.nodes.items():
+        by_base: dict[str, list[str]] = {}
+        for p in n.parents:
+            by_base.setdefault(p.partition("[")[0], []).append(p)
+        for base, refs in by_base.items():
+            edges.append(Edge(base, name, "" if refs == [base] else shorten(refs), count=len(refs)))
+    if st.input is not None:
+        edges.append(Edge(st.input, st.name, f"t, first {st.input_neurons} neurons"))
+    edges.append(Edge(st.name, st.name, f"t−1 → t, fan_in {st.fan_in}"))
+    provider = CellLambdas(cnet, None) if cnet is not None else None
+    map_l = None
+    if lambdas is not None:
+        map_l = MappingLambdas(lambdas, lambda name: [name])
+        map_l.check((e.tail, e.head) for e in edges)
+    for e in edges:
+        lam = map_l.edge(e.tail, e.head) if map_l is not None else None
+        if lam is None and provider is not None:
+            lam = provider.effective_folded(e.tail, e.head) if mags is not None else provider.folded(e.tail, e.head)
+        e.lam = lam
+        e.lam_mean = e.head == st.name or e.count > 1
+        if mags is not None:
+            e.magnitude = mags.folded(e.head)
+    return emit(cell.name, f"{cell.name} (recurrent cell, one step)", items, edges,
+                 lambdas=provider is not None or map_l is not None, propagation=mags is not None, highlight=None)
+
+

@@ -1,0 +1,293 @@
+"""The compiled blocks: one declared node or node array with its function, generator, λ and records.
+
+:class:`NodeBlock` and :class:`ArrayBlock` run one node's forward on the path the net picks
+(``plain``, ``child`` or ``general``, see :mod:`sggraph.engine.compile`) and keep what the
+backward records; the feed-forward and the recurrent compilers share them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..exceptions import CompileError, DimensionError, LambdaError
+from .generators import takes_aux
+from .mixing import InMix, OutMix, ParamMix, Record, RecordGrad
+from .neuron import gather_by_table
+
+__all__ = ["GROUPINGS", "ArrayBlock", "Block", "NodeBlock", "SourceBlock", "check_generators", "check_lambda_value",
+           "observes", "split_ref", "step_on", "synthetic_vjp"]
+
+
+class Runner(Protocol):
+    """What a block needs of the net that runs it."""
+
+    check_finite: bool
+
+    def mode_for(self, block: Block) -> str: ...
+
+
+#: Named groupings of the mixing weights.
+#: ``edge``: every edge free, ``λ^self = 1`` unless set (eq. 5–6 as written);
+#: ``parent``: one λ per node over its out-edges (paper §4.2);
+#: ``child``: ``λ^self_v = λ_{·→v} = θ_v`` (the paper's experiment code; SparseNet runs).
+GROUPINGS = ("edge", "parent", "child")
+
+
+def step_on(loss: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> float:
+    """One ``optimizer`` step on ``loss`` (when it has a graph); returns its value."""
+    if optimizer is not None and loss.requires_grad:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return float(loss.detach())
+
+
+def observes(generator: nn.Module) -> bool:
+    """Generators with an ``observe(z, target)`` method (tabular) learn by observation, not by gradient."""
+    return callable(getattr(generator, "observe", None))
+
+
+def split_ref(ref: str) -> tuple[str, int | None]:
+    base, _, rest = ref.partition("[")
+    return (base, int(rest[:-1])) if rest else (base, None)
+
+
+def check_lambda_value(value: object, what: str) -> None:
+    t = torch.as_tensor(value, dtype=torch.float64)
+    if torch.isnan(t).any():
+        raise LambdaError(f"{what} is NaN", fix="use values in [0, 1]")
+    if (t < 0).any() or (t > 1).any():
+        bad = t[(t < 0) | (t > 1)].flatten()[0].item()
+        raise LambdaError(f"{what} = {bad} is outside [0, 1]", fix="mixing weights must lie in [0, 1]: "
+                          "1 is backpropagation, 0 fully synthetic")
+
+
+def synthetic_vjp(out: torch.Tensor, h: torch.Tensor, rec: Record, inputs: dict[int, torch.Tensor],
+                   params: dict[str, torch.Tensor]) -> None:
+    """Fill ``rec`` with ``J_zᵀ ĥ`` per input and ``J_θᵀ ĥ`` per mixed parameter (one VJP)."""
+    wanted = [(("in", k), t) for k, t in inputs.items() if t.requires_grad]
+    wanted += [(("param", n), t) for n, t in params.items()]
+    if not wanted or not out.requires_grad:
+        return
+    grads = torch.autograd.grad(out, [t for _, t in wanted], h.detach(), retain_graph=True, allow_unused=True)
+    for ((kind, key), t), g in zip(wanted, grads):
+        g = torch.zeros_like(t) if g is None else g
+        if kind == "in":
+            rec.synthetic_input[key] = g  # type: ignore[index]
+        else:
+            rec.synthetic_params[key] = g  # type: ignore[index]
+
+
+def check_generators(generators: Mapping[str, nn.Module], where=lambda name: (None, None)) -> None:
+    """Reject, naming the node (and its file and line), a generator that is not a module taking
+    ``z`` or ``(z, aux)``."""
+    for name, gen in generators.items():
+        file, line = where(name)
+        if not isinstance(gen, nn.Module):
+            raise CompileError(f"generators[{name!r}] is a {type(gen).__name__}, not an nn.Module", node=name,
+                               file=file, line=line, fix="pass a torch.nn.Module mapping z to the node's shape")
+        if takes_aux(gen) is None:
+            raise CompileError(f"generators[{name!r}] ({type(gen).__name__}) cannot be called as generator(z) "
+                               "or generator(z, aux)", node=name, file=file, line=line,
+                               fix="give its forward one argument z, or two (z, aux)")
+
+
+class Block(nn.Module):
+    """One declared node or array: its function, generator, weights and last forward."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        self.record: Record | None = None
+        self.prediction: torch.Tensor | None = None
+        self.generator_input: torch.Tensor | None = None
+        self.last_inputs: tuple | None = None  # detached inputs of the last mixed forward (adaptive λ)
+        self.aux: dict | None = None  # detached forward quantities of the array template (child path)
+        self.output: torch.Tensor | None = None  # the output whose gradient is the received feedback
+        self.mode = "plain"
+
+    def predict(self, z: torch.Tensor, aux: dict | None) -> torch.Tensor:
+        """The generator's ``ĥ_v``: ``generator(z, aux)``, or ``generator(z)`` for one-argument modules."""
+        gen = self.generator  # type: ignore[attr-defined]
+        return gen(z, aux) if self._gen_aux else gen(z)
+
+    def _set_generator(self, generator: nn.Module) -> None:
+        self.generator = generator
+        self._gen_aux = takes_aux(generator) is not False
+
+    def modes(self) -> str:
+        lam = self.lam  # type: ignore[attr-defined]
+        if lam.numel() == 0 or bool((lam == self._self_per_edge()).all()):
+            return "child"
+        return "general"
+
+    def _self_per_edge(self) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class NodeBlock(Block):
+    """A plain node: ``x_v = f_v(cat(parents))``; λ per parent ``[P]``, ``λ^self`` scalar."""
+
+    def __init__(self, name: str, parents: Sequence[str], parent_dims: Sequence[int], dim: int,
+                 function: nn.Module, generator: nn.Module) -> None:
+        super().__init__(name)
+        self.parents = tuple(parents)
+        self.parent_dims = tuple(parent_dims)
+        self.dim = dim
+        self.function = function
+        self._set_generator(generator)
+        self.register_buffer("lam", torch.ones(len(parents)))
+        self.register_buffer("lam_self", torch.ones(()))
+        self.register_buffer("_dims", torch.tensor(self.parent_dims, dtype=torch.long), persistent=False)
+
+    def _self_per_edge(self) -> torch.Tensor:
+        return self.lam_self
+
+    def run(self, values: Mapping[str, torch.Tensor], net: Runner) -> torch.Tensor:
+        parts = []
+        for ref in self.parents:
+            base, idx = split_ref(ref)
+            v = values[base]
+            if idx is not None:
+                v = v[idx]
+            elif v.dim() == 3:  # a whole array, neuron-major [N, B, q] -> [B, N q]
+                v = v.transpose(0, 1).reshape(v.shape[1], -1)
+            parts.append(v)
+        z_raw = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+        if not torch.is_grad_enabled():  # an evaluation forward keeps the last backward's records
+            return self._checked(self.function(z_raw), z_raw)
+        mode = self.mode = net.mode_for(self)
+        rec = self.record = Record(self.name, net.check_finite)
+        self.prediction = self.generator_input = self.output = None
+        if mode == "plain":
+            self.last_inputs = None
+            return self._checked(self.function(z_raw), z_raw)
+        self.generator_input = z_raw.detach()
+        self.last_inputs = (self.generator_input,)
+        h = self.prediction = self.predict(self.generator_input, None)
+        if mode == "child":
+            out = self.output = self._checked(self.function(z_raw), z_raw)
+            rec.synthetic_output = h.detach()
+            return OutMix.apply(out, self.lam_self, rec)
+        lam_cols = torch.repeat_interleave(self.lam, self._dims.to(self.lam.device))
+        z = InMix.apply(z_raw, lam_cols, rec, 0)
+        params = {}
+        if bool((self.lam_self != 1).any()):
+            params = {n: ParamMix.apply(p, self.lam_self, rec, n) for n, p in self.function.named_parameters()}
+            out = torch.func.functional_call(self.function, params, (z,))
+        else:
+            out = self.function(z)
+        out = self.output = self._checked(out, z_raw)
+        synthetic_vjp(out, h, rec, {0: z}, params)
+        return RecordGrad.apply(out, rec)
+
+    def _checked(self, out: object, z: torch.Tensor) -> torch.Tensor:
+        if not isinstance(out, torch.Tensor) or out.shape != (z.shape[0], self.dim):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise DimensionError(f"its function returned shape {shape}, expected [B={z.shape[0]}, dim={self.dim}]",
+                                 node=self.name, fix=f"make the function map [B, {z.shape[-1]}] to [B, {self.dim}], "
+                                 f"or change the node's dim to match")
+        return out
+
+    def edge_slots(self, parent: str) -> list[int]:
+        return [i for i, p in enumerate(self.parents) if p == parent]
+
+
+class ArrayBlock(Block):
+    """A node array: gather by the parent table, one batched template call.
+
+    λ is ``[N, F (+1 residual column)]``, ``λ^self`` is ``[N]``.
+    """
+
+    def __init__(self, name: str, parent: str, table: np.ndarray, residual: bool, count: int, dim: int,
+                 parent_dim: int, function: nn.Module, generator: nn.Module) -> None:
+        super().__init__(name)
+        self.parent = parent
+        self.count, self.dim, self.parent_dim = count, dim, parent_dim
+        self.fan_in = int(table.shape[1])
+        self.residual = residual
+        self.function = function
+        self._set_generator(generator)
+        self.register_buffer("table", torch.as_tensor(table, dtype=torch.long), persistent=False)
+        self.register_buffer("flat_table", self.table.flatten(), persistent=False)
+        self.register_buffer("lam", torch.ones(count, self.fan_in + int(residual)))
+        self.register_buffer("lam_self", torch.ones(count))
+
+    def _self_per_edge(self) -> torch.Tensor:
+        return self.lam_self.unsqueeze(1)
+
+    def gather(self, prev: torch.Tensor) -> torch.Tensor:
+        """``prev [Np, B, qp]`` → local inputs ``u [N, B, F·qp]``."""
+        return gather_by_table(prev, self.flat_table, self.count, self.fan_in)
+
+    def run(self, values: Mapping[str, torch.Tensor], net: Runner) -> torch.Tensor:
+        prev = values[self.parent]
+        u_raw = self.gather(prev)
+        r_raw = prev if self.residual else None
+        if not torch.is_grad_enabled():  # an evaluation forward keeps the last backward's records
+            return self._checked(self.function(u_raw, r_raw)[0], u_raw)
+        mode = self.mode = net.mode_for(self)
+        rec = self.record = Record(self.name, net.check_finite)
+        self.prediction = self.generator_input = self.output = None
+        self.aux = None
+        if mode == "plain":
+            self.last_inputs = None
+            return self._checked(self.function(u_raw, r_raw)[0], u_raw)
+        self.last_inputs = (u_raw.detach(), None if r_raw is None else r_raw.detach())
+        if mode == "child":
+            out, aux = self.function(u_raw, r_raw)
+            out = self.output = self._checked(out, u_raw)
+            self.aux = {k: v.detach() for k, v in aux.items()}
+            self.generator_input = u_raw.detach()
+            h = self.prediction = self.predict(self.generator_input, aux)
+            rec.synthetic_output = h.detach()
+            return OutMix.apply(out, self.lam_self.view(-1, 1, 1), rec)
+        f, qp = self.fan_in, self.parent_dim
+        u = InMix.apply(u_raw, self.lam[:, :f].repeat_interleave(qp, dim=1).unsqueeze(1), rec, 0)
+        r = InMix.apply(r_raw, self.lam[:, f:].unsqueeze(1), rec, 1) if self.residual else None
+        params = {}
+        if bool((self.lam_self != 1).any()):
+            shaped = self.lam_self
+            params = {n: ParamMix.apply(p, shaped.view(-1, *([1] * (p.dim() - 1))), rec, n)
+                      for n, p in self.function.named_parameters()}
+        out, aux = self.function(u, r, params) if params else self.function(u, r)
+        out = self.output = self._checked(out, u_raw)
+        self.generator_input = u_raw.detach()
+        h = self.prediction = self.predict(self.generator_input, aux)
+        synthetic_vjp(out, h, rec, {0: u, 1: r} if r is not None else {0: u}, params)
+        return RecordGrad.apply(out, rec)
+
+    def _checked(self, out: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        want = (self.count, u.shape[1], self.dim)
+        if out.shape != want:
+            raise DimensionError(f"its array function returned shape {tuple(out.shape)}, expected {list(want)}",
+                                 node=self.name, fix="return [count, B, dim] from the array module")
+        return out
+
+    def columns_for(self, parent_index: int | None, child_index: int | None) -> torch.Tensor:
+        """Boolean mask ``[N, F(+1)]`` of table entries from parent neuron ``parent_index``."""
+        mask = torch.zeros(self.count, self.fan_in + int(self.residual), dtype=torch.bool, device=self.lam.device)
+        if parent_index is None:
+            mask[:] = True
+        else:
+            mask[:, : self.fan_in] = self.table == parent_index
+            if self.residual:
+                mask[parent_index, self.fan_in] = parent_index < self.count
+        if child_index is not None:
+            keep = torch.zeros_like(mask)
+            keep[child_index] = mask[child_index]
+            mask = keep
+        return mask
+
+
+class SourceBlock(nn.Module):
+    def __init__(self, name: str, dim: int, count: int | None) -> None:
+        super().__init__()
+        self.name, self.dim, self.count = name, dim, count
+
+

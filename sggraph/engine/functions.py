@@ -1,0 +1,100 @@
+"""Built-in node functions a YAML graph names with ``fn:``.
+
+Each takes ``z`` of shape ``[B, in_dim]`` (the parents' outputs concatenated in
+declared order) and returns ``[B, dim]``. A node's ``init_std`` (YAML key ``init_std``)
+sets the standard deviation of its normal weight init: ``dot`` keys ``N(0, init_std²)``
+(default 1); ``linear`` / ``tanh`` weights ``N(0, init_std²)`` with zero biases (default:
+PyTorch's ``nn.Linear`` init).
+
+>>> import torch
+>>> f = make_function("tanh", in_dim=3, dim=2)
+>>> f(torch.zeros(5, 3)).shape
+torch.Size([5, 2])
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..exceptions import CompileError
+
+__all__ = ["Identity", "Linear", "ScaledDot", "TanhLinear", "make_function"]
+
+
+def _normal_init(layer: nn.Linear, init_std: float | None) -> None:
+    if init_std is not None:
+        with torch.no_grad():
+            layer.weight.normal_(0.0, init_std)
+            layer.bias.zero_()
+
+
+class Linear(nn.Linear):
+    """``x = W z + b``. Shapes: ``z [B, in_dim] -> x [B, dim]``."""
+
+    def __repr__(self) -> str:
+        return f"Linear({self.in_features} -> {self.out_features})"
+
+
+class TanhLinear(nn.Linear):
+    """``x = tanh(W z + b)``. Shapes: ``z [B, in_dim] -> x [B, dim]``."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(super().forward(z))
+
+    def __repr__(self) -> str:
+        return f"TanhLinear({self.in_features} -> {self.out_features})"
+
+
+class Identity(nn.Module):
+    """``x = z`` (a relay node). Needs ``in_dim == dim``."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+    def __repr__(self) -> str:
+        return "Identity()"
+
+
+class ScaledDot(nn.Module):
+    """``x = z Kᵀ / √in_dim`` with keys ``K [dim, in_dim] ~ N(0, init_std²)`` — the SparseNet action head.
+
+    Shapes: ``z [B, in_dim] -> x [B, dim]``. ``init_std`` defaults to 1; the paper's SparseNet
+    uses ``1/√(q · n_parents)``, the std of its hidden keys.
+
+    >>> head = ScaledDot(2000, 10, init_std=50 ** -0.5)
+    >>> round(float(head.keys.std()), 2)
+    0.14
+    """
+
+    def __init__(self, in_dim: int, dim: int, init_std: float | None = None) -> None:
+        super().__init__()
+        std = 1.0 if init_std is None else float(init_std)
+        self.keys = nn.Parameter(torch.randn(dim, in_dim) * std)
+        self.scale = in_dim ** -0.5
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return (z @ self.keys.T) * self.scale
+
+    def __repr__(self) -> str:
+        return f"ScaledDot({self.keys.shape[1]} -> {self.keys.shape[0]})"
+
+
+def make_function(name: str, in_dim: int, dim: int, node: str | None = None,
+                  init_std: float | None = None) -> nn.Module:
+    """Instantiate the built-in function ``name`` for a node with the given dims (and weight init std)."""
+    if name in ("linear", "tanh"):
+        layer = Linear(in_dim, dim) if name == "linear" else TanhLinear(in_dim, dim)
+        _normal_init(layer, init_std)
+        return layer
+    if name == "dot":
+        return ScaledDot(in_dim, dim, init_std)
+    if name == "identity":
+        if init_std is not None:
+            raise CompileError("an identity node has no weights to initialise", node=node,
+                               fix="remove init_std from this node")
+        if in_dim != dim:
+            raise CompileError(f"an identity node needs its parents' total dim ({in_dim}) to equal its dim ({dim})",
+                               node=node, fix=f"set dim: {in_dim}, or use fn: linear")
+        return Identity()
+    raise CompileError(f"unknown fn '{name}'", node=node, fix="use linear, tanh, identity or dot")

@@ -1,0 +1,484 @@
+"""Adaptive mixing weights: the batch estimate of the optimal λ (eq. 18, App. H.2 eq. 145).
+
+For a node (or neuron) with per-sample parameter gradients ``p̃_b`` under the feedback it
+received and ``s̃_b`` under its synthetic prediction, write ``u_b = s̃_b − p̃_b``. The mixture ``λ p̂ + (1 − λ) ŝ = p̂ + (1 − λ) û`` has
+MSE ``Var p̂ + 2 (1 − λ) Cov(p̂, û) + (1 − λ)² E‖û‖²``, minimised at
+
+    λ_batch = clip(1 + c / (v + b²), 0, 1)
+
+with ``v`` the variance of the batch mean of ``u``, ``c`` the covariance of the batch means
+of ``p̃`` and ``u``, and ``b² = max(‖ū‖² − v, 0)``; then ``λ ← μ λ + (1 − μ) λ_batch``.
+A batch of one sample carries no variance estimate and leaves λ unchanged.
+
+The paper (App. H.2) normalises "the gradients to unit ℓ2 norm" first; ``normalize`` says which:
+
+* ``"feedback"`` — the authors' experiment code: per sample and neuron, the feedback at the
+  neuron's nonlinear output (``g`` on ``h̄``; for a residual slot neuron ``g ⊙ (1 − tanh² h̄)``)
+  is scaled to unit norm, then mapped to ``p̃_b`` (and the prediction likewise to ``s̃_b``);
+* ``"gradient"`` (or ``True``) — each per-sample parameter gradient ``p̃_b``, ``s̃_b`` is scaled
+  to unit norm;
+* ``"none"`` (or ``False``) — raw gradients.
+
+Everything needed is the batch means of ``p̃`` and ``s̃`` and the per-sample inner
+products ``⟨p̃_b, p̃_b⟩, ⟨p̃_b, s̃_b⟩, ⟨s̃_b, s̃_b⟩``. The generic path builds the per-sample
+gradients with ``torch.func``; the slot-neuron array has a closed form (its per-sample
+weight gradient is an outer product ``D_b ⊗ u_b``, so inner products factor and means are
+one ``bmm``) that never forms them.
+
+>>> import torch
+>>> p = torch.randn(32, 1, 5); s = p.mean(0, keepdim=True).expand(32, 1, 5)  # exact, noiseless synthetic
+>>> float(batch_lambda_from_vectors(p, s, normalize=False)[0]) < 0.2
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import torch
+from torch.func import functional_call, grad, vmap
+
+from ..exceptions import LambdaError
+from .blocks import ArrayBlock
+from .neuron import RecurrentSlotArray, SlotNeuronArray
+
+if TYPE_CHECKING:
+    from .compile import CompiledGraph
+
+__all__ = [
+    "NORMALIZATIONS",
+    "adapt_lambda",
+    "batch_lambda_from_stats",
+    "batch_lambda_from_vectors",
+    "per_sample_param_grads",
+    "recurrent_state_lambda",
+    "slot_array_lambda",
+]
+
+
+#: The normalisations of per-sample gradients before eq. 18 (see the module docstring).
+NORMALIZATIONS = ("feedback", "gradient", "none")
+
+_DIRECTION_EPS = 1e-12
+
+
+def normalization_mode(normalize: bool | str) -> str:
+    """``True`` → ``"gradient"``, ``False`` → ``"none"``; a name is checked against :data:`NORMALIZATIONS`."""
+    if normalize is True:
+        return "gradient"
+    if normalize is False or normalize is None:
+        return "none"
+    if normalize not in NORMALIZATIONS:
+        raise LambdaError(f"unknown normalisation {normalize!r}", fix=f"use one of {', '.join(NORMALIZATIONS)}")
+    return str(normalize)
+
+
+def unit_feedback(cot: torch.Tensor, gain: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-row direction of the feedback: ``cot / ‖gain ⊙ cot‖`` over the last dim.
+
+    With ``gain`` (e.g. a residual neuron's ``1 − tanh² h̄``) the feedback on the nonlinear part
+    ``gain ⊙ cot`` gets unit norm; rows of zero feedback stay zero.
+    """
+    eff = cot if gain is None else cot * gain
+    return cot / eff.norm(dim=-1, keepdim=True).clamp_min(_DIRECTION_EPS)
+
+
+def batch_lambda_from_stats(p_mean: torch.Tensor, s_mean: torch.Tensor, pp: torch.Tensor, ps: torch.Tensor,
+                            ss: torch.Tensor) -> torch.Tensor:
+    """λ_batch per unit from sufficient statistics of the per-sample gradients.
+
+    Parameters
+    ----------
+    p_mean, s_mean : ``[U, P]``
+        Batch means of ``p̃_b`` and ``s̃_b`` (already normalised if normalising).
+    pp, ps, ss : ``[U, B]``
+        Per-sample inner products ``⟨p̃_b, p̃_b⟩``, ``⟨p̃_b, s̃_b⟩``, ``⟨s̃_b, s̃_b⟩``.
+
+    Returns
+    -------
+    Tensor ``[U]``; NaN where ``B < 2`` or ``v + b² = 0`` (λ is then kept).
+    """
+    b = pp.shape[-1]
+    if b < 2:
+        return torch.full(pp.shape[:-1], float("nan"), dtype=pp.dtype, device=pp.device)
+    u_mean = s_mean - p_mean
+    mean_uu = (u_mean * u_mean).sum(-1)  # ‖ū‖²
+    mean_pu = (p_mean * u_mean).sum(-1)  # ⟨p̄, ū⟩
+    diag_uu = (ss - 2 * ps + pp).sum(-1)  # Σ_b ‖u_b‖²
+    diag_pu = (ps - pp).sum(-1)  # Σ_b ⟨p_b, u_b⟩
+    denom = b * (b - 1)
+    v = (diag_uu - b * mean_uu) / denom  # variance of the batch mean of u
+    c = (diag_pu - b * mean_pu) / denom  # covariance of the batch means of p and u
+    bias2 = (mean_uu - v).clamp_min(0)
+    total = v + bias2
+    lam = (1 + c / total).clamp(0, 1)
+    return torch.where(total > 0, lam, torch.full_like(lam, float("nan")))
+
+
+def batch_lambda_from_vectors(p: torch.Tensor, s: torch.Tensor, normalize: bool | str = True,
+                              eps: float = 1e-12) -> torch.Tensor:
+    """λ_batch per unit from explicit per-sample gradients ``p, s: [B, U, P]`` → ``[U]``.
+
+    ``normalize`` ``"gradient"``/``True`` scales each vector to unit norm; ``"feedback"`` and
+    ``"none"`` use the vectors as given (feedback normalisation happens before the vectors exist).
+    """
+    if normalization_mode(normalize) == "gradient":
+        p = p / (p.norm(dim=-1, keepdim=True) + eps)
+        s = s / (s.norm(dim=-1, keepdim=True) + eps)
+    pt, st = p.transpose(0, 1), s.transpose(0, 1)  # [U, B, P]
+    return batch_lambda_from_stats(pt.mean(1), st.mean(1), (pt * pt).sum(-1), (pt * st).sum(-1),
+                                   (st * st).sum(-1))
+
+
+def per_sample_param_grads(block, cotangent: torch.Tensor) -> torch.Tensor:
+    """Per-sample gradients of a block's parameters under ``cotangent`` → ``[B, U, P]``.
+
+    Generic (``torch.func``): works for any node function. Plain nodes have ``U = 1``; arrays
+    have one unit per neuron (their parameters carry the neuron index first).
+    """
+
+    fn = block.function
+    params = {k: v.detach() for k, v in fn.named_parameters()}
+    if isinstance(block, ArrayBlock):
+        u, r = block.last_inputs
+
+        def dot(ps, u1, r1, c1):
+            out, _ = functional_call(fn, ps, (u1.unsqueeze(1), None if r1 is None else r1.unsqueeze(1)))
+            return (out.squeeze(1) * c1).sum()
+
+        per = vmap(grad(dot), in_dims=(None, 1, None if r is None else 1, 1))(params, u, r, cotangent)
+        flat = [g.reshape(g.shape[0], block.count, -1) for g in per.values()]
+        return torch.cat(flat, dim=-1)
+
+    (z,) = block.last_inputs
+
+    def dot_node(ps, z1, c1):
+        return (functional_call(fn, ps, (z1.unsqueeze(0),)).squeeze(0) * c1).sum()
+
+    per = vmap(grad(dot_node), in_dims=(None, 0, 0))(params, z, cotangent)
+    return torch.cat([g.reshape(g.shape[0], 1, -1) for g in per.values()], dim=-1)
+
+
+def _slot_rows(alpha: torch.Tensor, y: torch.Tensor, alpha_dtanh: torch.Tensor, squash: torch.Tensor | None,
+               scale: torch.Tensor | float, cot: torch.Tensor, unit: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample gradient rows of slot neurons under cotangent ``cot [N, R, q]``.
+
+    A neuron's per-sample parameter gradient is ``(dlogit ⊗ x, dpre ⊗ x, dpre)`` for its keys,
+    slot maps and biases, with ``x`` its input. Returns ``dlogit [N, R, M]`` and ``dpre [N, R, M q]``.
+    ``alpha_dtanh = α ⊙ (1 − y²)`` is shared by both cotangents. ``unit``: the feedback on ``h̄``
+    is scaled to unit norm per row first (``normalize="feedback"``).
+    """
+    dh = cot * squash if squash is not None else cot
+    if unit:
+        dh = dh / dh.norm(dim=-1, keepdim=True).clamp_min(_DIRECTION_EPS)
+    dpre = (alpha_dtanh * dh.unsqueeze(2)).flatten(2)
+    dalpha = torch.matmul(y, dh.unsqueeze(-1)).squeeze(-1)
+    dlogit = alpha * (dalpha - (alpha * dalpha).sum(-1, keepdim=True)) * scale
+    return dlogit, dpre
+
+
+def _lambda_from_rows(rows_p, rows_s, x2: torch.Tensor, inputs: list[torch.Tensor], normalize: bool | str,
+                      eps: float = 1e-12) -> torch.Tensor:
+    """λ_batch ``[N]`` from the rows of ``p̃`` and ``s̃``.
+
+    ``x2 [N, R]`` is each sample's ``‖x_b‖²``; ``inputs`` are the input blocks ``[k, R, d]`` whose
+    outer products with the rows form the weight gradients (block ``k < N`` covers neurons ``0 … k−1``).
+    Normalisation folds ``1/‖g_b‖`` into per-sample weights instead of rescaling the rows.
+    """
+    n, r = x2.shape
+
+    def dot(a, b):
+        bias = (a[1] * b[1]).sum(-1)
+        return ((a[0] * b[0]).sum(-1) + bias) * x2 + bias
+
+    pp, ps, ss = dot(rows_p, rows_p), dot(rows_p, rows_s), dot(rows_s, rows_s)
+    if normalization_mode(normalize) == "gradient":
+        wp, ws = 1 / (pp.clamp_min(0).sqrt() + eps), 1 / (ss.clamp_min(0).sqrt() + eps)
+        pp, ps, ss = pp * wp * wp, ps * wp * ws, ss * ws * ws
+    else:
+        wp = ws = torch.ones_like(x2)
+
+    def means():
+        """Both batch means: the per-sample weights fold into the inputs, one bmm per row block."""
+        parts_p, parts_s = [], []
+        for x in inputs:
+            k = x.shape[0]
+            for rows, w, parts in ((rows_p, wp, parts_p), (rows_s, ws, parts_s)):
+                xw = x * w[:k].unsqueeze(-1)
+                for row in rows:
+                    block = torch.bmm(row[:k].transpose(1, 2), xw).reshape(k, -1)
+                    if k < n:
+                        block = torch.cat([block, block.new_zeros(n - k, block.shape[1])], dim=0)
+                    parts.append(block)
+        parts_p.append((rows_p[1] * wp.unsqueeze(-1)).sum(1))
+        parts_s.append((rows_s[1] * ws.unsqueeze(-1)).sum(1))
+        return torch.cat(parts_p, dim=-1) / r, torch.cat(parts_s, dim=-1) / r
+
+    p_mean, s_mean = means()
+    return batch_lambda_from_stats(p_mean, s_mean, pp, ps, ss)
+
+
+def _slot_forward(out: torch.Tensor, bias: torch.Tensor, slots: int, dim: int, scale):
+    n, r, _ = out.shape
+    alpha = torch.softmax(out[..., :slots] * scale, dim=-1)
+    y = torch.tanh(out[..., slots:] + bias.unsqueeze(1)).view(n, r, slots, dim)
+    return alpha, y, alpha.unsqueeze(-1) * (1 - y * y)
+
+
+@torch.no_grad()
+def slot_array_lambda(array, u: torch.Tensor, residual: torch.Tensor | None, cot_p: torch.Tensor,
+                      cot_s: torch.Tensor, normalize: bool | str = True, aux: dict | None = None) -> torch.Tensor:
+    """Closed-form λ_batch ``[N]`` for a slot-neuron array, never forming per-sample gradients.
+
+    A neuron's per-sample gradient is ``(D_b ⊗ u_b, β_b)`` — rows ``D_b`` (keys and slot
+    maps) times its input ``u_b``, and the bias part ``β_b`` — so per-sample inner products
+    are ``⟨D_b, D'_b⟩ ‖u_b‖² + ⟨β_b, β'_b⟩`` and batch means are one ``bmm``.
+
+    Parameters
+    ----------
+    array : SlotNeuronArray
+    u : ``[N, B, d]`` local inputs; residual : ``[N, B, q]`` or None
+    cot_p, cot_s : ``[N, B, q]`` the received feedback and the synthetic prediction
+    normalize : {"feedback", "gradient", "none"} or bool
+        See the module docstring.
+    aux : dict, optional
+        The forward's ``alpha``, ``y`` (and ``squashed``): reused instead of recomputed.
+    """
+    if aux is not None and "y" in aux:
+        alpha, y = aux["alpha"], aux["y"]
+        alpha_dtanh = alpha.unsqueeze(-1) * (1 - y * y)
+    else:
+        alpha, y, alpha_dtanh = _slot_forward(torch.bmm(u, array.proj.transpose(1, 2)), array.bias, array.slots,
+                                              array.dim, array.scale)
+    squash = None
+    if array.residual:
+        if aux is not None and "squashed" in aux:
+            squash = 1 - aux["squashed"] ** 2
+        else:
+            hbar = torch.matmul(alpha.unsqueeze(-2), y).squeeze(-2)
+            squash = 1 - torch.tanh(hbar) ** 2
+    unit = normalization_mode(normalize) == "feedback"
+    rows_p = _slot_rows(alpha, y, alpha_dtanh, squash, array.scale, cot_p, unit)
+    rows_s = _slot_rows(alpha, y, alpha_dtanh, squash, array.scale, cot_s, unit)
+    return _lambda_from_rows(rows_p, rows_s, (u * u).sum(-1), [u], normalize)
+
+
+@torch.no_grad()
+def recurrent_state_lambda(state, steps: list[int], normalize: bool | str = True,
+                           max_samples: int | None = None, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Closed-form λ_batch ``[N]`` for a recurrent state array; every (step, sequence) is a sample.
+
+    The input neurons' per-sample gradient also has the part ``D_b ⊗ e_b`` on ``proj_in``,
+    so their ``‖x_b‖² = ‖u_b‖² + ‖e_b‖²``. With ``max_samples`` the estimate uses the samples
+    of ``⌈max_samples / B⌉`` steps drawn uniformly without replacement (torch's global RNG).
+    ``valid [T, B]`` (bool) drops the samples where it is false.
+    """
+    fn = state.function
+    if max_samples is not None:  # a random subset of steps, all sequences of each
+        batch = state.step_inputs[steps[0]][0].shape[1]
+        keep = max(1, -(-max_samples // batch))
+        if keep < len(steps):
+            chosen = torch.randperm(len(steps))[:keep].sort().values.tolist()
+            steps = [steps[i] for i in chosen]
+    u = torch.cat([state.step_inputs[t][0] for t in steps], dim=1)  # [N, R, F q]
+    has_e = state.step_inputs[steps[0]][1] is not None and fn.input_neurons > 0
+    e = torch.cat([state.step_inputs[t][1] for t in steps], dim=0) if has_e else None  # [R, d_in]
+    cot_p = torch.cat([state.records[t].received for t in steps], dim=1)
+    cot_s = torch.cat([state.predictions[t].detach() for t in steps], dim=1)
+    if valid is not None:
+        keep_cols = torch.cat([valid[t] for t in steps]).nonzero().squeeze(1)
+        if keep_cols.numel() < u.shape[1]:
+            u, cot_p, cot_s = u[:, keep_cols], cot_p[:, keep_cols], cot_s[:, keep_cols]
+            e = None if e is None else e[keep_cols]
+    k = fn.input_neurons
+    out = torch.bmm(u, fn.proj.transpose(1, 2))
+    if e is not None:
+        out = torch.cat([out[:k] + fn.project_input(e), out[k:]], dim=0)
+    scale = fn.scale.view(-1, 1, 1)
+    alpha, y, alpha_dtanh = _slot_forward(out, fn.bias, fn.slots, fn.dim, scale)
+    x2 = (u * u).sum(-1)
+    inputs = [u]
+    if e is not None:
+        x2 = torch.cat([x2[:k] + (e * e).sum(-1).unsqueeze(0), x2[k:]], dim=0)
+        inputs.append(e.unsqueeze(0).expand(k, -1, -1))
+    unit = normalization_mode(normalize) == "feedback"
+    rows_p = _slot_rows(alpha, y, alpha_dtanh, None, scale, cot_p, unit)
+    rows_s = _slot_rows(alpha, y, alpha_dtanh, None, scale, cot_s, unit)
+    return _lambda_from_rows(rows_p, rows_s, x2, inputs, normalize)
+
+
+def _block_lambda(block, normalize: bool | str, fast: bool) -> torch.Tensor | None:
+
+    rec = block.record
+    if rec is None or rec.received is None or block.prediction is None or block.last_inputs is None:
+        return None
+    received, predicted = rec.received, block.prediction.detach()
+    if isinstance(block, ArrayBlock) and fast and isinstance(block.function, SlotNeuronArray):
+        u, r = block.last_inputs
+        return slot_array_lambda(block.function, u, r, received, predicted, normalize=normalize,
+                                 aux=getattr(block, "aux", None))
+    if normalization_mode(normalize) == "feedback":
+        aux = getattr(block, "aux", None) or {}
+        gain = 1 - aux["squashed"] ** 2 if "squashed" in aux else None
+        received, predicted = unit_feedback(received, gain), unit_feedback(predicted, gain)
+    p = per_sample_param_grads(block, received)
+    s = per_sample_param_grads(block, predicted)
+    return batch_lambda_from_vectors(p, s, normalize)
+
+
+def check_momentum(momentum: float) -> None:
+    """Raise :class:`~sggraph.LambdaError` unless ``0 <= momentum <= 1``."""
+    if not 0 <= momentum <= 1:
+        raise LambdaError(f"momentum = {momentum} is outside [0, 1]", fix="use a momentum in [0, 1], e.g. 0.9")
+
+
+@torch.no_grad()
+def momentum_update(lam_self: torch.Tensor, lam: torch.Tensor, lam_batch: torch.Tensor, momentum: float) -> None:
+    """``θ ← clip(μ θ + (1 − μ) λ_batch, 0, 1)`` in place (NaN in ``λ_batch``: θ kept); the in-edges
+    ``lam`` (one row per unit) follow θ (the ``child`` grouping)."""
+    check_momentum(momentum)
+    lam_batch = lam_batch.reshape(lam_self.shape).to(lam_self)
+    new = momentum * lam_self + (1 - momentum) * lam_batch
+    new = torch.where(torch.isnan(lam_batch), lam_self, new).clamp(0, 1)
+    lam_self.copy_(new)
+    lam.copy_(new.unsqueeze(-1).expand_as(lam) if lam.dim() == 2 else new.expand_as(lam))
+
+
+def no_feedback_error(what: str) -> LambdaError:
+    """The error of :meth:`adapt_lambda` / :meth:`update_generators` called without recorded feedback."""
+    return LambdaError(f"{what} needs the feedback recorded by a backward, and no node has any since the last "
+                       "forward run with gradients enabled",
+                       fix="call it after loss.backward() (or record_feedback(loss)) of a forward with gradients "
+                           "on and net.synthetic = True; forwards under torch.no_grad() keep the last records")
+
+
+def adapt_lambda(net: CompiledGraph, momentum: float = 0.9, normalize: bool | str = True,
+                 nodes: Iterable[str] | None = None, fast: bool = True) -> dict[str, torch.Tensor]:
+    """Update ``θ_v ← μ θ_v + (1 − μ) λ_batch`` from the last backward (per-child grouping).
+
+    Parameters
+    ----------
+    net : CompiledGraph
+        Compiled with ``grouping="child"``; call after ``loss.backward()``.
+    momentum : float
+        ``μ`` in [0, 1].
+    normalize : {"feedback", "gradient", "none"} or bool
+        Which gradients get unit ℓ2 norm first (App. H.2; see the module docstring). ``True`` is
+        ``"gradient"``; the paper's experiments use ``"feedback"``.
+    nodes : iterable of str, optional
+        Nodes/arrays to adapt (default: every node that ran a generator).
+    fast : bool
+        Use the slot array's closed form (tested equal to the generic path).
+
+    Returns
+    -------
+    dict
+        ``λ_batch`` per adapted node (``[]``-shaped for nodes, ``[N]`` for arrays; NaN = kept).
+    """
+    if net.grouping != "child":
+        raise LambdaError(f"adaptive λ is implemented for the 'child' grouping, this net uses '{net.grouping}'",
+                          fix="compile with grouping='child' (the paper's experiment code), or set λ by hand")
+    check_momentum(momentum)
+    normalization_mode(normalize)
+    if not net.has_feedback():
+        raise no_feedback_error("adapt_lambda")
+    names = list(net.blocks) if nodes is None else list(nodes)
+    result = {}
+    for name in names:
+        block = net.block(name)
+        lam_batch = _block_lambda(block, normalize, fast)
+        if lam_batch is None:
+            continue
+        lam_batch = lam_batch.reshape(block.lam_self.shape).to(block.lam_self)
+        momentum_update(block.lam_self, block.lam, lam_batch, momentum)
+        result[name] = lam_batch
+    return result
+
+
+def has_forward_tensors(st) -> bool:
+    """Whether the state's last forward kept what :func:`state_lambda_from_forward` reads (child path)."""
+    return (st.mode == "child" and st.u_all is not None and st.fed_all is not None and st.alpha_all is not None
+            and len(st.y_steps) == len(st.records) > 0 and (st.input_neurons == 0 or st.e_all is not None)
+            and isinstance(st.function, RecurrentSlotArray))
+
+
+@torch.no_grad()
+def state_lambda_from_forward(st, steps: list[int], normalize: bool | str = True,
+                              max_samples: int | None = None, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """λ_batch ``[N]`` of the state neurons from the last child-path forward and backward.
+
+    The estimate of :func:`recurrent_state_lambda` (same samples, same random
+    steps under ``max_samples``; tested equal), organised for speed when every sample is used:
+
+    * the samples' inputs, routing weights and slot outputs come from the forward (no
+      re-concatenation, no rerun of the slots);
+    * the received and the predicted feedback are stacked, so every pass serves both;
+    * a neuron's per-sample gradient is linear in its cotangent ``c_b``, so each normalisation
+      is a per-sample scale of ``c_b`` (``feedback``: ``1/‖c_b‖``; ``gradient``: ``1/‖p̃_b‖``);
+    * the inner products need no slot-map rows: ``⟨dpre_b, dpre′_b⟩ = Σ_j c_b[j] c′_b[j]
+      Σ_s (α_s (1 − y_{s,j}²))²``;
+    * each batch mean ``Σ_b rows_b ⊗ x_b`` is one matmul per input block.
+    """
+    fn = st.function
+    mode = normalization_mode(normalize)
+    t_steps = len(st.records)
+    batch = st.u_all.shape[1] // t_steps  # type: ignore[union-attr]
+    if max_samples is not None:  # the samples of ⌈max_samples / B⌉ random steps (as recurrent_state_lambda)
+        keep = max(1, -(-max_samples // batch))
+        if keep < len(steps):
+            chosen = torch.randperm(len(steps))[:keep].sort().values.tolist()
+            steps = [steps[i] for i in chosen]
+    device = st.u_all.device  # type: ignore[union-attr]
+    mask = torch.zeros(t_steps, batch, dtype=torch.bool, device=device)
+    mask[steps] = True
+    if valid is not None:
+        mask &= valid.to(device=device, dtype=torch.bool)
+    cols = mask.reshape(-1).nonzero().squeeze(1)
+    r = cols.numel()
+    n, k = fn.count, fn.input_neurons
+    if r < 2:
+        return torch.full((n,), float("nan"), dtype=st.u_all.dtype, device=device)  # type: ignore[union-attr]
+    pick = (lambda x, dim: x) if r == t_steps * batch else (lambda x, dim: x.index_select(dim, cols))
+    u = pick(st.u_all, 1)  # [N, R, F q]
+    alpha = pick(st.alpha_all, 1)  # [N, R, M]
+    y = pick(torch.cat(st.y_steps, dim=1), 1)  # [N, R, M, q]
+    received = torch.cat([rec.received for rec in st.records], dim=1)
+    cot = torch.stack([pick(received, 1), pick(st.fed_all, 1)], dim=2)  # [N, R, 2, q]: received, predicted
+    if mode == "feedback":
+        cot = cot / cot.norm(dim=-1, keepdim=True).clamp_min(_DIRECTION_EPS)
+    x2 = (u * u).sum(-1)  # [N, R] ‖x_b‖²
+    e = pick(st.e_all, 0) if k else None  # [R, d_in]
+    if e is not None:
+        x2 = torch.cat([x2[:k] + (e * e).sum(-1), x2[k:]], dim=0)
+    gate = alpha.unsqueeze(-1) * (1 - y * y)  # [N, R, M, q] ∂ slot pre-activation / ∂ h̄
+    gate2 = (gate * gate).sum(2)  # [N, R, q]
+    scale = fn.scale.to(u).view(-1, 1, 1, 1)
+
+    def logit_rows(c):  # [N, R, 2, q] → [N, R, 2, M]: ∂/∂ routing logits
+        dalpha = torch.matmul(c, y.transpose(-1, -2))  # [N, R, 2, M]
+        a = alpha.unsqueeze(2)
+        return a * (dalpha - (a * dalpha).sum(-1, keepdim=True)) * scale
+
+    dlogit = logit_rows(cot)
+
+    def inner(i, j):  # ⟨p̃_b, s̃_b⟩-type products per sample, without forming the slot-map rows
+        pre = (gate2 * cot[:, :, i] * cot[:, :, j]).sum(-1)
+        return ((dlogit[:, :, i] * dlogit[:, :, j]).sum(-1) + pre) * x2 + pre
+
+    pp, ps, ss = inner(0, 0), inner(0, 1), inner(1, 1)
+    if mode == "gradient":  # unit per-sample gradients: scale each cotangent by 1/‖p̃_b‖ (the map is linear)
+        w = torch.stack([pp, ss], dim=2).clamp_min(0).sqrt().add(1e-12).reciprocal()  # [N, R, 2]
+        pp, ps, ss = pp * w[..., 0] ** 2, ps * w[..., 0] * w[..., 1], ss * w[..., 1] ** 2
+        cot, dlogit = cot * w.unsqueeze(-1), dlogit * w.unsqueeze(-1)
+    dpre = gate.unsqueeze(2) * cot.unsqueeze(3)  # [N, R, 2, M, q]
+    blocks = []  # per parameter block: the batch sums of both cotangents, [N, 2, ·]
+    for rows in (dlogit, dpre.flatten(3)):  # keys, slot maps: Σ_b rows_b ⊗ x_b
+        flat = rows.reshape(n, r, -1).transpose(1, 2)  # [N, 2 W, R]
+        blocks.append(torch.bmm(flat, u).view(n, 2, -1))
+        if e is not None:
+            on_e = torch.matmul(flat[:k], e).view(k, 2, -1)
+            blocks.append(torch.cat([on_e, on_e.new_zeros(n - k, 2, on_e.shape[-1])], dim=0))
+    blocks.append(dpre.sum(1).flatten(2))  # biases
+    means = torch.cat(blocks, dim=-1) / r  # [N, 2, P]
+    return batch_lambda_from_stats(means[:, 0], means[:, 1], pp, ps, ss)

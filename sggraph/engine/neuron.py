@@ -1,0 +1,262 @@
+"""The SparseNet slot-routing neuron (paper App. H.2), vectorised over a whole array.
+
+Neuron ``i`` of an array sees its local input ``u_i ∈ R^d`` (its parents' outputs
+concatenated), routes it over ``M`` slots and mixes the slot outputs:
+
+    α_{i,s} = softmax_s(⟨u_i, k_{i,s}⟩ / √d)            (eq. 140)
+    y_{i,s} = tanh(A_{i,s} u_i + b_{i,s})               (eq. 141)
+    h̄_i     = Σ_s α_{i,s} y_{i,s}                       (eq. 142)
+    h_i     = tanh(h̄_i) + r_i     with a residual parent r_i (eq. 143), else h̄_i
+
+All ``count`` neurons run as one batched matmul: activations are laid out
+``[count, B, features]`` (neuron-major) so ``torch.bmm`` batches over neurons.
+
+>>> import torch
+>>> arr = SlotNeuronArray(count=4, in_dim=6, dim=3, slots=2)
+>>> h, aux = arr(torch.randn(4, 5, 6))
+>>> h.shape, aux["alpha"].shape
+(torch.Size([4, 5, 3]), torch.Size([4, 5, 2]))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from ..exceptions import CompileError
+
+__all__ = ["SlotNeuronArray", "slot_neuron_reference"]
+
+
+
+def gather_by_table(prev: torch.Tensor, flat_table: torch.Tensor, count: int, fan_in: int) -> torch.Tensor:
+    """Local inputs of ``count`` neurons from their parent table: ``prev [Np, B, q]`` → ``[N, B, F·q]``
+    (``flat_table`` is the ``[N, F]`` table flattened row by row)."""
+    _, b, q = prev.shape
+    if fan_in == 0:
+        return prev.new_zeros(count, b, 0)
+    return prev.index_select(0, flat_table).view(count, fan_in, b, q).permute(0, 2, 1, 3).reshape(count, b, fan_in * q)
+
+
+def project_wired(e: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """One matmul for the neurons wired to an input: ``e [R, d_in]``, ``weight [n_in, W, d_in]`` → ``[n_in, R, W]``."""
+    n_in, width, d_in = weight.shape
+    return (e @ weight.reshape(n_in * width, d_in).T).view(e.shape[0], n_in, width).transpose(0, 1)
+
+class SlotNeuronArray(nn.Module):
+    """``count`` slot-routing neurons with ``M`` slots each.
+
+    Parameters
+    ----------
+    count : int
+        Number of neurons ``N``.
+    in_dim : int
+        Local input size ``d`` (fan_in × parent dim).
+    dim : int
+        Output size ``q``.
+    slots : int
+        ``M``.
+    residual : bool
+        Output ``tanh(h̄) + r`` with the residual parent ``r`` (eq. 143).
+    init_std : float, optional
+        Standard deviation of the normal init of keys, ``A`` and ``b``
+        (default ``1/√d``, the paper's ``N(0, 1/(q·n_parents))``).
+
+    Attributes
+    ----------
+    proj : Parameter ``[N, M + M·q, d]``
+        The keys (rows ``0 … M−1``) and the slot maps (rows ``M + s·q … M + s·q + q − 1``
+        for slot ``s``) in one tensor, so one ``bmm`` serves both.
+    keys : view ``[N, M, d]`` of ``proj``
+    weight : view ``[N, M·q, d]`` of ``proj``
+    bias : Parameter ``[N, M·q]``
+    """
+
+    def __init__(self, count: int, in_dim: int, dim: int, slots: int = 5, residual: bool = False,
+                 init_std: float | None = None) -> None:
+        super().__init__()
+        self.count, self.in_dim, self.dim, self.slots, self.residual = count, in_dim, dim, slots, residual
+        std = init_std if init_std is not None else in_dim ** -0.5
+        self.proj = nn.Parameter(torch.randn(count, slots + slots * dim, in_dim) * std)
+        self.bias = nn.Parameter(torch.randn(count, slots * dim) * std)
+        self.scale = 1.0 / math.sqrt(in_dim)
+
+    @property
+    def keys(self) -> torch.Tensor:
+        """Routing keys ``[N, M, d]`` (a view of :attr:`proj`)."""
+        return self.proj[:, : self.slots]
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """Slot maps ``[N, M·q, d]`` (a view of :attr:`proj`)."""
+        return self.proj[:, self.slots:]
+
+    def forward(self, u: torch.Tensor, residual: torch.Tensor | None = None,
+                params: Mapping[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
+        """Run all neurons.
+
+        Parameters
+        ----------
+        u : Tensor ``[N, B, d]``
+            Local inputs, neuron-major.
+        residual : Tensor ``[N, B, q]``, optional
+            Residual parents (required when ``residual=True``).
+        params : mapping, optional
+            Replacement parameters (``proj``, ``bias``) — used by the compiler to
+            route parameter gradients through a mixer.
+
+        Returns
+        -------
+        h : Tensor ``[N, B, q]``
+        aux : dict
+            ``alpha`` ``[N, B, M]`` (the routing weights, for the slot generator), ``y``
+            ``[N, B, M, q]`` (slot outputs) and, for residual arrays, ``squashed = tanh(h̄)``
+            ``[N, B, q]`` — reused by adaptive λ instead of recomputing the forward.
+        """
+        p = params or {}
+        proj = p.get("proj", self.proj)
+        bias = p.get("bias", self.bias)
+        n, b, _ = u.shape
+        m = self.slots
+        out = torch.bmm(u, proj.transpose(1, 2))  # [N, B, M + M q]
+        logits, slot = out.split([m, out.shape[-1] - m], dim=-1)  # split: its backward is one cat
+        alpha = torch.softmax(logits * self.scale, dim=-1)  # [N, B, M]
+        y = torch.tanh(slot + bias.unsqueeze(1)).view(n, b, m, self.dim)
+        hbar = torch.matmul(alpha.unsqueeze(-2), y).squeeze(-2)  # [N, B, q]
+        aux = {"alpha": alpha, "y": y}  # forward quantities the generator and adaptive λ reuse
+        if self.residual:
+            if residual is None:
+                raise ValueError("this array is residual: pass the residual parent")
+            squashed = torch.tanh(hbar)
+            aux["squashed"] = squashed
+            return squashed + residual, aux
+        return hbar, aux
+
+    def extra_repr(self) -> str:
+        return (f"count={self.count}, in_dim={self.in_dim}, dim={self.dim}, slots={self.slots}, "
+                f"residual={self.residual}")
+
+
+def slot_neuron_reference(u: torch.Tensor, keys: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                          residual: torch.Tensor | None = None) -> torch.Tensor:
+    """One neuron, written out literally from eq. 140–143 (for tests).
+
+    Parameters
+    ----------
+    u : ``[B, d]``; keys : ``[M, d]``; weight : ``[M·q, d]``; bias : ``[M·q]``; residual : ``[B, q]``
+
+    Returns
+    -------
+    Tensor ``[B, q]``
+    """
+    m, d = keys.shape
+    q = weight.shape[0] // m
+    out = torch.zeros(u.shape[0], q, dtype=u.dtype)
+    logits = torch.stack([u @ keys[s] / math.sqrt(d) for s in range(m)], dim=-1)
+    alpha = torch.softmax(logits, dim=-1)
+    for s in range(m):
+        y = torch.tanh(u @ weight[s * q:(s + 1) * q].T + bias[s * q:(s + 1) * q])
+        out = out + alpha[:, s:s + 1] * y
+    return torch.tanh(out) + residual if residual is not None else out
+
+
+class RecurrentSlotArray(nn.Module):
+    """Slot neurons whose input is ``fan_in`` neurons of the previous state, plus an external
+    input for the first ``input_neurons`` neurons only.
+
+    Parameters
+    ----------
+    count, rec_dim, dim, slots : int
+        ``N``, ``F·q`` (previous-state input size), ``q``, ``M``.
+    input_neurons, input_dim : int
+        How many neurons read the external input, and its size.
+    scale_dim : int, optional
+        The ``d`` of every neuron's routing temperature ``1/√d`` and of its init std ``1/√d``
+        (keys, slot maps, biases ~ N(0, 1/d)). None (default): each neuron's wired input size
+        (``F·q``, plus ``d_in`` for the input neurons). ``F·q + d_in`` for all neurons is the
+        authors' POPGym code, where every neuron's input is ``[parents, embedding]`` with the
+        embedding masked to zero outside the input neurons; only what is wired is computed either way.
+
+    Attributes
+    ----------
+    proj : ``[N, M + M·q, F·q]`` keys and slot maps on the recurrent input
+    proj_in : ``[n_in, M + M·q, d_in]`` keys and slot maps on the external input
+    bias : ``[N, M·q]``
+    """
+
+    def __init__(self, count: int, rec_dim: int, dim: int, slots: int, input_neurons: int = 0,
+                 input_dim: int = 0, scale_dim: int | None = None) -> None:
+        super().__init__()
+        self.count, self.rec_dim, self.dim, self.slots = count, rec_dim, dim, slots
+        self.input_neurons, self.input_dim, self.scale_dim = input_neurons, input_dim, scale_dim
+        width = slots + slots * dim
+        if scale_dim is None:
+            total = torch.full((count,), float(rec_dim))
+            total[:input_neurons] += input_dim
+        else:
+            if scale_dim < 1:
+                raise CompileError(f"scale_dim must be positive, got {scale_dim}", fix="use e.g. F·q + d_in")
+            total = torch.full((count,), float(scale_dim))
+        std = total.rsqrt()
+        self.proj = nn.Parameter(torch.randn(count, width, rec_dim) * std.view(-1, 1, 1))
+        self.proj_in = nn.Parameter(torch.randn(input_neurons, width, input_dim) * std[:input_neurons].view(-1, 1, 1))
+        self.bias = nn.Parameter(torch.randn(count, slots * dim) * std.view(-1, 1))
+        # the integer fan-in is exact in any dtype; 1/√d is taken in the module's dtype when used
+        self.register_buffer("fan_total", total, persistent=False)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """Routing temperature ``1/√d_i`` per neuron ``[N]`` (``d_i``: see ``scale_dim``)."""
+        return self.fan_total.rsqrt()
+
+    def project_input(self, e: torch.Tensor, proj_in: torch.Tensor | None = None) -> torch.Tensor:
+        """``e [R, d_in]`` → ``[n_in, R, M + M·q]`` (only the wired neurons)."""
+        return project_wired(e, self.proj_in if proj_in is None else proj_in)
+
+    def step(self, u: torch.Tensor, e_proj: torch.Tensor | None = None,
+             params: Mapping[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
+        """One step: ``u [N, B, F·q]``, ``e_proj [n_in, B, M + M·q]`` → ``h [N, B, q]``, ``aux``."""
+        p = params or {}
+        proj, bias = p.get("proj", self.proj), p.get("bias", self.bias)
+        n, b, _ = u.shape
+        m = self.slots
+        out = torch.bmm(u, proj.transpose(1, 2))
+        if e_proj is not None and self.input_neurons:  # split, not slice: a slice's backward zero-fills
+            wired, rest = out.split([self.input_neurons, n - self.input_neurons], dim=0)
+            out = torch.cat([wired + e_proj, rest], dim=0)
+        logits, slot = out.split([m, out.shape[-1] - m], dim=-1)
+        alpha = torch.softmax(logits * self.scale.view(-1, 1, 1), dim=-1)
+        y = torch.tanh(slot + bias.unsqueeze(1)).view(n, b, m, self.dim)
+        return torch.matmul(alpha.unsqueeze(-2), y).squeeze(-2), {"alpha": alpha, "y": y}
+
+    def extra_repr(self) -> str:
+        scale = "" if self.scale_dim is None else f", scale_dim={self.scale_dim}"
+        return (f"count={self.count}, rec_dim={self.rec_dim}, dim={self.dim}, slots={self.slots}, "
+                f"input_neurons={self.input_neurons}, input_dim={self.input_dim}{scale}")
+
+
+class RecurrentSlotGenerator(nn.Module):
+    """Eq. 144 for the recurrent neurons: ``ĥ_i = Σ_s α_{i,s} (Ã_{i,s} [u_i, e] + b̃_{i,s})``, zero-initialised."""
+
+    def __init__(self, count: int, rec_dim: int, dim: int, slots: int, input_neurons: int = 0,
+                 input_dim: int = 0) -> None:
+        super().__init__()
+        self.slots, self.dim = slots, dim
+        self.weight = nn.Parameter(torch.zeros(count, slots * dim, rec_dim))
+        self.weight_in = nn.Parameter(torch.zeros(input_neurons, slots * dim, input_dim))
+        self.bias = nn.Parameter(torch.zeros(count, slots * dim))
+
+    def project_input(self, e: torch.Tensor) -> torch.Tensor:
+        """``e [R, d_in]`` → ``[n_in, R, M·q]``."""
+        return project_wired(e, self.weight_in)
+
+    def step(self, u: torch.Tensor, e_proj: torch.Tensor | None, alpha: torch.Tensor) -> torch.Tensor:
+        n, b, _ = u.shape
+        pre = torch.baddbmm(self.bias.unsqueeze(1), u, self.weight.transpose(1, 2))
+        if e_proj is not None and e_proj.shape[0]:  # split, not slice: a slice's backward zero-fills
+            wired, rest = pre.split([e_proj.shape[0], n - e_proj.shape[0]], dim=0)
+            pre = torch.cat([wired + e_proj, rest], dim=0)
+        return (alpha.detach().unsqueeze(-1) * pre.view(n, b, self.slots, self.dim)).sum(2)

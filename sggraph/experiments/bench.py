@@ -1,0 +1,219 @@
+"""``sggraph bench``: time compiled training steps and report FLOPs and GFLOP/s.
+
+The bandit section times the MNIST-bandit experiment's own training step
+(:func:`~sggraph.experiments.mnist_bandit.bandit_update`) in the paper's configuration
+(5 arrays × 200 neurons, q = 10, 5 slots, 5 parents, residual, batch 64, 784 pixels,
+10 actions): forward, REINFORCE loss, backward, Adam step. sgprop (per-child λ = 0.9, λ = 1
+into the action head) adds the authors' generator-first order (the feedback pass, the
+generator update, refreshed predictions); sgprop_adaptive also adaptive λ (eq. 18, closed
+form), as in the bandit runs; sgprop_adaptive_single_pass the same with the generator update
+after the one backward. FLOPs count the matmuls (forward ``F``; backward ``2F``; sgprop adds
+the generator's forward and weight gradient). The machine's fp32 matmul peak is measured in
+the same run.
+
+The recurrent section times forward + backward (+ generator update and adaptive λ for
+sgprop) of a 128-neuron recurrent cell over 80 steps for 20 sequences. The popgym section
+times whole POPGym batches (20 labyrinth_escape environments: rollout + update).
+
+JSON keys (later sections are added, never renamed)::
+
+    {"matmul_peak_gflops": ..., "bandit": {"backprop_ms", "sgprop_ms", "backprop_gflops", "sgprop_gflops",
+                                          "sgprop_adaptive_ms", "sgprop_adaptive_single_pass_ms", ...},
+     "recurrent": {"backprop_ms", "sgprop_ms", "sgprop_over_backprop"},
+     "popgym": {"backprop_s", "sgprop_s", "gru_s", "lstm_s", "*_rollout_s", "num_envs", "sgprop_over_backprop"}}
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+__all__ = ["bench_bandit", "bench_popgym", "bench_recurrent", "matmul_peak_gflops", "run_bench"]
+
+
+def matmul_peak_gflops(size: int = 1024, repeats: int = 20) -> float:
+    """Best fp32 ``size × size`` matmul throughput in GFLOP/s."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size ** 3 / best / 1e9
+
+
+def bandit_flops(batch: int = 64, width: int = 200, layers: int = 5, q: int = 10, slots: int = 5,
+                 n_parents: int = 5, n_actions: int = 10) -> dict[str, float]:
+    """Matmul FLOPs of one bandit training step (backprop and sgprop)."""
+    fwd = gen = 0.0
+    for _ in range(layers):
+        d = q * n_parents  # layer 1 reads q*n_parents pixels, later layers n_parents neurons of dim q
+        fwd += 2 * batch * width * d * (slots + slots * q) + 2 * batch * width * slots * q
+        gen += 2 * batch * width * d * slots * q + 2 * batch * width * slots * q
+    fwd += 2 * batch * width * q * n_actions
+    backprop = 3 * fwd
+    sgprop = backprop + 2 * gen
+    return {"backprop": backprop, "sgprop": sgprop}
+
+
+#: The bandit configurations timed by :func:`bench_bandit` (the experiment's own step).
+BANDIT_VARIANTS = {
+    "backprop": {"method": "backprop"},
+    "sgprop": {"method": "sgprop", "lam": "0.9"},  # fixed λ, the authors' generator-first order
+    "sgprop_adaptive": {"method": "sgprop"},  # adaptive λ: the MNIST-bandit configuration
+    "sgprop_adaptive_single_pass": {"method": "sgprop", "update_order": "single-pass"},
+}
+
+
+def _bandit_step_timer(variant: str, batch: int, seed: int):
+    """One training step of the MNIST bandit experiment (:func:`~sggraph.experiments.mnist_bandit.bandit_update`)
+    with the settings of ``BANDIT_VARIANTS[variant]`` on random contexts and labels (10 actions)."""
+    from .mnist_bandit import BanditConfig, bandit_update, build_policy
+
+    cfg = BanditConfig(seed=seed, batch=batch, classes=tuple(range(10)), **BANDIT_VARIANTS[variant])
+    torch.manual_seed(seed)
+    _, policy, net, opt, gen_opt = build_policy(cfg, len(cfg.classes))
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 784)
+    labels = torch.randint(0, 10, (batch,))
+
+    def step() -> None:
+        bandit_update(cfg, policy, net, opt, gen_opt, x, lambda a: (a == labels).float(), gen)
+
+    return step
+
+
+def bench_bandit(steps: int = 30, warmup: int = 5, batch: int = 64, seed: int = 0) -> dict[str, float]:
+    """Median milliseconds per bandit step for backprop and sgprop, with GFLOP/s."""
+    flops = bandit_flops(batch)
+    out: dict[str, float] = {}
+    steps_of = {m: _bandit_step_timer(m, batch, seed) for m in BANDIT_VARIANTS}
+    times: dict[str, list[float]] = {m: [] for m in steps_of}
+    for _ in range(warmup):
+        for step in steps_of.values():
+            step()
+    for _ in range(steps):  # interleave the methods so drift hits both alike
+        for m, step in steps_of.items():
+            t0 = time.perf_counter()
+            step()
+            times[m].append(time.perf_counter() - t0)
+    for m in steps_of:
+        ms = statistics.median(times[m]) * 1e3
+        out[f"{m}_ms"] = round(ms, 2)
+        if m in flops:  # adaptive λ's and the feedback pass's extra work are not counted
+            out[f"{m}_gflops"] = round(flops[m] / (ms / 1e3) / 1e9, 2)
+            out[f"{m}_gflop_per_step"] = round(flops[m] / 1e9, 4)
+    return out
+
+
+class _Embedding(torch.nn.Module):
+    """The POPGym input embedding: Linear(obs, 128) → LayerNorm (no affine) → Linear(128, 128) → LeakyReLU."""
+
+    def __init__(self, obs_dim: int, width: int = 128) -> None:
+        super().__init__()
+        self.first = torch.nn.Linear(obs_dim, width)
+        self.norm = torch.nn.LayerNorm(width, elementwise_affine=False)
+        self.second = torch.nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.leaky_relu(self.second(self.norm(self.first(x))))
+
+
+def _recurrent_step_timer(method: str, steps: int, sequences: int, seed: int):
+    from ..core.unroll import Cell
+    from ..engine.recurrent import compile_cell
+
+    obs_dim = 20
+    cell = Cell("popgym-sparsenet")
+    cell.add_input("obs", obs_dim)
+    cell.add_node("emb", 128, ["obs"])
+    cell.set_state("h", count=128, dim=6, fan_in=6, slots=6, seed=seed, input="emb", input_neurons=16)
+    cell.add_node("act", 4, ["h"], fn="linear")
+    torch.manual_seed(seed)
+    net = compile_cell(cell, functions={"emb": _Embedding(obs_dim)}, grouping="child")
+    net.synthetic = method == "sgprop"
+    opt = torch.optim.Adam(net.model_parameters(), lr=1e-3)
+    gen_opt = torch.optim.Adam(net.generator_parameters(), lr=1e-5)
+    obs = torch.randn(steps, sequences, obs_dim)
+    resets = torch.zeros(steps, sequences, dtype=torch.bool)
+    resets[0] = True
+    feedback = torch.randn(steps, sequences, 4)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        out = net({"obs": obs}, resets=resets)["act"]
+        (out * feedback).mean().backward()
+        if net.synthetic:
+            net.adapt_lambda(momentum=0.9)
+        opt.step()
+        if net.synthetic:
+            net.update_generators(gen_opt)
+
+    return step
+
+
+def bench_recurrent(repeats: int = 5, warmup: int = 1, steps: int = 80, sequences: int = 20,
+                    seed: int = 0) -> dict[str, float]:
+    """Median milliseconds for forward + backward (+ generator update and adaptive λ for sgprop)
+    of a 128-neuron recurrent SparseNet cell (q = 6, 6 slots, 6 parents, 16 input neurons fed a
+    128-wide embedding) over ``steps`` steps for ``sequences`` sequences."""
+    timers = {m: _recurrent_step_timer(m, steps, sequences, seed) for m in ("backprop", "sgprop")}
+    times: dict[str, list[float]] = {m: [] for m in timers}
+    for _ in range(warmup):
+        for step in timers.values():
+            step()
+    for _ in range(repeats):
+        for m, step in timers.items():
+            t0 = time.perf_counter()
+            step()
+            times[m].append(time.perf_counter() - t0)
+    out = {f"{m}_ms": round(statistics.median(times[m]) * 1e3, 1) for m in timers}
+    out["sgprop_over_backprop"] = round(out["sgprop_ms"] / out["backprop_ms"], 3)
+    return out
+
+
+def bench_popgym(repeats: int = 5, warmup: int = 1, num_envs: int = 20, seed: int = 0) -> dict[str, float]:
+    """Median seconds per POPGym batch (``labyrinth_escape``, ``num_envs`` environments, episode
+    length 80): the rollout through the real environments plus one update, exactly as in
+    ``sggraph train popgym`` (its defaults: the authors' settings, adaptive θ from every valid
+    sample), for SparseNet backprop, SparseNet sgprop (adaptive θ, schedule, generator update),
+    GRU and LSTM, with the rollout's share of each batch and ``sgprop_over_backprop``."""
+    from ..envs.popgym import LabyrinthBatch
+    from .popgym import PopgymConfig, build_policy, train_batch
+
+    variants = {"backprop": ("sparsenet", "backprop"), "sgprop": ("sparsenet", "sgprop"),
+                "gru": ("gru", "backprop"), "lstm": ("lstm", "backprop")}
+    runs = {}
+    for key, (model, method) in variants.items():
+        cfg = PopgymConfig(model=model, method=method, num_envs=num_envs, seed=seed)
+        envs = LabyrinthBatch(cfg.env, cfg.num_envs)
+        torch.manual_seed(seed)
+        policy = build_policy(cfg, envs.obs_dim, envs.n_actions)
+        opt = torch.optim.Adam(list(policy.model_parameters()), lr=cfg.lr)
+        gen = list(policy.generator_parameters())
+        gen_opt = torch.optim.Adam(gen, lr=cfg.generator_lr) if method == "sgprop" else None
+        runs[key] = (cfg, envs, policy, opt, gen_opt, torch.Generator().manual_seed(seed))
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    rollout: dict[str, list[float]] = {k: [] for k in runs}
+    for i in range(warmup + repeats):
+        for key, (cfg, envs, policy, opt, gen_opt, sampler) in runs.items():
+            t0 = time.perf_counter()
+            row = train_batch(cfg, envs, policy, opt, gen_opt, i, sampler)
+            if i >= warmup:
+                times[key].append(time.perf_counter() - t0)
+                rollout[key].append(row["rollout_seconds"])
+    out = {f"{k}_s": round(statistics.median(v), 3) for k, v in times.items()}
+    out.update({f"{k}_rollout_s": round(statistics.median(v), 3) for k, v in rollout.items()})
+    out["num_envs"] = num_envs
+    out["sgprop_over_backprop"] = round(out["sgprop_s"] / out["backprop_s"], 3)
+    return out
+
+
+def run_bench(steps: int = 30) -> dict:
+    """Every section of the benchmark."""
+    return {"threads": torch.get_num_threads(), "matmul_peak_gflops": round(matmul_peak_gflops(), 1),
+            "bandit": bench_bandit(steps=steps), "recurrent": bench_recurrent(), "popgym": bench_popgym()}

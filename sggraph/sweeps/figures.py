@@ -1,0 +1,522 @@
+"""The paper's figures from a sweep directory: ``sggraph plot SWEEP_DIR [--out DIR]``.
+
+A sweep directory holds one run directory per grid cell (``sggraph sweep``), each with a
+``metrics.csv`` and, once finished, a ``summary.json``; a run's settings come from its
+``sweep_run.json`` (or, failing that, from its name ``key=value,key=value``). Only finished
+runs are plotted. The settings that vary across runs take these roles:
+
+- ``seed``: runs that differ only in the seed are averaged (mean ± SEM, SEM = sample
+  standard deviation / √n);
+- ``lr``: each method's *best* learning rate is the one with the highest mean AUC over
+  seeds;
+- ablation settings (``p_flip``: reward noise, ``n_parents``: fan-in, or ``--ablation``):
+  one panel per combination, and an ablation figure over each;
+- every other varying setting (``method``, ``model``, ``lambda``...) names a *method*.
+
+The AUC of a run is the area under its learning curve divided by the span of the x axis
+(the mean height of the curve, trapezoid rule): ``Σ (y_i + y_{i+1})/2 · (x_{i+1} − x_i) /
+(x_last − x_first)`` (the single value for a one-point curve).
+
+Figures (PNG) and the numbers they plot (CSV) written to ``--out`` (default
+``SWEEP_DIR/figures``):
+
+``learning_curves``
+    mean ± SEM over seeds along training at each method's best learning rate (Figures 3, 5, 7a);
+``lr_sensitivity``
+    mean AUC ± SEM against the learning rate (Figures 6a, 7b), when the grid varies ``lr``;
+``lambda``
+    the ``lambda_*`` columns (mean λ per layer, or overall) along training at the best
+    learning rate (Figures 5b, 6d, 7c), for methods that record λ;
+``ablation_<setting>``
+    AUC and final value ± SEM against the setting, at each method's best learning rate
+    (Figure 6b: ``p_flip``, 6c: ``n_parents``), when the grid varies it;
+``auc_per_run.csv``
+    every run's settings, AUC and final value.
+
+Examples
+--------
+>>> curve_auc([0, 1, 3], [0.0, 1.0, 1.0])
+0.8333333333333334
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_path, write_atomic
+from ..exceptions import ConfigError
+
+__all__ = [
+    "ABLATIONS",
+    "X_COLUMNS",
+    "Y_COLUMNS",
+    "Run",
+    "curve_auc",
+    "load_runs",
+    "mean_sem",
+    "plot_sweep",
+]
+
+#: Settings drawn as ablations when the grid varies them, with their axis labels.
+ABLATIONS = {"p_flip": "reward flip probability p_flip (reward noise)", "n_parents": "parents per neuron (fan-in)"}
+#: Candidate x columns of ``metrics.csv``, in order of preference, with axis labels.
+X_COLUMNS = {"samples": "training samples", "episodes": "episodes", "step": "training step", "batch": "batch"}
+#: Candidate y columns, in order of preference, with axis labels.
+Y_COLUMNS = {"eval_reward": "evaluation reward", "success_rate": "success rate", "mean_return": "mean return"}
+SEED, LR = "seed", "lr"
+
+
+@dataclass
+class Run:
+    """One finished run: its name, settings and metric columns."""
+
+    name: str
+    path: Path
+    settings: dict[str, Any]
+    metrics: dict[str, np.ndarray] = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"Run({self.name!r}, {len(next(iter(self.metrics.values()), []))} rows)"
+
+
+def _number(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return np.nan
+
+
+def _parse_name(name: str) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for part in name.split(","):
+        if "=" in part:
+            key, value = part.split("=", 1)
+            try:
+                out[key] = yaml.safe_load(value)
+            except yaml.YAMLError:
+                out[key] = value
+    return out
+
+
+def load_runs(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
+    """The finished runs of a sweep directory (in the sweep's order), and the names of unfinished ones.
+
+    Raises
+    ------
+    ConfigError
+        The directory does not exist.
+    """
+    root = Path(sweep_dir)
+    if not root.is_dir():
+        raise ConfigError(f"no sweep directory {root}", fix="pass the --out directory of `sggraph sweep`")
+    order: list[str] = []
+    status = root / "sweep.json"
+    if status.exists():
+        try:
+            order = [r["name"] for r in json.loads(status.read_text()).get("runs", [])]
+        except (ValueError, KeyError, TypeError):
+            order = []
+    dirs = sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "metrics.csv").exists())
+    names = [n for n in order if n in dirs] + [n for n in dirs if n not in order]
+    runs, unfinished = [], []
+    for name in names:
+        path = root / name
+        if not (path / "summary.json").exists():
+            unfinished.append(name)
+            continue
+        settings = None
+        if (path / "sweep_run.json").exists():
+            try:
+                settings = json.loads((path / "sweep_run.json").read_text()).get("grid")
+            except ValueError:
+                settings = None
+        if settings is None:
+            settings = _parse_name(name)
+        with open(path / "metrics.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        if not rows:
+            unfinished.append(name)
+            continue
+        metrics = {col: np.array([_number(r.get(col) or "") for r in rows], dtype=float) for col in rows[0]}
+        runs.append(Run(name, path, dict(settings), metrics))
+    return runs, unfinished
+
+
+def curve_auc(x: Sequence[float], y: Sequence[float]) -> float:
+    """Area under ``y(x)`` divided by the span of ``x`` (trapezoid rule): the curve's mean height.
+
+    >>> curve_auc([5], [0.25])
+    0.25
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) == 1 or x[-1] == x[0]:
+        return float(y.mean())
+    return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / (x[-1] - x[0]))
+
+
+def mean_sem(values: Sequence[float] | np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard error of the mean (``std(ddof=1) / √n``; NaN for n = 1) along ``axis``.
+
+    >>> mean_sem([1.0, 2.0, 3.0])
+    (2.0, 0.5773502691896258)
+    """
+    a = np.asarray(values, dtype=float)
+    n = a.shape[axis]
+    mean = a.mean(axis=axis)
+    sem = a.std(axis=axis, ddof=1) / math.sqrt(n) if n > 1 else np.full_like(mean, np.nan)
+    if np.ndim(mean) == 0:
+        return float(mean), float(sem)
+    return mean, sem
+
+
+def _key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _fmt(value: Any) -> str:
+    from .spec import format_value
+
+    if value is None:
+        return "default"
+    if isinstance(value, list):
+        return "-".join(format_value(v) for v in value)
+    return format_value(value)
+
+
+def _sortable(value: Any) -> tuple:
+    if isinstance(value, bool) or value is None:
+        return (1, str(value))
+    if isinstance(value, (int, float)):
+        return (0, float(value))
+    return (1, str(value))
+
+
+@dataclass
+class _Roles:
+    method_keys: list[str]
+    ablation_keys: list[str]
+    has_seed: bool
+    has_lr: bool
+
+
+def _roles(runs: Sequence[Run], ablations: Sequence[str]) -> _Roles:
+    keys: list[str] = []
+    for run in runs:
+        keys += [k for k in run.settings if k not in keys]
+    varying = [k for k in keys
+               if len({_key(r.settings.get(k)) for r in runs}) > 1 or any(k not in r.settings for r in runs)]
+    abl = [k for k in ablations if k in varying]
+    methods = [k for k in varying if k not in (SEED, LR) and k not in abl]
+    return _Roles(methods, abl, SEED in keys, LR in keys)
+
+
+def _method_label(method: tuple, keys: Sequence[str]) -> str:
+    parts = []
+    for key, value in zip(keys, method):
+        if value is None:
+            continue
+        parts.append(_fmt(value) if key in ("method", "model") else f"{key}={_fmt(value)}")
+    return " ".join(parts) or "all runs"
+
+
+def _panel_label(panel: tuple, keys: Sequence[str]) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in zip(keys, panel))
+
+
+@dataclass
+class _Group:
+    """The seeds of one (panel, method, lr)."""
+
+    panel: tuple
+    method: tuple
+    lr: Any
+    runs: list[Run]
+    aucs: np.ndarray
+    finals: np.ndarray
+
+
+def _columns(runs: Sequence[Run], x: str | None, y: str | None) -> tuple[str, str]:
+    common = set.intersection(*(set(r.metrics) for r in runs))
+    if x is None:
+        x = next((c for c in X_COLUMNS if c in common), None)
+        if x is None:
+            raise ConfigError(f"no x column ({', '.join(X_COLUMNS)}) in every metrics.csv",
+                              fix=f"pass --x COLUMN (columns: {', '.join(sorted(common))})")
+    if y is None:
+        y = next((c for c in Y_COLUMNS if c in common), None)
+        if y is None:
+            raise ConfigError(f"no y column ({', '.join(Y_COLUMNS)}) in every metrics.csv",
+                              fix=f"pass --y COLUMN (columns: {', '.join(sorted(common))})")
+    for flag, col in (("--x", x), ("--y", y)):
+        if col not in common:
+            raise ConfigError(f"column '{col}' is not in every run's metrics.csv",
+                              fix=f"pass {flag} with one of: {', '.join(sorted(common))}")
+    return x, y
+
+
+def _groups(runs: Sequence[Run], roles: _Roles, x: str, y: str) -> list[_Group]:
+    buckets: dict[tuple, list[Run]] = {}
+    labels: dict[tuple, tuple] = {}
+    for run in runs:
+        panel = tuple(run.settings.get(k) for k in roles.ablation_keys)
+        method = tuple(run.settings.get(k) for k in roles.method_keys)
+        lr = run.settings.get(LR)
+        key = (_key(panel), _key(method), _key(lr))
+        buckets.setdefault(key, []).append(run)
+        labels[key] = (panel, method, lr)
+    groups = []
+    for key, members in buckets.items():
+        panel, method, lr = labels[key]
+        aucs = np.array([curve_auc(r.metrics[x], r.metrics[y]) for r in members])
+        finals = np.array([r.metrics[y][-1] for r in members])
+        groups.append(_Group(panel, method, lr, members, aucs, finals))
+    return groups
+
+
+def _best(groups: Sequence[_Group]) -> dict[tuple, _Group]:
+    """Per (panel, method): the group at the learning rate with the highest mean AUC (first on ties)."""
+    best: dict[tuple, _Group] = {}
+    for g in groups:
+        key = (_key(g.panel), _key(g.method))
+        if key not in best or np.nanmean(g.aucs) > np.nanmean(best[key].aucs):
+            best[key] = g
+    return best
+
+
+def _curve(runs: Sequence[Run], x: str, col: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x values common to every run, and the mean and SEM of ``col`` there."""
+    xs = sorted(set.intersection(*(set(r.metrics[x].tolist()) for r in runs)))
+    stack = []
+    for r in runs:
+        where = {v: i for i, v in enumerate(r.metrics[x].tolist())}
+        stack.append([r.metrics[col][where[v]] for v in xs])
+    mean, sem = mean_sem(np.array(stack), axis=0)
+    return np.array(xs), np.atleast_1d(mean), np.atleast_1d(sem)
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([repr(float(v)) if isinstance(v, (float, np.floating)) else v for v in row])
+    return write_atomic(path, buf.getvalue())
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _panels(plt, n: int, width: float = 5.0, height: float = 3.6):
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    return path
+
+
+def _band(ax, xs, mean, sem, label, color, **kw) -> None:
+    ax.plot(xs, mean, label=label, color=color, **kw)
+    if np.any(np.isfinite(sem)):
+        ax.fill_between(xs, mean - sem, mean + sem, color=color, alpha=0.2, linewidth=0)
+
+
+def plot_sweep(sweep_dir: str | Path, out: str | Path | None = None, *, x: str | None = None, y: str | None = None,  # noqa: C901
+               ablations: Sequence[str] = tuple(ABLATIONS)) -> dict[str, Path]:
+    """Draw every figure the sweep's grid supports; returns ``{figure or csv name: path}``.
+
+    Parameters
+    ----------
+    sweep_dir : path
+        A directory written by ``sggraph sweep``.
+    out : path, optional
+        Where to write (default ``SWEEP_DIR/figures``).
+    x, y : str, optional
+        ``metrics.csv`` columns (default: the first of :data:`X_COLUMNS` / :data:`Y_COLUMNS` present).
+    ablations : sequence of str
+        Settings drawn as ablations when varied (default ``p_flip``, ``n_parents``).
+
+    Raises
+    ------
+    ConfigError
+        No finished run, or the columns are missing.
+    """
+    runs, _ = load_runs(sweep_dir)
+    if not runs:
+        raise ConfigError(f"no finished run (a run directory with metrics.csv and summary.json) in {sweep_dir}",
+                          fix="run the sweep first (`sggraph sweep SPEC.yaml --out DIR`), then plot DIR")
+    out = Path(out) if out is not None else Path(sweep_dir) / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    x, y = _columns(runs, x, y)
+    roles = _roles(runs, ablations)
+    groups = _groups(runs, roles, x, y)
+    best = _best(groups)
+    methods = list(dict.fromkeys(_key(g.method) for g in groups))
+    method_of = {_key(g.method): g.method for g in groups}
+    panels = sorted({_key(g.panel): g.panel for g in groups}.values(), key=lambda p: tuple(map(_sortable, p)))
+    colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    mlabel = {m: _method_label(method_of[m], roles.method_keys) for m in methods}
+    plabel = [_panel_label(p, roles.ablation_keys) for p in panels]
+    xl, yl = X_COLUMNS.get(x, x), Y_COLUMNS.get(y, y)
+    plt = _plt()
+    written: dict[str, Path] = {}
+
+    # per run
+    rows = []
+    for g in groups:
+        for run, auc, final in zip(g.runs, g.aucs, g.finals):
+            rows.append([run.name, _panel_label(g.panel, roles.ablation_keys), mlabel[_key(g.method)],
+                         _fmt(g.lr), _fmt(run.settings.get(SEED)), auc, final])
+    written["auc_per_run.csv"] = _write_csv(out / "auc_per_run.csv",
+                                            ["run", "panel", "method", "lr", "seed", "auc", "final"], rows)
+
+    # learning curves at the best lr (Figures 3, 5, 7a)
+    fig, axes = _panels(plt, len(panels))
+    rows = []
+    for ax, panel, label in zip(axes, panels, plabel):
+        for m in methods:
+            g = best.get((_key(panel), m))
+            if g is None:
+                continue
+            xs, mean, sem = _curve(g.runs, x, y)
+            lr_text = f" (lr {_fmt(g.lr)})" if roles.has_lr else ""
+            _band(ax, xs, mean, sem, f"{mlabel[m]}{lr_text}", colors[m], marker="o", ms=2.5)
+            rows += [[label, mlabel[m], _fmt(g.lr), xv, mv, sv, len(g.runs)] for xv, mv, sv in zip(xs, mean, sem)]
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+        ax.set_title(label or "learning curves", fontsize=10)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"mean ± SEM over seeds{', at each method’s best lr' if roles.has_lr else ''}", fontsize=10)
+    written["learning_curves.png"] = _save(fig, out / "learning_curves.png")
+    plt.close(fig)
+    written["learning_curves.csv"] = _write_csv(out / "learning_curves.csv",
+                                                ["panel", "method", "lr", x, "mean", "sem", "n_seeds"], rows)
+
+    # learning-rate sensitivity (Figures 6a, 7b)
+    if roles.has_lr and len({_key(g.lr) for g in groups}) > 1:
+        fig, axes = _panels(plt, len(panels))
+        rows = []
+        for ax, panel, label in zip(axes, panels, plabel):
+            for m in methods:
+                mine = sorted((g for g in groups if _key(g.panel) == _key(panel) and _key(g.method) == m),
+                              key=lambda g: _sortable(g.lr))
+                if not mine:
+                    continue
+                lrs = [float(g.lr) for g in mine]
+                stats = [mean_sem(g.aucs) for g in mine]
+                mean, sem = np.array([s[0] for s in stats]), np.array([s[1] for s in stats])
+                ax.errorbar(lrs, mean, yerr=np.nan_to_num(sem), marker="o", ms=3, capsize=2, color=colors[m],
+                            label=mlabel[m])
+                b = best[(_key(panel), m)]
+                rows += [[label, mlabel[m], _fmt(g.lr), mv, sv, len(g.runs), g is b]
+                         for g, mv, sv in zip(mine, mean, sem)]
+            ax.set_xscale("log")
+            ax.set_xlabel("learning rate")
+            ax.set_ylabel(f"AUC of the {yl} curve")
+            ax.set_title(label or "learning-rate sensitivity", fontsize=10)
+            ax.legend(fontsize=7)
+        fig.suptitle("learning-rate sensitivity: AUC, mean ± SEM over seeds", fontsize=10)
+        written["lr_sensitivity.png"] = _save(fig, out / "lr_sensitivity.png")
+        plt.close(fig)
+        written["lr_sensitivity.csv"] = _write_csv(
+            out / "lr_sensitivity.csv", ["panel", "method", "lr", "auc_mean", "auc_sem", "n_seeds", "best"], rows)
+
+    # λ along training at the best lr (Figures 5b, 6d, 7c)
+    lam_sets = []
+    for panel, label in zip(panels, plabel):
+        for m in methods:
+            g = best.get((_key(panel), m))
+            if g is None:
+                continue
+            cols = [c for c in g.runs[0].metrics if c.startswith("lambda")
+                    and all(c in r.metrics and np.isfinite(r.metrics[c]).any() for r in g.runs)]
+            if cols:
+                lam_sets.append((label, m, g, cols))
+    if lam_sets:
+        fig, axes = _panels(plt, len(lam_sets))
+        rows = []
+        for ax, (label, m, g, cols) in zip(axes, lam_sets):
+            for i, col in enumerate(cols):
+                xs, mean, sem = _curve(g.runs, x, col)
+                _band(ax, xs, mean, sem, col.removeprefix("lambda_") or col, f"C{i % 10}")
+                rows += [[label, mlabel[m], _fmt(g.lr), col, xv, mv, sv, len(g.runs)]
+                         for xv, mv, sv in zip(xs, mean, sem)]
+            ax.set_xlabel(xl)
+            ax.set_ylabel("mixing weight λ (1 = backprop)")
+            lr_text = f", lr {_fmt(g.lr)}" if roles.has_lr else ""
+            ax.set_title(f"{mlabel[m]}{lr_text}" + (f" — {label}" if label else ""), fontsize=10)
+            ax.legend(fontsize=7)
+        fig.suptitle("λ along training, mean ± SEM over seeds", fontsize=10)
+        written["lambda.png"] = _save(fig, out / "lambda.png")
+        plt.close(fig)
+        written["lambda.csv"] = _write_csv(out / "lambda.csv",
+                                           ["panel", "method", "lr", "column", x, "mean", "sem", "n_seeds"], rows)
+
+    # ablations (Figure 6b, 6c)
+    for a_i, key in enumerate(roles.ablation_keys):
+        others = [k for k in roles.ablation_keys if k != key]
+        slices: dict[str, list[tuple]] = {}
+        for panel in panels:
+            rest = tuple(v for i, v in enumerate(panel) if i != a_i)
+            slices.setdefault(_key(rest), []).append(panel)
+        slices = {k: v for k, v in slices.items() if len({_key(p[a_i]) for p in v}) > 1}
+        if not slices:
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+        rows = []
+        for s_i, members in enumerate(slices.values()):
+            rest = tuple(v for i, v in enumerate(members[0]) if i != a_i)
+            slabel = _panel_label(rest, others)
+            for m in methods:
+                pts = [(p[a_i], best[(_key(p), m)]) for p in members if (_key(p), m) in best]
+                pts.sort(key=lambda t: _sortable(t[0]))
+                if len(pts) < 2:
+                    continue
+                vals = [t[0] for t in pts]
+                auc = [mean_sem(t[1].aucs) for t in pts]
+                fin = [mean_sem(t[1].finals) for t in pts]
+                name = mlabel[m] + (f" ({slabel})" if slabel else "")
+                style = ["-", "--", ":", "-."][s_i % 4]
+                for ax, stats in zip(axes, (auc, fin)):
+                    ax.errorbar(vals, [s[0] for s in stats], yerr=np.nan_to_num([s[1] for s in stats]),
+                                marker="o", ms=3, capsize=2, color=colors[m], linestyle=style, label=name)
+                rows += [[slabel, mlabel[m], _fmt(v), _fmt(g.lr), a[0], a[1], f[0], f[1], len(g.runs)]
+                         for (v, g), a, f in zip(pts, auc, fin)]
+        axis = ABLATIONS.get(key, key)
+        for ax, what in zip(axes, (f"AUC of the {yl} curve", f"final {yl}")):
+            ax.set_xlabel(axis)
+            ax.set_ylabel(what)
+            ax.legend(fontsize=7)
+        fig.suptitle(f"ablation over {key}: mean ± SEM over seeds"
+                     f"{', at each method’s best lr' if roles.has_lr else ''}", fontsize=10)
+        written[f"ablation_{key}.png"] = _save(fig, out / f"ablation_{key}.png")
+        plt.close(fig)
+        written[f"ablation_{key}.csv"] = _write_csv(
+            out / f"ablation_{key}.csv",
+            ["slice", "method", key, "lr", "auc_mean", "auc_sem", "final_mean", "final_sem", "n_seeds"], rows)
+    return written

@@ -1,0 +1,553 @@
+"""Sweep specs: one command over a grid of settings, validated against the command before any run.
+
+A sweep spec is a YAML file::
+
+    name: small                        # optional (default: the file's stem)
+    command: train mnist-bandit        # any sggraph command that takes --out
+    settings:                          # fixed settings, passed to every run
+      steps: 600
+    grid:                              # every combination becomes one run
+      method: [sgprop, backprop]
+      lr: [0.001, 0.005]
+      seed: [0, 1]
+
+Settings are the command's own flags without the dashes (``n_parents`` or ``n-parents``
+for ``--n-parents``); they are checked against the command's argument parser, so every
+flag the command has — and nothing else — is a setting. In ``grid:`` every list is a list
+of alternatives (a setting that itself takes a list, like ``classes``, gets a list of
+lists). A grid entry whose value is a list of mappings is a *group*: its entries are
+alternatives whose settings vary together, and each entry may itself hold lists (a small
+grid of its own)::
+
+    grid:
+      variant:                         # the name of a group is free
+        - {model: sparsenet, method: [sgprop, backprop]}
+        - {model: gru, method: backprop}
+      lr: [0.0005, 0.001]
+      seed: [0, 1, 2]
+
+Each run is ``python -m sggraph COMMAND --flags --out OUT/NAME`` in a run directory named
+by its grid settings (``method=sgprop,lr=0.005,seed=0``), with the run's ``stdout.log``,
+``stderr.log`` and ``sweep_run.json`` (its command and settings). A run is finished when
+its ``summary.json`` exists; a run with a ``checkpoint.pt`` but no summary was killed and
+is continued with ``--resume``. The sweep writes ``OUT/sweep.json`` and ``OUT/runs.csv``
+(status, exit code, seconds and error of every run) after each run, and exits 1 if any
+run failed — after finishing all the others.
+
+Examples
+--------
+>>> from sggraph.cli import build_parser  # the command line hands its parser to the sweep
+>>> parser = build_parser()
+>>> spec = spec_from_dict({"command": "train mnist-bandit", "settings": {"steps": 10},
+...                        "grid": {"method": ["sgprop", "backprop"], "seed": [0, 1]}}, parser=parser)
+>>> [cell.name for cell in spec.cells()]
+['method=sgprop,seed=0', 'method=sgprop,seed=1', 'method=backprop,seed=0', 'method=backprop,seed=1']
+>>> spec.argv(spec.cells()[0])
+['train', 'mnist-bandit', '--steps', '10', '--method', 'sgprop', '--seed', '0']
+>>> spec_from_dict({"command": "train mnist-bandit", "grid": {"stpes": [1, 2]}}, parser=parser)
+Traceback (most recent call last):
+...
+sggraph.exceptions.SpecError: unknown setting 'stpes' of `sggraph train mnist-bandit` in grid. Fix: did you mean 'steps'? ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import itertools
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..exceptions import SpecError
+from .commands import CommandParser
+
+__all__ = [
+    "GridCell",
+    "SweepSpec",
+    "command_options",
+    "expand_grid",
+    "format_value",
+    "load_spec",
+    "run_name",
+    "spec_from_dict",
+]
+
+#: Top-level keys of a spec.
+SPEC_KEYS = ("name", "command", "settings", "grid", "description")
+#: Flags the sweep itself passes to every run; a spec may not set them.
+MANAGED = ("out", "resume", "help")
+#: Commands that cannot be swept (they run sweeps or read them).
+NOT_SWEEPABLE = ("sweep", "plot")
+#: Per-run files written by the sweep (the command writes the rest).
+RUN_FILE = "sweep_run.json"
+
+
+# ---------------------------------------------------------------------------------------------
+# the command's settings, from its argument parser
+
+
+def _subparsers(parser: CommandParser) -> CommandParser | None:
+    """The parser itself when it has subcommands (their names are ``parser.commands``), else None."""
+    return parser if parser.commands else None
+
+
+def _long_name(action: argparse.Action) -> str:
+    longs = [s for s in action.option_strings if s.startswith("--")]
+    return (longs[0] if longs else action.option_strings[0]).lstrip("-").replace("-", "_")
+
+
+def command_options(words: Sequence[str], parser: CommandParser, *,
+                    file: str | None = None, line: int | None = None) -> dict[str, argparse.Action]:
+    """The settings (optional flags) of the ``sggraph`` command ``words``, by canonical name.
+
+    The canonical name of a flag is its long option without dashes, ``-`` written ``_``
+    (``--n-parents`` → ``n_parents``, ``--lambda`` → ``lambda``).
+
+    Parameters
+    ----------
+    words : sequence of str
+        The command, e.g. ``["train", "mnist-bandit"]`` or ``["expert"]``.
+    parser : CommandParser
+        The root parser of the ``sggraph`` command (the command line hands it over).
+    file, line : optional
+        Where the command was written, for errors.
+
+    Raises
+    ------
+    SpecError
+        Unknown or incomplete command, or one that cannot be swept.
+
+    Examples
+    --------
+    >>> from sggraph.cli import build_parser
+    >>> opts = command_options(["expert"], build_parser())
+    >>> "trials" in opts and "out" in opts
+    True
+    >>> command_options(["exprt"], build_parser())
+    Traceback (most recent call last):
+    ...
+    sggraph.exceptions.SpecError: unknown command 'exprt'. Fix: did you mean 'expert'? ...
+    """
+    if not words:
+        raise SpecError("the spec names no command", file=file, line=line,
+                        fix="write e.g. `command: train mnist-bandit`")
+    if words[0] in NOT_SWEEPABLE:
+        raise SpecError(f"`sggraph {words[0]}` cannot be swept", file=file, line=line,
+                        fix="sweep a command that makes one run, e.g. `train mnist-bandit` or `expert`")
+    path: list[str] = []
+    positional = 0
+    for word in words:
+        if word.startswith("-"):
+            raise SpecError(f"flag '{word}' in the command", file=file, line=line,
+                            fix="write flags under `settings:` or `grid:` without the dashes")
+        sub = _subparsers(parser)
+        if sub is not None:
+            if word not in sub.commands:
+                guess = difflib.get_close_matches(word, list(sub.commands), n=1)
+                where = f" of `sggraph {' '.join(path)}`" if path else ""
+                raise SpecError(f"unknown command '{word}'{where}", file=file, line=line,
+                                fix=(f"did you mean '{guess[0]}'? " if guess else "")
+                                + f"commands: {', '.join(c for c in sub.commands if c not in NOT_SWEEPABLE)}")
+            parser, positional = sub.commands[word], 0
+            path.append(word)
+            continue
+        slots = [a for a in parser.options if not a.option_strings]
+        if positional >= len(slots):
+            raise SpecError(f"too many words in the command `{' '.join(words)}`", file=file, line=line,
+                            fix=f"`sggraph {' '.join(path)}` takes no further positional arguments")
+        slot = slots[positional]
+        if slot.choices is not None and word not in slot.choices:
+            raise SpecError(f"unknown {slot.dest} '{word}' of `sggraph {' '.join(path)}`", file=file, line=line,
+                            fix=f"use one of: {', '.join(map(str, slot.choices))}")
+        positional += 1
+        path.append(word)
+    sub = _subparsers(parser)
+    if sub is not None:
+        raise SpecError(f"incomplete command `{' '.join(words)}`", file=file, line=line,
+                        fix=f"add one of: {', '.join(sub.commands)}")
+    missing = [a.dest for a in [a for a in parser.options if not a.option_strings][positional:]
+               if a.nargs not in ("?", "*")]
+    if missing:
+        raise SpecError(f"`sggraph {' '.join(words)}` needs the positional argument(s) {', '.join(missing)}",
+                        file=file, line=line, fix="write them in the command, after its name")
+    options = {_long_name(a): a for a in parser.options if a.option_strings}
+    if "out" not in options:
+        raise SpecError(f"`sggraph {' '.join(words)}` has no --out, so its runs cannot be kept apart",
+                        file=file, line=line, fix="sweep a command that writes a run directory")
+    return options
+
+
+def _aliases(options: Mapping[str, argparse.Action]) -> dict[str, str]:
+    """Every spelling of a setting (``n-parents``, ``n_parents``, the dest) → its canonical name."""
+    out: dict[str, str] = {}
+    for name, action in options.items():
+        for spelling in [name, action.dest, *(s.lstrip("-") for s in action.option_strings if s.startswith("--"))]:
+            out.setdefault(spelling, name)
+            out.setdefault(spelling.replace("-", "_"), name)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# values
+
+
+def format_value(value: Any) -> str:
+    """A setting value as a command-line word (floats exactly, bools as true/false).
+
+    >>> format_value(2e-05), format_value(0.005), format_value(True), format_value("gru")
+    ('2e-05', '0.005', 'true', 'gru')
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _name_value(value: Any) -> str:
+    text = "-".join(format_value(v) for v in value) if isinstance(value, list) else format_value(value)
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", text)
+
+
+def run_name(settings: Mapping[str, Any]) -> str:
+    """A filesystem-safe run-directory name from a run's grid settings.
+
+    >>> run_name({"method": "sgprop", "lr": 0.005, "seed": 0})
+    'method=sgprop,lr=0.005,seed=0'
+    >>> run_name({"classes": [0, 1, 3], "data_dir": "/tmp/x y"})
+    'classes=0-1-3,data_dir=_tmp_x_y'
+    """
+    name = ",".join(f"{k}={_name_value(v)}" for k, v in settings.items()) or "default"
+    if len(name) > 200:  # file names are limited to 255 bytes
+        import hashlib
+
+        name = name[:180] + "," + hashlib.sha1(name.encode()).hexdigest()[:12]
+    return name
+
+
+def _check_value(name: str, action: argparse.Action, value: Any, command: str, *,
+                 file: str | None, line: int | None) -> Any:
+    """Check a setting's value against its flag; returns it with numbers converted (``'2e-4'`` → 0.0002)."""
+    def fail(message: str, fix: str) -> SpecError:
+        return SpecError(f"setting '{name}' of `sggraph {command}`: {message}", file=file, line=line, fix=fix)
+
+    if value is None:
+        raise fail("no value (null)", "give a value, or leave the setting out to use the command's default")
+    if isinstance(value, Mapping):
+        raise fail(f"a mapping is not a value ({value!r})", "give a number, a word or a list")
+    if action.nargs == 0:  # store_true / store_false
+        if not isinstance(value, bool):
+            raise fail(f"takes true or false, got {value!r}", f"write `{name}: true` or `{name}: false`")
+        return value
+    items = value if isinstance(value, list) else [value]
+    if isinstance(value, list):
+        if action.nargs in (None, "?"):
+            raise fail(f"takes one value, got the list {value!r}",
+                       "give one value (in `grid:`, a list means alternatives: one run each)")
+        if not value and action.nargs == "+":
+            raise fail("takes at least one value, got []", "give a non-empty list")
+        if isinstance(action.nargs, int) and len(value) != action.nargs:
+            raise fail(f"takes {action.nargs} values, got {len(value)}", f"give {action.nargs} values")
+    converted = []
+    for item in items:
+        if isinstance(item, (list, Mapping)) or item is None:
+            raise fail(f"{item!r} is not a value", "give numbers or words")
+        word = format_value(item)
+        if action.type is not None and callable(action.type):
+            try:
+                item_value = action.type(word)
+            except (ValueError, TypeError, argparse.ArgumentTypeError):
+                kind = {int: "an integer", float: "a number"}.get(action.type, "a valid value")
+                raise fail(f"{word!r} is not {kind}", f"give {kind}") from None
+        else:
+            item_value = word
+        if action.choices is not None and item_value not in action.choices:
+            raise fail(f"{word!r} is not one of its choices", f"use one of: {', '.join(map(str, action.choices))}")
+        if action.type in (int, float) and not isinstance(item, bool):
+            converted.append(item_value)
+        else:
+            converted.append(item)
+    return converted if isinstance(value, list) else converted[0]
+
+
+def _argv_for(name: str, action: argparse.Action, value: Any) -> list[str]:
+    flag = next((s for s in action.option_strings if s.startswith("--")), action.option_strings[0])
+    if action.nargs == 0:
+        on = bool(value) if action.const is not False else not value  # store_false: the flag turns it off
+        return [flag] if on else []
+    items = value if isinstance(value, list) else [value]
+    return [flag, *(format_value(v) for v in items)]
+
+
+# ---------------------------------------------------------------------------------------------
+# the grid
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """One grid entry: a setting with alternatives, or a group of sub-grids."""
+
+    key: str
+    values: tuple[Any, ...] = ()  # alternatives of a setting axis
+    entries: tuple[tuple[_Axis, ...], ...] = ()  # a group: each entry is a list of setting axes
+    group: bool = False
+
+
+def expand_grid(axes: Sequence[_Axis]) -> list[dict[str, Any]]:
+    """Every combination of a grid, in order (the last axis varies fastest); duplicates removed.
+
+    >>> g = [_Axis("a", (1, 2)), _Axis("v", entries=((_Axis("m", ("x",)),), (_Axis("m", ("y",)), _Axis("b", (0, 1)))),
+    ...      group=True)]
+    >>> expand_grid(g)
+    [{'a': 1, 'm': 'x'}, {'a': 1, 'm': 'y', 'b': 0}, {'a': 1, 'm': 'y', 'b': 1}, {'a': 2, 'm': 'x'}, {'a': 2, 'm': 'y', 'b': 0}, {'a': 2, 'm': 'y', 'b': 1}]
+    """
+    def choices(axis: _Axis) -> list[dict[str, Any]]:
+        if not axis.group:
+            return [{axis.key: v} for v in axis.values]
+        return [cell for entry in axis.entries for cell in expand_grid(entry)]
+
+    cells, seen = [], set()
+    for parts in itertools.product(*(choices(a) for a in axes)):
+        cell: dict[str, Any] = {}
+        for part in parts:
+            cell.update(part)
+        key = json.dumps(cell, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            cells.append(cell)
+    return cells
+
+
+@dataclass(frozen=True)
+class GridCell:
+    """One run of a sweep: its grid settings and its directory name."""
+
+    name: str
+    settings: dict[str, Any]
+
+
+@dataclass
+class SweepSpec:
+    """A validated sweep spec (see the module docstring for the format).
+
+    Attributes
+    ----------
+    name : str
+    command : list of str
+        e.g. ``["train", "mnist-bandit"]``.
+    settings : dict
+        Fixed settings (canonical names), passed to every run.
+    axes : list
+        The grid.
+    options : dict
+        The command's flags by canonical name.
+    file : str or None
+    """
+
+    name: str
+    command: list[str]
+    settings: dict[str, Any]
+    axes: list[_Axis]
+    options: dict[str, argparse.Action] = field(repr=False)
+    file: str | None = None
+
+    def cells(self) -> list[GridCell]:
+        """Every run of the grid, named by its grid settings."""
+        cells = [GridCell(run_name(s), s) for s in expand_grid(self.axes)]
+        names: dict[str, dict] = {}
+        for cell in cells:
+            if cell.name in names:
+                raise SpecError(f"two runs get the same directory name '{cell.name}' ({names[cell.name]} and "
+                                f"{cell.settings})", file=self.file,
+                                fix="make the values differ after non-alphanumeric characters are replaced by _")
+            names[cell.name] = cell.settings
+        return cells
+
+    def run_settings(self, cell: GridCell) -> dict[str, Any]:
+        """The fixed settings overlaid with the cell's."""
+        return {**self.settings, **cell.settings}
+
+    def argv(self, cell: GridCell) -> list[str]:
+        """The command line of a run (without ``--out`` and ``--resume``)."""
+        argv = list(self.command)
+        for name, value in self.run_settings(cell).items():
+            argv += _argv_for(name, self.options[name], value)
+        return argv
+
+    @property
+    def resumable(self) -> bool:
+        """Whether the command takes ``--resume``."""
+        return "resume" in self.options
+
+    def __repr__(self) -> str:
+        return (f"SweepSpec({self.name!r}, command={' '.join(self.command)!r}, "
+                f"{len(self.settings)} fixed settings, {len(self.cells())} runs)")
+
+
+def _canonical(key: Any, aliases: Mapping[str, str], command: str, where: str, *,
+               file: str | None, line: int | None) -> str:
+    key = str(key)
+    if key in MANAGED or aliases.get(key) in MANAGED:
+        raise SpecError(f"setting '{key}' in {where} is managed by the sweep", file=file, line=line,
+                        fix="leave it out: every run gets --out OUT/NAME, and --resume when it was killed")
+    if key not in aliases:
+        names = sorted(n for n in set(aliases.values()) if n not in MANAGED)
+        guess = difflib.get_close_matches(key.replace("-", "_"), names, n=1)
+        raise SpecError(f"unknown setting '{key}' of `sggraph {command}` in {where}", file=file, line=line,
+                        fix=(f"did you mean '{guess[0]}'? " if guess else "") + f"settings: {', '.join(names)}")
+    return aliases[key]
+
+
+def spec_from_dict(data: Any, *, file: str | None = None, lines: Mapping[str, int] | None = None,  # noqa: C901
+                   parser: CommandParser) -> SweepSpec:
+    """Validate a spec given as a mapping (``lines``: document path → line, for errors).
+
+    Raises
+    ------
+    SpecError
+        Unknown key, command or setting; empty grid; a value the command would reject.
+    """
+    from ..core.spec import line_for
+
+    lines = lines or {}
+
+    def at(path: str) -> int | None:
+        return line_for(lines, path)
+
+    if not isinstance(data, Mapping):
+        raise SpecError("a sweep spec must be a mapping with `command:` and `grid:`", file=file, line=1,
+                        fix="see examples/sweeps/small.yaml")
+    for key in data:
+        if key not in SPEC_KEYS:
+            guess = difflib.get_close_matches(str(key), SPEC_KEYS, n=1)
+            raise SpecError(f"unknown key '{key}' in the sweep spec", file=file, line=at(f"$.{key}"),
+                            fix=(f"did you mean '{guess[0]}'? " if guess else "") + f"keys: {', '.join(SPEC_KEYS)}")
+    command = data.get("command")
+    if not isinstance(command, str) or not command.strip():
+        raise SpecError("the spec needs `command:`, a sggraph command as text", file=file,
+                        line=at("$.command") or 1, fix="write e.g. `command: train mnist-bandit`")
+    words = command.split()
+    cmd_text = " ".join(words)
+    options = command_options(words, parser, file=file, line=at("$.command"))
+    aliases = _aliases(options)
+
+    settings_in = data.get("settings") or {}
+    if not isinstance(settings_in, Mapping):
+        raise SpecError("`settings:` must be a mapping of setting: value", file=file, line=at("$.settings"),
+                        fix="write one `setting: value` per line under `settings:`")
+    settings: dict[str, Any] = {}
+    for key, value in settings_in.items():
+        line = at(f"$.settings.{key}")
+        name = _canonical(key, aliases, cmd_text, "settings", file=file, line=line)
+        if name in settings:
+            raise SpecError(f"setting '{name}' given twice in settings", file=file, line=line, fix="keep one")
+        settings[name] = _check_value(name, options[name], value, cmd_text, file=file, line=line)
+
+    grid = data.get("grid")
+    if grid is None or (isinstance(grid, (Mapping, list)) and not grid):
+        raise SpecError("the grid is empty", file=file, line=at("$.grid") or 1,
+                        fix="add `grid:` with at least one setting and its values, e.g. `seed: [0, 1]`")
+    if not isinstance(grid, Mapping):
+        raise SpecError("`grid:` must be a mapping of setting: [values]", file=file, line=at("$.grid"),
+                        fix="write e.g. `grid: {seed: [0, 1, 2]}`")
+
+    used: dict[str, str] = {}  # setting -> where it is varied
+    value_lines: dict[tuple[str, str], int | None] = {}  # (setting, value) -> its line in the grid
+
+    def setting_axis(key: Any, values: Any, path: str, where: str, owner: str) -> _Axis:
+        line = at(path)
+        name = _canonical(key, aliases, cmd_text, where, file=file, line=line)
+        if name in settings:
+            raise SpecError(f"setting '{name}' is both fixed (settings) and varied (grid)", file=file, line=line,
+                            fix="keep it in one place")
+        if name in used and used[name] != owner:
+            raise SpecError(f"setting '{name}' is varied in two places of the grid ({used[name]} and {owner})",
+                            file=file, line=line, fix="vary each setting in one grid entry")
+        used[name] = owner
+        alternatives = values if isinstance(values, list) else [values]
+        if not alternatives:
+            raise SpecError(f"grid setting '{name}' has no values", file=file, line=line,
+                            fix=f"give at least one value, e.g. `{name}: [...]`, or remove it")
+        checked = tuple(_check_value(name, options[name], v, cmd_text, file=file, line=line) for v in alternatives)
+        for i, v in enumerate(checked):
+            value_lines.setdefault((name, format_value(v)), at(f"{path}[{i}]") if isinstance(values, list) else line)
+        return _Axis(name, checked)
+
+    axes: list[_Axis] = []
+    for key, values in grid.items():
+        path = f"$.grid.{key}"
+        if isinstance(values, list) and values and any(isinstance(v, Mapping) for v in values):
+            if not all(isinstance(v, Mapping) for v in values):
+                raise SpecError(f"grid group '{key}' mixes mappings and values", file=file, line=at(path),
+                                fix="make every entry of a group a mapping of settings, e.g. `- {method: sgprop}`")
+            entries = []
+            for i, entry in enumerate(values):
+                entries.append(tuple(setting_axis(k, v, f"{path}[{i}].{k}", f"grid group '{key}'", f"group '{key}'")
+                                     for k, v in entry.items()))
+            axes.append(_Axis(str(key), entries=tuple(entries), group=True))
+        else:
+            axes.append(setting_axis(key, values, path, "grid", f"grid '{key}'"))
+    name = data.get("name")
+    if name is None:
+        name = Path(file).stem if file else "sweep"
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._+-]+", name):
+        raise SpecError(f"sweep name {name!r} is not a plain word", file=file, line=at("$.name"),
+                        fix="use letters, digits and . _ + - only")
+    spec = SweepSpec(name=name, command=words, settings=settings, axes=axes, options=options, file=file)
+    for cell in spec.cells():  # duplicate names are spec errors; every run's config is validated up front
+        _validate_run(spec, cell, parser, value_lines, at("$.grid"))
+    return spec
+
+
+def _validate_run(spec: SweepSpec, cell: GridCell, parser: CommandParser,
+                  value_lines: Mapping[tuple[str, str], int | None], grid_line: int | None) -> None:
+    """Run the command's own config validation (its ``validate`` default, when it has one) on a run's
+    settings; a rejected value is a :class:`SpecError` at the line of the grid value that caused it."""
+    from ..exceptions import SggraphError
+
+    argv = spec.argv(cell) + ["--out", "sweep-check"]
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:  # values were checked one by one already; a combination argparse rejects
+        raise SpecError(f"the command line of run '{cell.name}' is rejected: sggraph {' '.join(argv[:-2])}",
+                        file=spec.file, line=grid_line, fix="run it by hand to see argparse's message") from None
+    validate = getattr(args, "validate", None)
+    if validate is None:
+        return
+    try:
+        validate(args)
+    except SggraphError as err:
+        line = grid_line
+        named = sorted(((format_value(v), n) for n, v in cell.settings.items()), key=lambda t: -len(t[0]))
+        for text, name in named:  # the grid value the message quotes (longest first: '1.5' before '1')
+            if text and re.search(rf"(?<![\w.]){re.escape(text)}(?![\w.])", err.message):
+                line = value_lines.get((name, text), grid_line)
+                break
+        raise SpecError(f"run '{cell.name}' would be rejected by `sggraph {' '.join(spec.command)}`: "
+                        f"{err.message.rstrip('.')}", file=spec.file, line=line,
+                        fix=err.fix or "change the value in the spec") from None
+
+
+def load_spec(path: str | Path, parser: CommandParser) -> SweepSpec:
+    """Read and validate a sweep spec YAML file; errors name the file and line."""
+    import yaml
+
+    from ..core.spec import yaml_line_index
+
+    path = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise SpecError(f"cannot read the sweep spec: {exc.strerror}", file=path, fix="check the path") from None
+    try:
+        data = yaml.safe_load(text)
+        lines = yaml_line_index(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise SpecError(f"YAML syntax error: {getattr(exc, 'problem', exc)}", file=path,
+                        line=mark.line + 1 if mark else None, fix="check indentation and colons") from None
+    return spec_from_dict(data, file=path, lines=lines, parser=parser)
