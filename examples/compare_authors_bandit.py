@@ -41,9 +41,10 @@ torchvision.datasets = types.ModuleType("torchvision.datasets")
 torchvision.datasets.MNIST = EmbeddedMNIST
 sys.modules["torchvision"], sys.modules["torchvision.datasets"] = torchvision, torchvision.datasets
 
-import models  # noqa: E402  (the authors' modules)
 import trainers  # noqa: E402
 from trainers import MNISTBanditEnv, policy_step_sgprop, sample_policy_batch, train_sg_phase  # noqa: E402
+
+import models  # noqa: E402  (the authors' modules)
 
 torch.manual_seed(0)
 env = MNISTBanditEnv([0, 1, 3, 4, 5, 6, 7, 8, 9], 0.4, torch.device("cpu"))

@@ -63,7 +63,7 @@ class ScaledDot(nn.Module):
     uses ``1/√(q · n_parents)``, the std of its hidden keys.
 
     >>> head = ScaledDot(2000, 10, init_std=50 ** -0.5)
-    >>> round(float(head.keys.std()), 2)
+    >>> round(float(head.keys.detach().std()), 2)
     0.14
     """
 
