@@ -7,7 +7,7 @@ backward records; the feed-forward and the recurrent compilers share them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -19,7 +19,7 @@ from .generators import takes_aux
 from .mixing import InMix, OutMix, ParamMix, Record, RecordGrad
 from .neuron import gather_by_table
 
-__all__ = ["GROUPINGS", "ArrayBlock", "Block", "NodeBlock", "SourceBlock", "check_generators", "check_lambda_value",
+__all__ = ["GROUPINGS", "ArrayBlock", "Block", "NodeBlock", "SourceBlock", "block_parameters", "check_generators", "check_lambda_value",
            "observes", "split_ref", "step_on", "synthetic_vjp"]
 
 
@@ -291,3 +291,10 @@ class SourceBlock(nn.Module):
         self.name, self.dim, self.count = name, dim, count
 
 
+
+
+def block_parameters(blocks: Mapping[str, nn.Module], part: str) -> Iterator[nn.Parameter]:
+    """The parameters of every block's ``function`` (``part="function"``) or ``generator``: what the
+    model's optimizer and the generators' optimizer update, in block order."""
+    for block in blocks.values():
+        yield from getattr(block, part).parameters()

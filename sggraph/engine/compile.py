@@ -49,6 +49,7 @@ from .blocks import (
     Block,
     NodeBlock,
     SourceBlock,
+    block_parameters,
     check_generators,
     check_lambda_value,
     observes,
@@ -221,13 +222,11 @@ class CompiledGraph(nn.Module):
     # ------------------------------------------------------------ parameters
     def model_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters of the node functions (what the model optimizer updates)."""
-        for b in self.blocks.values():
-            yield from b.function.parameters()
+        return block_parameters(self.blocks, "function")
 
     def generator_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters of the generators (their own optimizer)."""
-        for b in self.blocks.values():
-            yield from b.generator.parameters()
+        return block_parameters(self.blocks, "generator")
 
     # ---------------------------------------------------------------- lambda
     def block(self, name: str) -> Block:

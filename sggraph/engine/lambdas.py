@@ -171,7 +171,7 @@ def _slot_rows(alpha: torch.Tensor, y: torch.Tensor, alpha_dtanh: torch.Tensor, 
     """
     dh = cot * squash if squash is not None else cot
     if unit:
-        dh = dh / dh.norm(dim=-1, keepdim=True).clamp_min(_DIRECTION_EPS)
+        dh = unit_feedback(dh)
     dpre = (alpha_dtanh * dh.unsqueeze(2)).flatten(2)
     dalpha = torch.matmul(y, dh.unsqueeze(-1)).squeeze(-1)
     dlogit = alpha * (dalpha - (alpha * dalpha).sum(-1, keepdim=True)) * scale
@@ -446,7 +446,7 @@ def state_lambda_from_forward(st, steps: list[int], normalize: bool | str = True
     received = torch.cat([rec.received for rec in st.records], dim=1)
     cot = torch.stack([pick(received, 1), pick(st.fed_all, 1)], dim=2)  # [N, R, 2, q]: received, predicted
     if mode == "feedback":
-        cot = cot / cot.norm(dim=-1, keepdim=True).clamp_min(_DIRECTION_EPS)
+        cot = unit_feedback(cot)
     x2 = (u * u).sum(-1)  # [N, R] ‖x_b‖²
     e = pick(st.e_all, 0) if k else None  # [R, d_in]
     if e is not None:

@@ -36,6 +36,7 @@ from ..exceptions import CompileError, DimensionError, LambdaError
 from .blocks import (
     GROUPINGS,
     NodeBlock,
+    block_parameters,
     check_generators,
     check_lambda_value,
     split_ref,
@@ -203,13 +204,11 @@ class CompiledCell(nn.Module):
 
     def model_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters of the node functions and the state array."""
-        for b in self.blocks.values():
-            yield from b.function.parameters()
+        return block_parameters(self.blocks, "function")
 
     def generator_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters of the generators."""
-        for b in self.blocks.values():
-            yield from b.generator.parameters()
+        return block_parameters(self.blocks, "generator")
 
     def schedule(self, steps: int, horizon: int | None = None) -> torch.Tensor:
         """The per-step ``θ [T, N]`` of the state neurons for the first ``steps`` steps.
