@@ -37,6 +37,7 @@ import torch
 from sggraph.engine.diagnostics import profile
 from sggraph.envs.mnist import MnistBandit, load_mnist
 from sggraph.experiments.mnist_bandit import BanditConfig, build_policy
+from sggraph.experiments.rundir import RECORDED_ONLY
 
 
 def bandit_sampler(env: MnistBandit, policy, n: int):
@@ -81,6 +82,8 @@ def main() -> None:
     args = ap.parse_args()
 
     config = json.loads((args.run / "config.json").read_text())
+    for key in RECORDED_ONLY:  # how the run ran (its thread count), not a setting
+        config.pop(key, None)
     config["classes"] = tuple(config["classes"])
     cfg = BanditConfig(**config)
     images, labels = load_mnist(cfg.data_dir)

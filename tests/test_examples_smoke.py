@@ -32,11 +32,12 @@ def test_bench_cli_json_keys(monkeypatch, capsys):
     from sggraph.cli import main
     from sggraph.experiments import bench
 
-    monkeypatch.setattr(bench, "bench_bandit", lambda steps: bench_bandit(steps=1, warmup=0, batch=4))
+    monkeypatch.setattr(bench, "bench_bandit", lambda steps, tick: bench_bandit(steps=1, warmup=0, batch=4, tick=tick))
     original = bench.bench_recurrent
-    monkeypatch.setattr(bench, "bench_recurrent", lambda: original(repeats=1, warmup=0, steps=3, sequences=2))
+    monkeypatch.setattr(bench, "bench_recurrent",
+                        lambda tick: original(repeats=1, warmup=0, steps=3, sequences=2, tick=tick))
     popgym = bench.bench_popgym
-    monkeypatch.setattr(bench, "bench_popgym", lambda: popgym(repeats=1, warmup=0, num_envs=2))
+    monkeypatch.setattr(bench, "bench_popgym", lambda tick: popgym(repeats=1, warmup=0, num_envs=2, tick=tick))
     assert main(["bench", "--json", "--steps", "1"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert set(data["bandit"]) >= {"backprop_ms", "sgprop_ms", "backprop_gflops", "sgprop_gflops"}

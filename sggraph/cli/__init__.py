@@ -25,7 +25,7 @@ from ..exceptions import SggraphError
 from ..sweeps.commands import CommandParser
 from . import bench, check, demo, draw, expert, mse, plot, sweep, train
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "version_line"]
 
 #: The commands in the order of ``sggraph --help``.
 COMMANDS = (check, expert, mse, train, draw, sweep, plot, demo, bench)
@@ -34,11 +34,30 @@ COMMANDS = (check, expert, mse, train, draw, sweep, plot, demo, bench)
 def build_parser() -> CommandParser:
     """The argument parser of the ``sggraph`` command (every command's module adds its own)."""
     parser = CommandParser(prog="sggraph", description="Synthetic-gradient propagation on layered computational graphs.")
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)
     parser.set_defaults(root_parser=parser)  # handed to commands that read other commands (sweep)
     return parser
+
+
+def version_line() -> str:
+    """What ``sggraph --version`` prints: sggraph's version, and torch's and Python's.
+
+    >>> version_line().startswith("sggraph ")
+    True
+    """
+    import platform
+    from importlib import metadata
+
+    from .. import __version__
+
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = "not installed"
+    return f"sggraph {__version__} (torch {torch_version}, Python {platform.python_version()})"
 
 
 def tune_allocator() -> bool:
@@ -69,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune_allocator()
     parser = build_parser()
     args = parser.parse_args(argv)
+    threads = _torch_threads()
     try:
         return int(args.run(args) or 0)
     except SggraphError as err:
@@ -82,6 +102,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:  # a command may set torch's thread count (--threads); leave the calling process as it was
+        if threads is not None:
+            _torch_threads(threads)
+
+
+def _torch_threads(restore: int | None = None) -> int | None:
+    """torch's intra-op thread count, or None before torch is imported; ``restore`` sets it back."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    if restore is not None:
+        torch.set_num_threads(restore)
+    return torch.get_num_threads()
 
 
 

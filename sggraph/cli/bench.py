@@ -6,11 +6,16 @@ import argparse
 import json
 
 from ..experiments.bench import run_bench
+from .options import add_run_flags
 
 __all__ = ["add_parser"]
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    result = run_bench(steps=args.steps)
+    from .. import threads
+    from ..experiments.mnist_bandit import BanditConfig
+
+    threads.use_threads(threads.resolve_threads(args.threads, BanditConfig().typical_op_elements()))
+    result = run_bench(steps=args.steps, progress=not args.quiet)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -40,4 +45,5 @@ def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="time compiled training steps (ms/step, FLOPs, GFLOP/s)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--steps", type=int, default=30, help="timed steps per method (median reported)")
+    add_run_flags(p)
     p.set_defaults(run=_cmd_bench)

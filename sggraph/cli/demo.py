@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .options import add_run_flags
+
 __all__ = ["add_parser"]
 
 
@@ -23,58 +25,109 @@ def demo_graphs() -> list:
 def _cmd_demo(args: argparse.Namespace) -> int:
     """A miniature of the paper: conditions of the example graphs, the expert-network ratio
     table for small d, the MNIST bandit (SparseNet sgprop vs backprop vs MLP) and the POPGym
-    escape maze (SparseNet sgprop / backprop, GRU, LSTM) briefly."""
-    import statistics
+    escape maze (SparseNet sgprop / backprop, GRU, LSTM) briefly; then a summary with one
+    comparison figure and the disk the runs use."""
+    import time
 
     import yaml
 
     from ..core.analysis import check_conditions
     from ..core.graph import Graph
 
+    t0 = time.perf_counter()
     for path in demo_graphs():
         print(f"$ sggraph check-conditions examples/{path.name}")
         print(check_conditions(Graph.from_dict(yaml.safe_load(path.read_text()), file=f"examples/{path.name}")))
         print()
     if args.conditions_only:
         return 0
+    _expert_table(args)
+    out = Path(args.out)
+    bandit = _bandit_runs(args, out)
+    popgym = _popgym_runs(args, out) if args.popgym_batches > 0 else {}
+    _summary(out, bandit, popgym, time.perf_counter() - t0)
+    return 0
+
+
+def _expert_table(args: argparse.Namespace) -> None:
     from ..experiments.expert import sweep
+    from ..progress import Progress
 
     print("$ sggraph expert --d 4 6 8 --k 2 --n 1 --trials 20   (Theorem 5: ratio = 2^(d-k))")
-    for row in sweep([4, 6, 8], [2], ["noisy", "activation", "partial"], [1], trials=20):
+    cases = ["noisy", "activation", "partial"]
+    with Progress(3 * len(cases), "expert network", unit="setting", quiet=args.quiet, leave=False) as bar:
+        rows = sweep([4, 6, 8], [2], cases, [1], trials=20, progress=lambda row: bar.update(1))
+    for row in rows:
         print(f"  {row['case']:10s} d={row['d']} k={row['k']}  ratio {row['ratio']:7.2f}  "
               f"95% CI [{row['ci_low']:.2f}, {row['ci_high']:.2f}]  theory {row['theory']:.0f}")
     print()
-    from ..experiments.mnist_bandit import BanditConfig, run_bandit
 
-    out = Path(args.out)
-    print(f"MNIST bandit, {args.steps} steps, seeds 0-1, p_flip 0.4 (run directories under {out}/):")
+
+def _bandit_runs(args: argparse.Namespace, out: Path) -> dict[str, list[Path]]:
+    """The MNIST bandit runs (2 seeds per method); method → run directories."""
+    from ..experiments.mnist_bandit import BanditConfig, run_bandit
+    from ..threads import resolve_threads, use_threads
+
+    print(f"MNIST bandit, {args.steps} steps, seeds 0-1, p_flip 0.4 (run directories under {out}/):", flush=True)
+    runs: dict[str, list[Path]] = {}
     finals: dict[str, list[float]] = {}
     for method in ("sgprop", "backprop", "mlp"):
         for seed in (0, 1):
             cfg = BanditConfig(method=method, seed=seed, steps=args.steps, evaluations=5, eval_batch=1000)
-            summary = run_bandit(cfg, out / f"{method}-seed{seed}")
+            use_threads(resolve_threads(args.threads, cfg.typical_op_elements()))
+            run = out / f"{method}-seed{seed}"
+            summary = run_bandit(cfg, run, progress=not args.quiet, checkpoints=False)
+            runs.setdefault(method, []).append(run)
             finals.setdefault(method, []).append(summary["final_eval_reward"])
             print(f"  {method:8s} seed {seed}: final eval reward {summary['final_eval_reward']:.4f} "
-                  f"({summary['seconds']:.0f}s)  {out / f'{method}-seed{seed}' / 'learning_curve.png'}")
+                  f"({summary['seconds']:.0f}s)  {run / 'learning_curve.png'}", flush=True)
     print()
     print(f"  {'method':8s}  mean final eval reward (2 seeds)")
     for method, values in finals.items():
-        print(f"  {method:8s}  {statistics.mean(values):.4f}")
-    if args.popgym_batches > 0:
-        from ..experiments.popgym import PopgymConfig, run_popgym
+        print(f"  {method:8s}  {sum(values) / len(values):.4f}")
+    return runs
 
-        print()
-        print(f"POPGym labyrinth_escape, {args.popgym_batches} batches of 8 episodes, seed 0 "
-              f"(run directories under {out}/popgym-*; the README's runs use 300 batches of 20):")
-        for model, method in (("sparsenet", "sgprop"), ("sparsenet", "backprop"), ("gru", "backprop"),
-                              ("lstm", "backprop")):
-            cfg = PopgymConfig(model=model, method=method, num_envs=8, batches=args.popgym_batches)
-            run = out / f"popgym-{model}-{method}"
-            summary = run_popgym(cfg, run)
-            print(f"  {model:9s} {method:8s}: mean success rate {summary['auc_success_rate']:.3f} "
-                  f"({summary['seconds']:.0f}s)  {run / 'learning_curve.png'}")
-    return 0
 
+def _popgym_runs(args: argparse.Namespace, out: Path) -> dict[str, Path]:
+    """The POPGym runs, one per model; label → run directory."""
+    from ..experiments.popgym import PopgymConfig, run_popgym
+    from ..threads import resolve_threads, use_threads
+
+    print()
+    print(f"POPGym labyrinth_escape, {args.popgym_batches} batches of 8 episodes, seed 0 "
+          f"(run directories under {out}/popgym-*; the README's runs use 300 batches of 20):", flush=True)
+    runs = {}
+    for model, method in (("sparsenet", "sgprop"), ("sparsenet", "backprop"), ("gru", "backprop"),
+                          ("lstm", "backprop")):
+        cfg = PopgymConfig(model=model, method=method, num_envs=8, batches=args.popgym_batches)
+        use_threads(resolve_threads(args.threads, cfg.typical_op_elements()))
+        run = out / f"popgym-{model}-{method}"
+        summary = run_popgym(cfg, run, progress=not args.quiet, checkpoints=False)
+        runs[f"SparseNet {method}" if model == "sparsenet" else model.upper()] = run
+        print(f"  {model:9s} {method:8s}: mean success rate {summary['auc_success_rate']:.3f} "
+              f"({summary['seconds']:.0f}s)  {run / 'learning_curve.png'}", flush=True)
+    return runs
+
+
+def _summary(out: Path, bandit: dict[str, list[Path]], popgym: dict[str, Path], seconds: float) -> None:
+    import json
+
+    from ..experiments.demo import comparison_figure, disk_usage, format_bytes
+
+    figure = comparison_figure(out, bandit, popgym)
+    print()
+    print(f"Summary ({seconds / 60:.1f} min):")
+    for method, runs in bandit.items():
+        finals = [json.loads((r / "summary.json").read_text())["final_eval_reward"] for r in runs]
+        print(f"  MNIST bandit {method:8s}: final eval reward {sum(finals) / len(finals):.4f} "
+              f"(mean of {len(runs)} seeds)")
+    for label, run in popgym.items():
+        rate = json.loads((run / "summary.json").read_text())["auc_success_rate"]
+        print(f"  POPGym {label:18s}: mean success rate {rate:.3f}")
+    print(f"  comparison figure (methods side by side): {figure}")
+    print(f"  disk used by {out}/: {format_bytes(disk_usage(out))} (metrics, plots, TensorBoard events; the "
+          f"demo keeps no resume checkpoints)")
+    print(f"  TensorBoard: tensorboard --logdir {out}")
 
 
 def add_parser(sub) -> None:
@@ -84,4 +137,5 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="runs/demo", help="where the bandit and POPGym runs are written")
     p.add_argument("--conditions-only", action="store_true", help="only the check-conditions part")
     p.add_argument("--popgym-batches", type=int, default=30, help="POPGym batches per model (0: skip)")
+    add_run_flags(p)
     p.set_defaults(run=_cmd_demo)

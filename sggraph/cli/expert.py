@@ -11,15 +11,22 @@ __all__ = ["add_parser"]
 
 def _cmd_expert(args: argparse.Namespace) -> int:
     from ..experiments.expert import plot_ratios, sweep, write_summary
+    from ..progress import Progress
+
+    total = len(args.case) * len(args.n) * sum(k <= d for d in args.d for k in args.k)
+    bar = Progress(total, "expert network", unit="setting", quiet=args.quiet)
 
     def progress(row: dict) -> None:
+        bar.update(1, case=row["case"], d=row["d"], k=row["k"], n=row["n"])
         if not args.json:
-            print(f"{row['case']:10s} d={row['d']:2d} k={row['k']} n={row['n']}  "
-                  f"ratio {row['ratio']:9.2f}  [{row['ci_low']:8.2f}, {row['ci_high']:8.2f}]  "
-                  f"theory {row['theory']:6.0f}", flush=True)
+            with bar.paused():
+                print(f"{row['case']:10s} d={row['d']:2d} k={row['k']} n={row['n']}  "
+                      f"ratio {row['ratio']:9.2f}  [{row['ci_low']:8.2f}, {row['ci_high']:8.2f}]  "
+                      f"theory {row['theory']:6.0f}", flush=True)
 
-    rows = sweep(args.d, args.k, args.case, args.n, trials=args.trials, m=args.m, seed=args.seed,
-                 sigma=args.sigma, p=args.p, tau=args.tau, progress=progress)
+    with bar:
+        rows = sweep(args.d, args.k, args.case, args.n, trials=args.trials, m=args.m, seed=args.seed,
+                     sigma=args.sigma, p=args.p, tau=args.tau, progress=progress)
     if args.out:
         out = Path(args.out)
         write_summary(rows, out)
@@ -48,4 +55,5 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.add_argument("--out", help="write summary.csv, summary.json and ratio_<case>.png here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines on stderr")
     p.set_defaults(run=_cmd_expert)

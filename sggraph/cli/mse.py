@@ -15,7 +15,7 @@ def _cmd_mse(args: argparse.Namespace) -> int:
     graph, profiles = profile_yaml(args.file, n=args.n, noise=args.noise, lam=args.lam, samples=args.samples,
                                    reference=args.reference, repeats=args.repeats, fit_steps=args.fit_steps,
                                    generator_lr=args.generator_lr, jacobian_bound=args.jacobian_bound,
-                                   epsilon=args.epsilon, seed=args.seed)
+                                   epsilon=args.epsilon, seed=args.seed, progress=not args.quiet)
     if args.json:
         print(json.dumps({k: v.to_dict() for k, v in profiles.items()}, indent=2))
     else:
@@ -42,4 +42,5 @@ def add_parser(sub) -> None:
     p.add_argument("--epsilon", type=float, help="ε + ε′ for the eq. 19 check")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines on stderr")
     p.set_defaults(run=_cmd_mse)

@@ -22,7 +22,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     out = args.out or str(Path("runs") / "sweeps" / spec.name)
     records = run_sweep(spec, out, backend=args.backend, workers=args.workers, address=args.address,
-                        threads=args.threads, log=lambda s: print(s, flush=True))
+                        threads=args.threads, log=lambda s: print(s, flush=True), progress=not args.quiet)
     return 1 if any(r["status"] != "finished" for r in records) else 0
 
 
@@ -45,9 +45,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local: a process pool on this machine; ray: Ray tasks (pip install -e '.[ray]')")
     p.add_argument("--address", help="Ray cluster address for --backend ray (default: start a local Ray)")
-    p.add_argument("--workers", type=int, help="runs at once (default: the core count)")
-    p.add_argument("--threads", type=int, help="torch threads per run (default: cores // workers)")
+    p.add_argument("--workers", type=int, help="runs at once (default: the CPUs available to this process)")
+    p.add_argument("--threads", type=int, help="torch threads per run, passed as OMP_NUM_THREADS "
+                                               "(default: available CPUs // workers)")
     p.add_argument("--out", help="sweep directory (default runs/sweeps/NAME)")
     p.add_argument("--dry-run", action="store_true", help="print each run's command and what would happen")
+    p.add_argument("--quiet", action="store_true", help="no progress bar over the runs")
     p.set_defaults(run=_cmd_sweep)
     return p

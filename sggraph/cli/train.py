@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .options import add_run_flags
+
 __all__ = ["add_parser"]
 
 
@@ -78,12 +80,14 @@ def _validate_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ..experiments.progress import progress_printer
+    from ..threads import resolve_threads, use_threads
 
     cls, run, default_out, _ = _experiments()[args.experiment]
     cfg = _config_from(args, cls)
+    cfg.validate()
+    use_threads(resolve_threads(args.threads, cfg.typical_op_elements()))
     out = args.out or default_out(cfg)
-    summary = run(cfg, out, resume=args.resume, progress=progress_printer())
+    summary = run(cfg, out, resume=args.resume, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
     print(f"run directory: {out}")
     return 0
@@ -101,6 +105,7 @@ def add_parser(sub) -> None:
         e.add_argument("--config", help="YAML file of settings (flags override it)")
         e.add_argument("--out", help="run directory (default under runs/)")
         e.add_argument("--resume", action="store_true", help="continue a killed run from its checkpoint")
+        add_run_flags(e)
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             flag = "--lambda" if f.name == "lam" else "--" + f.name.replace("_", "-")

@@ -27,10 +27,15 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
 __all__ = ["bench_bandit", "bench_popgym", "bench_recurrent", "matmul_peak_gflops", "run_bench"]
+
+
+def _nothing() -> None:
+    """The default ``tick``: no progress display."""
 
 
 def matmul_peak_gflops(size: int = 1024, repeats: int = 20) -> float:
@@ -87,8 +92,9 @@ def _bandit_step_timer(variant: str, batch: int, seed: int):
     return step
 
 
-def bench_bandit(steps: int = 30, warmup: int = 5, batch: int = 64, seed: int = 0) -> dict[str, float]:
-    """Median milliseconds per bandit step for backprop and sgprop, with GFLOP/s."""
+def bench_bandit(steps: int = 30, warmup: int = 5, batch: int = 64, seed: int = 0,
+                 tick: Callable[[], None] = _nothing) -> dict[str, float]:
+    """Median milliseconds per bandit step for backprop and sgprop, with GFLOP/s (``tick`` after each step)."""
     flops = bandit_flops(batch)
     out: dict[str, float] = {}
     steps_of = {m: _bandit_step_timer(m, batch, seed) for m in BANDIT_VARIANTS}
@@ -96,11 +102,13 @@ def bench_bandit(steps: int = 30, warmup: int = 5, batch: int = 64, seed: int = 
     for _ in range(warmup):
         for step in steps_of.values():
             step()
+            tick()
     for _ in range(steps):  # interleave the methods so drift hits both alike
         for m, step in steps_of.items():
             t0 = time.perf_counter()
             step()
             times[m].append(time.perf_counter() - t0)
+            tick()
     for m in steps_of:
         ms = statistics.median(times[m]) * 1e3
         out[f"{m}_ms"] = round(ms, 2)
@@ -157,7 +165,7 @@ def _recurrent_step_timer(method: str, steps: int, sequences: int, seed: int):
 
 
 def bench_recurrent(repeats: int = 5, warmup: int = 1, steps: int = 80, sequences: int = 20,
-                    seed: int = 0) -> dict[str, float]:
+                    seed: int = 0, tick: Callable[[], None] = _nothing) -> dict[str, float]:
     """Median milliseconds for forward + backward (+ generator update and adaptive λ for sgprop)
     of a 128-neuron recurrent SparseNet cell (q = 6, 6 slots, 6 parents, 16 input neurons fed a
     128-wide embedding) over ``steps`` steps for ``sequences`` sequences."""
@@ -166,17 +174,20 @@ def bench_recurrent(repeats: int = 5, warmup: int = 1, steps: int = 80, sequence
     for _ in range(warmup):
         for step in timers.values():
             step()
+            tick()
     for _ in range(repeats):
         for m, step in timers.items():
             t0 = time.perf_counter()
             step()
             times[m].append(time.perf_counter() - t0)
+            tick()
     out = {f"{m}_ms": round(statistics.median(times[m]) * 1e3, 1) for m in timers}
     out["sgprop_over_backprop"] = round(out["sgprop_ms"] / out["backprop_ms"], 3)
     return out
 
 
-def bench_popgym(repeats: int = 5, warmup: int = 1, num_envs: int = 20, seed: int = 0) -> dict[str, float]:
+def bench_popgym(repeats: int = 5, warmup: int = 1, num_envs: int = 20, seed: int = 0,
+                 tick: Callable[[], None] = _nothing) -> dict[str, float]:
     """Median seconds per POPGym batch (``labyrinth_escape``, ``num_envs`` environments, episode
     length 80): the rollout through the real environments plus one update, exactly as in
     ``sggraph train popgym`` (its defaults: the authors' settings, adaptive θ from every valid
@@ -206,6 +217,7 @@ def bench_popgym(repeats: int = 5, warmup: int = 1, num_envs: int = 20, seed: in
             if i >= warmup:
                 times[key].append(time.perf_counter() - t0)
                 rollout[key].append(row["rollout_seconds"])
+            tick()
     out = {f"{k}_s": round(statistics.median(v), 3) for k, v in times.items()}
     out.update({f"{k}_rollout_s": round(statistics.median(v), 3) for k, v in rollout.items()})
     out["num_envs"] = num_envs
@@ -213,7 +225,18 @@ def bench_popgym(repeats: int = 5, warmup: int = 1, num_envs: int = 20, seed: in
     return out
 
 
-def run_bench(steps: int = 30) -> dict:
-    """Every section of the benchmark."""
-    return {"threads": torch.get_num_threads(), "matmul_peak_gflops": round(matmul_peak_gflops(), 1),
-            "bandit": bench_bandit(steps=steps), "recurrent": bench_recurrent(), "popgym": bench_popgym()}
+def run_bench(steps: int = 30, progress: bool = False) -> dict:
+    """Every section of the benchmark (``progress``: a progress bar on stderr over every timed call)."""
+    from ..progress import Progress
+
+    total = (5 + steps) * len(BANDIT_VARIANTS) + (1 + 5) * 2 + (1 + 5) * 4
+    with Progress(total, "bench", unit="call", quiet=not progress) as bar:
+        peak = round(matmul_peak_gflops(), 1)
+        bar.set_metrics({"section": "bandit"})
+        bandit = bench_bandit(steps=steps, tick=bar.update)
+        bar.set_metrics({"section": "recurrent"})
+        recurrent = bench_recurrent(tick=bar.update)
+        bar.set_metrics({"section": "popgym"})
+        popgym = bench_popgym(tick=bar.update)
+    return {"threads": torch.get_num_threads(), "matmul_peak_gflops": peak, "bandit": bandit, "recurrent": recurrent,
+            "popgym": popgym}

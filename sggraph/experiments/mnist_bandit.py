@@ -29,12 +29,14 @@ from pathlib import Path
 import torch
 
 from ..exceptions import ConfigError
+from ..progress import Progress
+from .checkpoint_state import load_model_state, model_state, unused_parameters
+from .eventlog import EventLog
 from .rundir import RunDir
 from .settings import check_lambda_setting
 
 __all__ = ["AUTHORS_CLASSES", "PAPER_LR", "UPDATE_ORDERS", "BanditConfig", "bandit_update", "build_policy",
-           "evaluation_steps", "run_bandit",
-           "sparsenet_parameter_count"]
+           "evaluation_steps", "run_bandit", "sparsenet_parameter_count"]
 
 #: Table 1's learning rates per method.
 PAPER_LR = {"sgprop": 0.005, "backprop": 0.001, "mlp": 2e-5}
@@ -107,6 +109,17 @@ class BanditConfig:
     def policy_lr(self) -> float:
         return self.lr if self.lr is not None else PAPER_LR[self.method]
 
+    def typical_op_elements(self) -> int:
+        """Elements of a training step's typical operation (the default thread count works from it):
+        a SparseNet layer's slot outputs ``batch × width × slots × q``, or an MLP layer's ``batch × mlp_width``.
+
+        >>> BanditConfig().typical_op_elements(), BanditConfig(method="mlp").typical_op_elements()
+        (640000, 47680)
+        """
+        if self.method == "mlp":
+            return self.batch * self.mlp_width
+        return self.batch * self.width * self.slots * self.q
+
 
 def sparsenet_parameter_count(cfg: BanditConfig, n_actions: int) -> int:
     """Parameters of the SparseNet policy: per neuron ``M`` keys and slot maps on ``d = q·n_parents`` inputs
@@ -165,11 +178,13 @@ def build_policy(cfg: BanditConfig, n_actions: int):
 
 def bandit_update(cfg: BanditConfig, policy: Callable, net, opt: torch.optim.Optimizer,
                   gen_opt: torch.optim.Optimizer | None, x: torch.Tensor,
-                  reward_of: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+                  reward_of: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator,
+                  stats: dict | None = None) -> torch.Tensor:
     """One training step on contexts ``x [B, 784]``; returns the rewards ``[B]``.
 
     Actions are sampled from the policy's forward (with ``generator``), rewarded by ``reward_of``,
     and the REINFORCE loss ``−mean(r · log π(a))`` is minimised in ``cfg.update_order``.
+    ``stats``, when given, receives ``generator_loss`` (sgprop) of this step.
     """
     opt.zero_grad(set_to_none=True)
     log_probs = torch.log_softmax(policy(x), dim=-1)
@@ -180,7 +195,7 @@ def bandit_update(cfg: BanditConfig, policy: Callable, net, opt: torch.optim.Opt
     generator_first = cfg.update_order == "generator-first"
     if synthetic and generator_first:  # the authors' order: the generators learn from this batch first
         net.record_feedback(loss)
-        net.update_generators(gen_opt)
+        generator_loss = net.update_generators(gen_opt)
         net.refresh_predictions()
     loss.backward()
     if synthetic and cfg.lam == "adaptive":
@@ -188,19 +203,46 @@ def bandit_update(cfg: BanditConfig, policy: Callable, net, opt: torch.optim.Opt
                          nodes=[f"h{i}" for i in range(1, cfg.layers + 1)])
     opt.step()
     if synthetic and not generator_first:
-        net.update_generators(gen_opt)
+        generator_loss = net.update_generators(gen_opt)
+    if synthetic and stats is not None:
+        stats["generator_loss"] = generator_loss
     return reward
 
 
-def run_bandit(cfg: BanditConfig, out: str | Path, resume: bool = False,
-               progress: Callable[[str], None] | None = None) -> dict:
-    """Train one run; writes ``config.json``, ``metrics.csv``, ``summary.json``, ``learning_curve.png``
-    and ``checkpoint.pt`` into ``out``. Returns the summary."""
+def _gradient_norm(params: list[torch.Tensor]) -> float:
+    """The 2-norm of the policy gradient the last step applied."""
+    grads = [p.grad for p in params if p.grad is not None]
+    return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+
+
+def _live_metrics(row: dict | None, train_reward: float, stats: dict) -> dict:
+    """The progress bar's postfix: the last evaluation, the training reward, mean λ, the generator loss."""
+    live = {}
+    if row is not None:
+        live["eval"] = row["eval_reward"]
+        lam = [v for k, v in row.items() if k.startswith("lambda_")]
+        if lam:
+            live["λ̄"] = sum(lam) / len(lam)
+    live["train"] = train_reward
+    if "generator_loss" in stats:
+        live["gen_loss"] = stats["generator_loss"]
+    return live
+
+
+def run_bandit(cfg: BanditConfig, out: str | Path, resume: bool = False, progress: bool = False,
+               checkpoints: bool = True) -> dict:
+    """Train one run; writes ``config.json`` (with the torch thread count it ran with), ``metrics.csv``,
+    TensorBoard event files, ``summary.json``, ``learning_curve.png`` and ``checkpoint.pt`` into ``out``.
+    Returns the summary.
+
+    ``progress``: a progress bar on stderr (:class:`~sggraph.progress.Progress`). ``checkpoints``:
+    False writes no resume checkpoint (a run that will never be resumed, such as the demo's).
+    """
     from ..envs.mnist import MnistBandit, load_mnist
 
     cfg.validate()
     rd = RunDir(out)
-    config = dataclasses.asdict(cfg)
+    config = {**dataclasses.asdict(cfg), "threads": torch.get_num_threads()}
     if resume:
         rd.check_resume(config, growable="steps")
     rd.write_json("config.json", config)
@@ -209,6 +251,7 @@ def run_bandit(cfg: BanditConfig, out: str | Path, resume: bool = False,
     torch.manual_seed(cfg.seed)
     model, policy, net, opt, gen_opt = build_policy(cfg, env.n_actions)
     params = list(net.model_parameters()) if net is not None else list(model.parameters())
+    unused = unused_parameters(net)
     data_gen = torch.Generator().manual_seed(cfg.seed)
     eval_x, eval_y = env.eval_batch(cfg.eval_batch, torch.Generator().manual_seed(10_000 + cfg.seed))
     eval_at = set(evaluation_steps(cfg.steps, cfg.evaluations))
@@ -217,9 +260,9 @@ def run_bandit(cfg: BanditConfig, out: str | Path, resume: bool = False,
     train_reward = 0.0  # moving average of the (flipped) training reward
     if resume:
         state = rd.load_checkpoint()
-        model.load_state_dict(state["model"])
+        load_model_state(model, state["model"], unused)
         opt.load_state_dict(state["opt"])
-        if gen_opt is not None:
+        if gen_opt is not None and state["gen_opt"] is not None:
             gen_opt.load_state_dict(state["gen_opt"])
         data_gen.set_state(state["data_gen"])
         torch.set_rng_state(state["torch_rng"])
@@ -234,10 +277,11 @@ def run_bandit(cfg: BanditConfig, out: str | Path, resume: bool = False,
         return float(torch.cat(correct).mean())
 
     def checkpoint(step: int) -> None:
-        rd.save_checkpoint({"step": step, "model": model.state_dict(), "opt": opt.state_dict(),
-                            "gen_opt": None if gen_opt is None else gen_opt.state_dict(),
-                            "data_gen": data_gen.get_state(), "torch_rng": torch.get_rng_state(), "rows": rows,
-                            "train_reward": train_reward})
+        if checkpoints:
+            rd.save_checkpoint({"step": step, "model": model_state(model, unused), "opt": opt.state_dict(),
+                                "gen_opt": None if gen_opt is None or unused else gen_opt.state_dict(),
+                                "data_gen": data_gen.get_state(), "torch_rng": torch.get_rng_state(), "rows": rows,
+                                "train_reward": train_reward})
         rd.write_metrics(rows)
 
     snapshot_at = set(int(v) for v in torch.linspace(0, cfg.steps, cfg.snapshots).round().tolist()) \
@@ -252,26 +296,38 @@ def run_bandit(cfg: BanditConfig, out: str | Path, resume: bool = False,
     if start == 0:
         snapshot(0)
     n_params = sum(p.numel() for p in params)
-    if progress is not None and start == 0:
-        progress(f"[{cfg.method} seed {cfg.seed}] {n_params:,} policy parameters (SparseNet of these settings: "
-                 f"{sparsenet_parameter_count(cfg, env.n_actions):,})")
-    for step in range(start + 1, cfg.steps + 1):
-        x, y = env.sample(cfg.batch, data_gen)
-        reward = bandit_update(cfg, policy, net, opt, gen_opt, x,
-                               lambda actions, y=y: env.reward(actions, y, data_gen, train=True), data_gen)
-        train_reward = 0.9 * train_reward + 0.1 * float(reward.mean()) if step > 1 else float(reward.mean())
-        if step in eval_at:
-            row = {"step": step, "samples": step * cfg.batch, "eval_reward": round(evaluate(), 6),
-                   "train_reward": round(train_reward, 5), **_lambda_stats(net if cfg.method == "sgprop" else None)}
-            rows.append(row)
-            if progress is not None:
-                lam = [v for k, v in row.items() if k.startswith("lambda_")]
-                mean_lam = f"  λ̄ {sum(lam) / len(lam):.3f}" if lam else ""
-                progress(f"[{cfg.method} seed {cfg.seed}] step {step}/{cfg.steps}  eval reward "
-                         f"{row['eval_reward']:.4f}{mean_lam}  {time.perf_counter() - t0:.0f}s")
-        snapshot(step)
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            checkpoint(step)
+    events = EventLog(rd.path, purge_step=start + 1 if resume else None)
+    bar = Progress(cfg.steps, f"bandit {cfg.method} seed {cfg.seed}", unit="step", quiet=not progress, initial=start)
+    try:
+        if start == 0:
+            bar.note(f"[bandit {cfg.method} seed {cfg.seed}] {n_params:,} policy parameters (SparseNet of these "
+                     f"settings: {sparsenet_parameter_count(cfg, env.n_actions):,}), "
+                     f"torch threads: {config['threads']}")
+        row = rows[-1] if rows else None
+        for step in range(start + 1, cfg.steps + 1):
+            x, y = env.sample(cfg.batch, data_gen)
+            stats: dict = {}
+            t_step = time.perf_counter()
+            reward = bandit_update(cfg, policy, net, opt, gen_opt, x,
+                                   lambda actions, y=y: env.reward(actions, y, data_gen, train=True), data_gen, stats)
+            seconds = time.perf_counter() - t_step
+            train_reward = 0.9 * train_reward + 0.1 * float(reward.mean()) if step > 1 else float(reward.mean())
+            events.scalars({"train_reward": train_reward, "seconds_per_step": seconds,
+                            "grad_norm": _gradient_norm(params), **stats}, step)
+            evaluated = step in eval_at
+            if evaluated:
+                row = {"step": step, "samples": step * cfg.batch, "eval_reward": round(evaluate(), 6),
+                       "train_reward": round(train_reward, 5),
+                       **_lambda_stats(net if cfg.method == "sgprop" else None)}
+                rows.append(row)
+                _log_evaluation(events, row, net if cfg.method == "sgprop" else None, step)
+            bar.update(1, line=evaluated, **_live_metrics(row, train_reward, stats))
+            snapshot(step)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                checkpoint(step)
+    finally:
+        bar.close()
+        events.close()
     final = rows[-1]["eval_reward"] if rows else evaluate()
     summary = {"method": cfg.method, "seed": cfg.seed, "steps": cfg.steps, "final_eval_reward": final,
                "mean_eval_reward": sum(r["eval_reward"] for r in rows) / max(len(rows), 1),
@@ -280,6 +336,15 @@ def run_bandit(cfg: BanditConfig, out: str | Path, resume: bool = False,
     rd.write_json("summary.json", summary)
     _plot(rows, rd, f"MNIST bandit — {cfg.method}, seed {cfg.seed}")
     return summary
+
+
+def _log_evaluation(events: EventLog, row: dict, net, step: int) -> None:
+    """An evaluation's ``metrics.csv`` row as scalars, and each hidden layer's per-neuron λ as a histogram."""
+    events.scalars({k: v for k, v in row.items() if k != "train_reward"}, step)
+    if net is not None:
+        for name, theta in net.self_lambdas().items():
+            if name.startswith("h"):
+                events.histogram(f"lambda/{name}", theta, step)
 
 
 def _plot(rows: list[dict], rd: RunDir, title: str) -> None:

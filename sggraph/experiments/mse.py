@@ -10,16 +10,18 @@ from ..core.graph import Graph
 from ..engine.compile import compile as compile_graph
 from ..engine.diagnostics import NodeProfile, profile
 from ..exceptions import ConfigError
+from ..progress import Progress
 
 __all__ = ["profile_yaml"]
 
 
 def profile_yaml(file: str, *, n: int = 1, noise: float = 1.0, lam: float = 0.5, samples: int = 2048,
                  reference: int = 4096, repeats: int = 4, fit_steps: int = 200, generator_lr: float = 1e-2,
-                 jacobian_bound: float | None = None, epsilon: float | None = None, seed: int = 0
-                 ) -> tuple[Graph, dict[str, NodeProfile]]:
+                 jacobian_bound: float | None = None, epsilon: float | None = None, seed: int = 0,
+                 progress: bool = False) -> tuple[Graph, dict[str, NodeProfile]]:
     """Compile the graph of ``file`` (per-child λ = ``lam``), fit its generators for ``fit_steps`` and
-    profile every node at ``n`` samples; returns the graph and the profiles."""
+    profile every node at ``n`` samples; returns the graph and the profiles. ``progress``: a progress
+    bar on stderr over the fitting steps and the profile."""
     for flag, value in (("n", n), ("samples", samples), ("reference", reference), ("repeats", repeats)):
         if value < 1:
             raise ConfigError(f"--{flag} must be at least 1 (got {value})", fix=f"pass --{flag} 1 or more")
@@ -53,10 +55,15 @@ def profile_yaml(file: str, *, n: int = 1, noise: float = 1.0, lam: float = 0.5,
 
     gen = torch.Generator().manual_seed(seed + 2)
     opt = torch.optim.Adam(net.generator_parameters(), lr=generator_lr)
-    for _ in range(fit_steps):  # fit the generators on their bootstrapped targets
-        inputs, feedback, _ = sampler(64, gen)
-        out = net(inputs)
-        sum((out[k] * feedback[k]).sum() for k in feedback).backward()
-        net.update_generators(opt)
-    return graph, profile(net, sampler, n=n, reference_samples=reference, samples=samples,
-                       seed=seed, jacobian_bound=jacobian_bound, epsilon=epsilon)
+    with Progress(fit_steps + 1, f"mse {graph.name}", unit="step", quiet=not progress) as bar:
+        for _ in range(fit_steps):  # fit the generators on their bootstrapped targets
+            inputs, feedback, _ = sampler(64, gen)
+            out = net(inputs)
+            sum((out[k] * feedback[k]).sum() for k in feedback).backward()
+            loss = net.update_generators(opt)
+            bar.update(1, stage="fit generators", generator_loss=loss)
+        bar.set_metrics({"stage": "profile"})
+        result = profile(net, sampler, n=n, reference_samples=reference, samples=samples,
+                         seed=seed, jacobian_bound=jacobian_bound, epsilon=epsilon)
+        bar.update(1)
+    return graph, result

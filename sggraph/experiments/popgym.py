@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +40,9 @@ import torch
 from ..engine.lambdas import NORMALIZATIONS
 from ..engine.recurrent import GENERATOR_TARGETS
 from ..exceptions import ConfigError
+from ..progress import Progress
+from .checkpoint_state import load_model_state, model_state
+from .eventlog import EventLog
 from .rundir import RunDir
 from .settings import check_lambda_setting
 
@@ -139,6 +141,19 @@ class PopgymConfig:
                               f"self_parents = {self.self_parents})", fix="lower fan_in")
         if self.lr <= 0 or self.generator_lr < 0:
             raise ConfigError("learning rates must be positive", fix="set --lr > 0 and --generator-lr >= 0")
+
+
+    def typical_op_elements(self) -> int:
+        """Elements of a step's typical operation (the default thread count works from it): the
+        SparseNet state's slot outputs ``num_envs × neurons × slots × q``, or a GRU/LSTM's gates
+        ``num_envs × 4 × hidden``.
+
+        >>> PopgymConfig().typical_op_elements(), PopgymConfig(model="gru").typical_op_elements()
+        (92160, 20480)
+        """
+        if self.model == "sparsenet":
+            return self.num_envs * self.neurons * self.slots * self.q
+        return self.num_envs * 4 * self.hidden
 
 
 def build_policy(cfg: PopgymConfig, obs_dim: int, n_actions: int) -> torch.nn.Module:
@@ -277,8 +292,10 @@ def train_batch(cfg: PopgymConfig, envs, policy, opt, gen_opt, batch_index: int,
     params = [p for g in opt.param_groups for p in g["params"]]
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm))
     opt.step()
+    generator_loss = None
     if sgprop:
-        policy.net.update_generators(gen_opt, valid=data.valid, max_norm=cfg.generator_clip_norm or None)
+        generator_loss = policy.net.update_generators(gen_opt, valid=data.valid,
+                                                      max_norm=cfg.generator_clip_norm or None)
     row = {"batch": batch_index + 1, "episodes": (batch_index + 1) * envs.num_envs,
            "success_rate": round(float(data.success.float().mean()), 5),
            "mean_return": round(float(data.episode_returns.mean()), 5),
@@ -286,20 +303,26 @@ def train_batch(cfg: PopgymConfig, envs, policy, opt, gen_opt, batch_index: int,
            "loss": round(float(loss.detach()), 6), "entropy": round(parts["entropy"], 5), "grad_norm": round(grad_norm, 5)}
     if sgprop:
         row["lambda_mean"] = round(policy.lambda_mean(), 5)
+        row["generator_loss"] = round(float(generator_loss), 8)
     row["seconds"] = round(time.perf_counter() - t0, 4)
     row["rollout_seconds"] = round(rollout_seconds, 4)
     return row
 
 
-def run_popgym(cfg: PopgymConfig, out: str | Path, resume: bool = False,
-               progress: Callable[[str], None] | None = None) -> dict:
-    """Train one run; writes ``config.json``, ``metrics.csv`` (a row per batch), ``summary.json``,
-    ``learning_curve.png`` and ``checkpoint.pt`` into ``out``. Returns the summary."""
+def run_popgym(cfg: PopgymConfig, out: str | Path, resume: bool = False, progress: bool = False,
+               checkpoints: bool = True) -> dict:
+    """Train one run; writes ``config.json`` (with the torch thread count it ran with), ``metrics.csv``
+    (a row per batch), TensorBoard event files, ``summary.json``, ``learning_curve.png`` and
+    ``checkpoint.pt`` into ``out``. Returns the summary.
+
+    ``progress``: a progress bar on stderr (:class:`~sggraph.progress.Progress`). ``checkpoints``:
+    False writes no resume checkpoint (a run that will never be resumed, such as the demo's).
+    """
     from ..envs.popgym import LabyrinthBatch
 
     cfg.validate()
     rd = RunDir(out)
-    config = dataclasses.asdict(cfg)
+    config = {**dataclasses.asdict(cfg), "threads": torch.get_num_threads()}
     if resume:
         rd.check_resume(config, growable="batches")
     rd.write_json("config.json", config)
@@ -309,12 +332,13 @@ def run_popgym(cfg: PopgymConfig, out: str | Path, resume: bool = False,
     opt = torch.optim.Adam(list(policy.model_parameters()), lr=cfg.lr)
     gen_params = list(policy.generator_parameters())
     gen_opt = torch.optim.Adam(gen_params, lr=cfg.generator_lr) if cfg.method == "sgprop" else None
+    unused = gen_params if cfg.method != "sgprop" else []  # a backprop SparseNet never uses its generators
     sampler = torch.Generator().manual_seed(cfg.seed)
     rows: list[dict] = []
     start = 0
     if resume:
         state = rd.load_checkpoint()
-        policy.load_state_dict(state["policy"])
+        load_model_state(policy, state["policy"], unused)
         opt.load_state_dict(state["opt"])
         if gen_opt is not None:
             gen_opt.load_state_dict(state["gen_opt"])
@@ -323,24 +347,32 @@ def run_popgym(cfg: PopgymConfig, out: str | Path, resume: bool = False,
         rows, start = state["rows"], state["batch"]
 
     def checkpoint(done: int) -> None:
-        rd.save_checkpoint({"batch": done, "policy": policy.state_dict(), "opt": opt.state_dict(),
-                            "gen_opt": None if gen_opt is None else gen_opt.state_dict(),
-                            "sampler": sampler.get_state(), "torch_rng": torch.get_rng_state(), "rows": rows})
+        if checkpoints:
+            rd.save_checkpoint({"batch": done, "policy": model_state(policy, unused), "opt": opt.state_dict(),
+                                "gen_opt": None if gen_opt is None else gen_opt.state_dict(),
+                                "sampler": sampler.get_state(), "torch_rng": torch.get_rng_state(), "rows": rows})
         rd.write_metrics(rows)
 
     t0 = time.perf_counter()
     label = f"{cfg.model} {cfg.method}" if cfg.model == "sparsenet" else cfg.model
-    for b in range(start, cfg.batches):
-        row = train_batch(cfg, envs, policy, opt, gen_opt, b, sampler)
-        rows.append(row)
-        if progress is not None:
-            recent = rows[-10:]
-            succ = sum(r["success_rate"] for r in recent) / len(recent)
-            lam = f"  λ̄ {row['lambda_mean']:.3f}" if "lambda_mean" in row else ""
-            progress(f"[{cfg.env} {label} seed {cfg.seed}] batch {b + 1}/{cfg.batches}  success {succ:.3f} "
-                     f"(last 10)  return {row['mean_return']:+.3f}{lam}  {time.perf_counter() - t0:.0f}s")
-        if (b + 1) % cfg.checkpoint_every == 0 or b + 1 == cfg.batches:
-            checkpoint(b + 1)
+    histogram_every = max(1, cfg.batches // 50)
+    events = EventLog(rd.path, purge_step=start + 1 if resume else None)
+    bar = Progress(cfg.batches, f"{cfg.env} {label} seed {cfg.seed}", unit="batch", quiet=not progress,
+                   initial=start)
+    try:
+        for b in range(start, cfg.batches):
+            row = train_batch(cfg, envs, policy, opt, gen_opt, b, sampler)
+            rows.append(row)
+            events.scalars(row, b + 1)
+            if cfg.method == "sgprop" and ((b + 1) % histogram_every == 0 or b + 1 == cfg.batches):
+                for name, theta in policy.net.self_lambdas().items():
+                    events.histogram(f"lambda/{name}", theta, b + 1)
+            bar.update(1, **_live_metrics(rows))
+            if (b + 1) % cfg.checkpoint_every == 0 or b + 1 == cfg.batches:
+                checkpoint(b + 1)
+    finally:
+        bar.close()
+        events.close()
     envs.close()
     rates = [r["success_rate"] for r in rows]
     tail = rates[-max(1, len(rates) // 10):]
@@ -353,6 +385,18 @@ def run_popgym(cfg: PopgymConfig, out: str | Path, resume: bool = False,
     rd.write_json("summary.json", summary)
     _plot(rows, rd, f"{cfg.env} — {label}, seed {cfg.seed}")
     return summary
+
+
+def _live_metrics(rows: list[dict]) -> dict:
+    """The progress bar's postfix: success rate over the last 10 batches, the last return, θ̄, the generator loss."""
+    recent = rows[-10:]
+    row = rows[-1]
+    live = {"success": sum(r["success_rate"] for r in recent) / len(recent), "return": row["mean_return"]}
+    if "lambda_mean" in row:
+        live["θ̄"] = row["lambda_mean"]
+    if "generator_loss" in row:
+        live["gen_loss"] = row["generator_loss"]
+    return live
 
 
 def _plot(rows: list[dict], rd: RunDir, title: str) -> None:

@@ -27,7 +27,10 @@ import torch
 from ..atomic import atomic_path, write_atomic
 from ..exceptions import ConfigError
 
-__all__ = ["RunDir"]
+__all__ = ["RECORDED_ONLY", "RunDir"]
+
+#: ``config.json`` entries that record how a run ran (not what it computes): a resumed run may differ in them.
+RECORDED_ONLY = ("threads",)
 
 
 class RunDir:
@@ -80,12 +83,13 @@ class RunDir:
 
     def check_resume(self, config: dict, growable: str) -> None:
         """Raise unless the run has a checkpoint and its ``config.json`` equals ``config`` in every
-        setting but ``growable`` (the length setting a resumed run may extend)."""
+        setting but ``growable`` (the length setting a resumed run may extend) and :data:`RECORDED_ONLY`."""
         if not self.has_checkpoint():
             raise ConfigError(f"nothing to resume in {self.path}", file=str(self.path),
                               fix="run without --resume first")
-        saved = {k: v for k, v in self.read_json("config.json").items() if k != growable}
-        mine = {k: v for k, v in json.loads(json.dumps(config)).items() if k != growable}
+        free = {growable, *RECORDED_ONLY}
+        saved = {k: v for k, v in self.read_json("config.json").items() if k not in free}
+        mine = {k: v for k, v in json.loads(json.dumps(config)).items() if k not in free}
         if saved != mine:
             changed = sorted(k for k in saved.keys() | mine.keys() if saved.get(k) != mine.get(k))
             raise ConfigError(f"--resume with settings that differ from the run's config.json ({', '.join(changed)})",

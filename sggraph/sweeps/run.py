@@ -19,6 +19,8 @@ from typing import Any
 
 from ..atomic import write_atomic
 from ..exceptions import ConfigError
+from ..progress import Progress
+from ..threads import available_cpus
 from .spec import RUN_FILE, SweepSpec, format_value
 
 __all__ = ["RunPlan", "die_with_parent", "execute_run", "plan_runs", "run_sweep"]
@@ -261,7 +263,7 @@ def _write_status(out: Path, meta: dict, records: Sequence[dict]) -> None:
 
 def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", workers: int | None = None,
               address: str | None = None, threads: int | None = None,
-              log: Callable[[str], None] = print) -> list[dict]:
+              log: Callable[[str], None] = print, progress: bool = False) -> list[dict]:
     """Run every unfinished run of a sweep; returns one record per run (``status``: finished or failed).
 
     Parameters
@@ -271,18 +273,22 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", worke
         The sweep directory (run directories, ``sweep.json``, ``runs.csv``, a copy of the spec).
     backend : {"local", "ray"}
     workers : int, optional
-        Runs at once (local, and a local Ray's CPUs); default the core count.
+        Runs at once (local, and a local Ray's CPUs); default the CPUs available to this process
+        (:func:`sggraph.threads.available_cpus`: affinity and cgroup quota).
     address : str, optional
         A Ray cluster to submit to (default: start a local Ray).
     threads : int, optional
-        Torch threads per run (``OMP_NUM_THREADS``); default ``cores // workers`` (at least 1),
-        or 1 on a Ray cluster. Each Ray task asks for this many CPUs.
+        Torch threads per run (``OMP_NUM_THREADS``, which each run's ``--threads`` default follows);
+        default ``available CPUs // workers`` (at least 1), or 1 on a Ray cluster. Each Ray task asks
+        for this many CPUs.
     log : callable
         Progress lines.
+    progress : bool
+        A progress bar over the runs on stderr (:class:`~sggraph.progress.Progress`).
     """
     if backend not in ("local", "ray"):
         raise ConfigError(f"unknown backend '{backend}'", fix="use --backend local or --backend ray")
-    cores = os.cpu_count() or 1
+    cores = available_cpus()
     workers = workers or cores
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1 (got {workers})", fix="pass --workers 1 or more")
@@ -309,7 +315,13 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", worke
         write_atomic(plan.run_dir / RUN_FILE, json.dumps(plan.record(spec.command), indent=2) + "\n")
     skipped = len(plans) - len(todo)
     resumed = sum(p.action == "resume" for p in todo)
-    log(f"sweep '{spec.name}': {len(plans)} runs in {out} — {skipped} finished before, {resumed} to resume, "
+    bar = Progress(len(todo), f"sweep {spec.name}", unit="run", quiet=not progress)
+
+    def say(text: str) -> None:
+        with bar.paused():
+            log(text)
+
+    say(f"sweep '{spec.name}': {len(plans)} runs in {out} — {skipped} finished before, {resumed} to resume, "
         f"{len(todo) - resumed} to start; backend {backend}"
         f"{f' at {address}' if address else ''}, {workers} workers × {threads} threads")
     _write_status(out, meta, [records[n] for n in order])
@@ -325,10 +337,12 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", worke
         what = "resumed and finished" if plan.action == "resume" else "finished"
         if rec["status"] == "failed":
             last = rec["error"].splitlines()[-1] if rec["error"] else ""
-            log(f"[{count[0]}/{len(todo)}] FAILED {plan.name} (exit {rec['returncode']}): {last}")
+            say(f"[{count[0]}/{len(todo)}] FAILED {plan.name} (exit {rec['returncode']}): {last}")
         else:
-            log(f"[{count[0]}/{len(todo)}] {what} {plan.name} ({rec['seconds']:.1f} s)")
+            say(f"[{count[0]}/{len(todo)}] {what} {plan.name} ({rec['seconds']:.1f} s)")
         _write_status(out, meta, [records[n] for n in order])
+        failures = sum(records[p.name]["status"] == "failed" for p in todo)
+        bar.update(1, line=True, finished=count[0] - failures, failed=failures)
 
     try:
         if todo:
@@ -337,6 +351,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", worke
             else:
                 _run_ray(todo, workers, threads, address, env, done)
     finally:
+        bar.close()
         meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         meta["seconds"] = round(time.perf_counter() - t0, 2)
         _write_status(out, meta, [records[n] for n in order])
