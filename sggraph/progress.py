@@ -41,6 +41,16 @@ def format_metric(value: Any) -> str:
     return str(value)
 
 
+def _terminal_columns(stream: IO[str]) -> int:
+    """The width of the terminal behind ``stream`` (0 when unknown)."""
+    import os
+
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
 class _Discard:
     """A stream that drops what tqdm writes (plain-line mode formats the bar itself)."""
 
@@ -85,9 +95,11 @@ class Progress:
         self.interval = interval
         self._last_line = time.monotonic()
         self._line_at: int | None = None  # units done at the last plain line
-        self.bar = tqdm(total=total, desc=desc, unit=unit, initial=initial, leave=leave, dynamic_ncols=True,
-                        file=self.stream if self.tty else _Discard(), disable=quiet, mininterval=0.5,
-                        smoothing=0.1)
+        # a pseudo-terminal may report a 0 × 0 window, on which tqdm would draw nothing: assume 120 × 24
+        sized = self.tty and _terminal_columns(self.stream) > 0
+        self.bar = tqdm(total=total, desc=desc, unit=unit, initial=initial, leave=leave, dynamic_ncols=sized,
+                        ncols=None if sized else 120, nrows=None if sized else 24,
+                        file=self.stream if self.tty else _Discard(), disable=quiet, mininterval=0.5, smoothing=0.1)
 
     def update(self, n: int = 1, *, line: bool = False, **metrics: Any) -> None:
         """``n`` more units done; ``metrics`` replace the postfix; ``line`` forces a plain line."""

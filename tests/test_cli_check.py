@@ -96,12 +96,21 @@ def test_usage_errors_exit_2(capsys):
 
 def test_demo(capsys, tmp_path):
     assert main(["demo", "--steps", "4", "--popgym-batches", "2", "--out", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "Theorem 5" in out and "mean final eval reward" in out and "POPGym labyrinth_escape" in out
-    for run in ("popgym-sparsenet-sgprop", "popgym-sparsenet-backprop", "popgym-gru-backprop", "popgym-lstm-backprop"):
-        assert (tmp_path / run / "summary.json").exists()
-    for method in ("sgprop", "backprop", "mlp"):
-        assert (tmp_path / f"{method}-seed1" / "summary.json").exists()
+    runs = [tmp_path / f"{method}-seed{seed}" for method in ("sgprop", "backprop", "mlp") for seed in (0, 1)]
+    runs += [tmp_path / f"popgym-{name}" for name in ("sparsenet-sgprop", "sparsenet-backprop", "gru-backprop",
+                                                       "lstm-backprop")]
+    for run in runs:
+        assert (run / "summary.json").exists()
+        assert list(run.glob("events.out.tfevents.*")), run  # TensorBoard events in every run
+        assert not (run / "checkpoint.pt").exists()  # the demo is never resumed: no resume checkpoints
+    # progress inside every run, then the closing summary: one comparison figure and the disk used
+    assert err.count("bandit sgprop seed 1: 100%") == 1 and "labyrinth_escape lstm seed 0: 100%" in err
+    summary = out[out.index("Summary ("):]
+    assert "comparison figure (methods side by side): " + str(tmp_path / "comparison.png") in summary
+    assert (tmp_path / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    assert f"disk used by {tmp_path}/: " in summary and "MNIST bandit mlp" in summary and "POPGym LSTM" in summary
     files = sorted(EXAMPLES.glob("*.yaml"))
     assert len(files) >= 3
     for f in files:
@@ -148,3 +157,33 @@ def test_demo_graphs_are_package_data_and_match_the_examples():
     assert [p.name for p in shipped] == [f.name for f in sorted(EXAMPLES.glob("*.yaml"))]
     for p in shipped:
         assert files("sggraph").joinpath(DEMO_GRAPHS, p.name).read_text() == (EXAMPLES / p.name).read_text()
+
+
+def test_check_conditions_takes_several_files(capsys, tmp_path):
+    files = sorted(str(f) for f in EXAMPLES.glob("*.yaml"))
+    assert main(["check-conditions", *files]) == 0
+    out = capsys.readouterr().out
+    assert [ln[3:] for ln in out.splitlines() if ln.startswith("== ")] == files
+    assert out.count("Regime:") == len(files)
+    assert main(["check-conditions", "--json", *files[:2]]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert list(data) == files[:2] and all("regime" in d for d in data.values())
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: g\nnodes:\n  - {name: z, dim: 2}\n  - {name: y, dim: 1, parents: [zz]}\n")
+    assert main(["check-conditions", files[0], str(bad), files[1]]) == 2  # every file reported, then exit 2
+    out, err = capsys.readouterr()
+    assert out.count("Regime:") == 2 and "bad.yaml:4:" in err and "Traceback" not in err
+    assert main(["check-conditions", *files[:2], "--node", "x"]) == 2
+    assert "--node names a node of one graph" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    import torch
+
+    import sggraph
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"sggraph {sggraph.__version__} (torch {torch.__version__}, Python 3.")

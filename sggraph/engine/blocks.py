@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..exceptions import CompileError, DimensionError, LambdaError
-from .generators import takes_aux
+from .generators import call_generator, takes_aux
 from .mixing import InMix, OutMix, ParamMix, Record, RecordGrad
 from .neuron import gather_by_table
 
@@ -114,7 +114,7 @@ class Block(nn.Module):
     def predict(self, z: torch.Tensor, aux: dict | None) -> torch.Tensor:
         """The generator's ``ĥ_v``: ``generator(z, aux)``, or ``generator(z)`` for one-argument modules."""
         gen = self.generator  # type: ignore[attr-defined]
-        return gen(z, aux) if self._gen_aux else gen(z)
+        return call_generator(gen, z, aux) if self._gen_aux else call_generator(gen, z)
 
     def _set_generator(self, generator: nn.Module) -> None:
         self.generator = generator

@@ -20,17 +20,49 @@ optimizer; :class:`TabularGenerator` instead keeps exact conditional means.
 from __future__ import annotations
 
 import inspect
+import sys
 
 import torch
 from torch import nn
 
-__all__ = ["GENERATOR_INITS", "LinearGenerator", "SlotGenerator", "TabularGenerator", "generator_init_std",
-           "takes_aux"]
+__all__ = ["GENERATOR_INITS", "LinearGenerator", "SlotGenerator", "TabularGenerator", "call_generator",
+           "generator_init_std", "takes_aux"]
 
 
 #: Named generator initialisations: ``zero`` (a generator that starts by predicting 0) and
 #: ``normal`` (weights and biases ``N(0, 1/in_dim)``, the authors' MNIST-bandit generators).
 GENERATOR_INITS = ("zero", "normal")
+
+
+def call_generator(method, *args):
+    """``method(*args)`` for a generator's ``forward``/``step``/``project_input``, always run eagerly.
+
+    Under ``torch.compile`` the call is left out of the compiled graph (``torch.compiler.disable``),
+    so the prediction ``ĥ_v`` keeps an autograd graph of its own. The generator update is a
+    second backward, through ``ĥ_v`` only, after the model's backward; were ``ĥ_v`` an output of
+    the compiled forward, it would share one autograd node with the model's outputs, whose saved
+    tensors that first backward frees. Outside ``torch.compile`` this is a plain call.
+
+    >>> g = LinearGenerator(3, 2)
+    >>> call_generator(g, torch.ones(4, 3)).shape
+    torch.Size([4, 2])
+    """
+    if "torch._dynamo" not in sys.modules:  # torch.compile has never been loaded: nothing can be compiling
+        return method(*args)
+    return _eager_caller()(method, *args)
+
+
+def _call(method, *args):
+    return method(*args)
+
+
+def _eager_caller():
+    """``_call`` under ``torch.compiler.disable``, made on first use (it imports ``torch._dynamo``,
+    which ``import sggraph`` avoids) and kept as an attribute of ``_call``."""
+    caller = getattr(_call, "eager", None)
+    if caller is None:
+        caller = _call.eager = torch.compiler.disable(_call)
+    return caller
 
 
 def generator_init_std(init: str, in_dim: int) -> float | None:

@@ -44,7 +44,7 @@ from .blocks import (
     synthetic_vjp,
 )
 from .functions import make_function
-from .generators import LinearGenerator
+from .generators import LinearGenerator, call_generator
 from .lambdas import (
     check_momentum,
     has_forward_tensors,
@@ -254,7 +254,7 @@ class CompiledCell(nn.Module):
         if e_all is not None and mode != "general":
             e_proj = fn.project_input(e_all).reshape(st.input_neurons, t_steps, batch, width)
         if e_all is not None and mode != "plain":
-            e_gen = gen.project_input(e_all.detach()).reshape(st.input_neurons, t_steps, batch, -1)
+            e_gen = call_generator(gen.project_input, e_all.detach()).reshape(st.input_neurons, t_steps, batch, -1)
         # unbind once: slicing per step would make each step's backward zero-fill the whole tensor
         e_steps = [None] * t_steps if e_proj is None else e_proj.unbind(1)
         e_rows = [None] * t_steps if e_all is None else e_all.detach().view(t_steps, batch, -1).unbind(0)
@@ -286,7 +286,7 @@ class CompiledCell(nn.Module):
             st.e_all = None if e_all is None else e_all.detach()  # [T B, d_in]
             alpha_all = st.alpha_all = torch.cat([x[2] for x in st.step_inputs], dim=1)
             e_gen_all = None if e_gen is None else e_gen.reshape(st.input_neurons, t_steps * batch, -1)
-            pred_all = st.prediction_all = gen.step(u_all, e_gen_all, alpha_all)
+            pred_all = st.prediction_all = call_generator(gen.step, u_all, e_gen_all, alpha_all)
             fed = pred_all if valid is None else pred_all * valid.reshape(1, t_steps * batch, 1).to(pred_all.dtype)
             st.fed_all = fed.detach()
             st.predictions = list(fed.split(batch, dim=1))
@@ -318,8 +318,8 @@ class CompiledCell(nn.Module):
             w_in = params.get("proj_in", fn.proj_in)
             e_proj = torch.bmm(e_mixed, w_in.transpose(1, 2))
         out, aux = fn.step(u, e_proj, params)
-        e_gen = None if e_t is None else gen.project_input(e_t.detach())
-        pred = gen.step(u_raw.detach(), e_gen, aux["alpha"])
+        e_gen = None if e_t is None else call_generator(gen.project_input, e_t.detach())
+        pred = call_generator(gen.step, u_raw.detach(), e_gen, aux["alpha"])
         if valid_t is not None:
             pred = pred * valid_t.view(1, batch, 1).to(pred.dtype)
         synthetic_vjp(out, pred, rec, inputs, params)
