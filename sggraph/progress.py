@@ -101,7 +101,7 @@ class Progress:
                         ncols=None if sized else 120, nrows=None if sized else 24,
                         file=self.stream if self.tty else _Discard(), disable=quiet, mininterval=0.5, smoothing=0.1)
 
-    def update(self, n: int = 1, *, line: bool = False, **metrics: Any) -> None:
+    def update(self, n: int = 1, /, *, line: bool = False, **metrics: Any) -> None:
         """``n`` more units done; ``metrics`` replace the postfix; ``line`` forces a plain line."""
         if self.quiet:
             return

@@ -57,3 +57,16 @@ def test_on_a_terminal_progress_is_a_tqdm_bar(tmp_path):
     assert "\r" in text  # the bar redraws in place
     assert "bandit sgprop seed 0: 100%" in text and "6/6" in text and "step/s" in text and "eval=" in text
     assert "policy parameters" in text
+
+
+def test_any_metric_name_may_be_shown_even_n(tmp_path):
+    import io
+
+    from sggraph.progress import Progress
+
+    buf = io.StringIO()
+    with Progress(2, "expert network", unit="setting", stream=buf) as bar:
+        bar.update(1, line=True, case="noisy", d=4, n=1)
+        bar.update(1, line=True, case="noisy", d=5, n=2)
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 2 and "1/2" in lines[0] and lines[1].endswith("case=noisy, d=5, n=2]")

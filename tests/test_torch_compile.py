@@ -27,7 +27,7 @@ def _graph() -> sggraph.Graph:
     g.add_node("y", 2, ["h"], fn="linear")
     g.add_array("px", count=6, dim=1)
     g.add_array("h1", count=4, dim=2, parents="px", fan_in=3, seed=0, slots=3)
-    g.add_node("o", 1, ["h1"], fn="linear")
+    g.add_node("o", 2, ["h1"], fn="linear")
     return g
 
 
