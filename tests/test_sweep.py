@@ -18,6 +18,7 @@ import torch
 from sggraph.cli import build_parser, main
 from sggraph.exceptions import ConfigError, SpecError
 from sggraph.sweeps import load_spec, plan_runs, run_name, spec_from_dict
+from sggraph.threads import available_cpus
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"steps": 6, "evaluations": 2, "eval_batch": 100, "width": 20, "layers": 2, "q": 4, "slots": 2,
@@ -165,6 +166,13 @@ def test_local_and_ray_backends_give_identical_metrics(tmp_path):
         (tmp_path / "local" / "method=sgprop,seed=1" / "metrics.csv").read_text()
     status = json.loads((tmp_path / "ray" / "sweep.json").read_text())
     assert status["backend"] == "ray" and [r["status"] for r in status["runs"]] == ["finished", "finished"]
+    for name in ("method=sgprop,seed=0", "method=sgprop,seed=1"):
+        run = tmp_path / "local" / name
+        assert list(run.glob("events.out.tfevents.*"))  # one TensorBoard run per sweep sub-directory
+        log = (run / "stderr.log").read_text()
+        assert "\r" not in log and f"bandit sgprop seed {name[-1]}: 100%" in log  # progress as plain lines
+        threads = max(1, available_cpus() // 2)  # the sweep's OMP_NUM_THREADS for its 2 workers
+        assert json.loads((run / "config.json").read_text())["threads"] == threads
 
 
 def _locked(path: Path) -> bool:
