@@ -181,7 +181,7 @@ class CompiledCell(nn.Module):
                                                                                    node.dim, fn, gen)
         input_dim = dims[st.input] if st.input is not None else 0
         fn = functions.get(st.name) or RecurrentSlotArray(st.count, st.fan_in * st.dim, st.dim, st.slots,
-                                                          st.input_neurons, input_dim)
+                                                          st.input_neurons, input_dim, scale_dim=st.scale_dim)
         gen = generators.get(st.name) or RecurrentSlotGenerator(st.count, st.fan_in * st.dim, st.dim, st.slots,
                                                                 st.input_neurons, input_dim)
         self.state = _StateBlock(st.name, st.parent_table(), st.count, st.dim, st.input_neurons, fn, gen)
