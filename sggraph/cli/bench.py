@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..experiments.bench import run_bench
+
 __all__ = ["add_parser"]
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from ..experiments.bench import run_bench  # torch: only when the command runs
-
     result = run_bench(steps=args.steps)
     if args.json:
         print(json.dumps(result, indent=2))

@@ -510,8 +510,9 @@ class CompiledCell(nn.Module):
         """
         check_momentum(momentum)
         if self.grouping != "child":
-            raise LambdaError("adaptive λ is implemented for the 'child' grouping",
-                              fix="compile the cell with grouping='child'")
+            raise LambdaError(f"a recurrent cell adapts λ under the 'child' grouping (one θ per state neuron), and this "
+                              f"one uses '{self.grouping}'; the per-parent rule of 'parent' and 'edge' is for layered "
+                              "graphs", fix="compile the cell with grouping='child'")
         st = self.state
         if not any(r.received is not None for r in st.records):
             raise no_feedback_error("adapt_lambda")
