@@ -359,3 +359,16 @@ def test_the_python_builder_checks_what_the_yaml_loader_checks():
         cell.set_state("h", count=4, dim=2, fan_in=2, scale_dim=0)
     with pytest.raises(GraphError, match="needs parents"):
         cell.add_node("y", 1, [])
+
+
+def test_folded_drawing_marks_stochastic_nodes_and_state():
+    from sggraph.draw import draw
+
+    def marked(c: Cell) -> set[str]:
+        lines = [ln.strip() for ln in draw(c).source.splitlines() if "stochastic (A.2)" in ln and " -> " not in ln]
+        return {ln.split(" [", 1)[0] for ln in lines if not ln.startswith("__legend__")}
+
+    cell = _variants()[0]  # stochastic state s and post node y
+    assert marked(cell) == {"s", "y"}
+    plain = Cell.from_dict({**cell.to_dict(), "state": {**cell.to_dict()["state"], "stochastic": False}})
+    assert marked(plain) == {"y"}
