@@ -51,6 +51,7 @@ __all__ = [
     "adapt_lambda",
     "batch_lambda_from_stats",
     "batch_lambda_from_vectors",
+    "feedback_lambda",
     "per_sample_param_grads",
     "recurrent_state_lambda",
     "slot_array_lambda",
@@ -308,23 +309,38 @@ def recurrent_state_lambda(state, steps: list[int], normalize: bool | str = True
     return _lambda_from_rows(rows_p, rows_s, x2, inputs, normalize)
 
 
-def _block_lambda(block, normalize: bool | str, fast: bool) -> torch.Tensor | None:
+def feedback_lambda(block, feedback: torch.Tensor, synthetic: torch.Tensor, normalize: bool | str,
+                    fast: bool = True) -> torch.Tensor:
+    """λ_batch of a block from two cotangents at its output: ``p̃_b`` is its per-sample parameter
+    gradient under ``feedback``, ``s̃_b`` under ``synthetic`` (``[B, dim]``; arrays ``[N, B, q]``).
 
+    Needs the block's last mixed forward (``block.last_inputs``). ``fast``: the slot array's closed
+    form (:func:`slot_array_lambda`), else the generic ``torch.func`` path. Returns ``[]`` for a
+    node, ``[N]`` for an array.
+    """
+    if isinstance(block, ArrayBlock) and fast and isinstance(block.function, SlotNeuronArray):
+        u, r = block.last_inputs
+        return slot_array_lambda(block.function, u, r, feedback, synthetic, normalize=normalize,
+                                 aux=getattr(block, "aux", None))
+    if normalization_mode(normalize) == "feedback":
+        aux = getattr(block, "aux", None)
+        if aux is None and isinstance(block, ArrayBlock):  # a general-path forward kept no aux: recompute it
+            with torch.no_grad():
+                aux = block.function(*block.last_inputs)[1]
+        aux = aux or {}
+        gain = 1 - aux["squashed"] ** 2 if "squashed" in aux else None
+        feedback, synthetic = unit_feedback(feedback, gain), unit_feedback(synthetic, gain)
+    p = per_sample_param_grads(block, feedback)
+    s = per_sample_param_grads(block, synthetic)
+    return batch_lambda_from_vectors(p, s, normalize)
+
+
+def _block_lambda(block, normalize: bool | str, fast: bool) -> torch.Tensor | None:
+    """The ``child`` grouping's λ_batch of a block: its received feedback against its own prediction."""
     rec = block.record
     if rec is None or rec.received is None or block.prediction is None or block.last_inputs is None:
         return None
-    received, predicted = rec.received, block.prediction.detach()
-    if isinstance(block, ArrayBlock) and fast and isinstance(block.function, SlotNeuronArray):
-        u, r = block.last_inputs
-        return slot_array_lambda(block.function, u, r, received, predicted, normalize=normalize,
-                                 aux=getattr(block, "aux", None))
-    if normalization_mode(normalize) == "feedback":
-        aux = getattr(block, "aux", None) or {}
-        gain = 1 - aux["squashed"] ** 2 if "squashed" in aux else None
-        received, predicted = unit_feedback(received, gain), unit_feedback(predicted, gain)
-    p = per_sample_param_grads(block, received)
-    s = per_sample_param_grads(block, predicted)
-    return batch_lambda_from_vectors(p, s, normalize)
+    return feedback_lambda(block, rec.received, block.prediction.detach(), normalize, fast)
 
 
 def check_momentum(momentum: float) -> None:
@@ -377,8 +393,9 @@ def adapt_lambda(net: CompiledGraph, momentum: float = 0.9, normalize: bool | st
         ``λ_batch`` per adapted node (``[]``-shaped for nodes, ``[N]`` for arrays; NaN = kept).
     """
     if net.grouping != "child":
-        raise LambdaError(f"adaptive λ is implemented for the 'child' grouping, this net uses '{net.grouping}'",
-                          fix="compile with grouping='child' (the paper's experiment code), or set λ by hand")
+        raise LambdaError(f"this function adapts the 'child' grouping, and this net uses '{net.grouping}'",
+                          fix="call net.adapt_lambda(), which adapts every grouping (parent and edge: "
+                              "sggraph.engine.parent_lambdas)")
     check_momentum(momentum)
     normalization_mode(normalize)
     if not net.has_feedback():
