@@ -45,12 +45,7 @@ def main() -> None:
     net.load_state_dict(lambda_state(state), strict=False)
     print(render(draw(net), out / "sparsenet_lambda.png"))
 
-    cell = sggraph.Cell("popgym-sparsenet")
-    cell.add_input("obs", 20)
-    cell.add_node("emb", 128, ["obs"], fn="tanh")
-    cell.set_state("h", count=128, dim=6, fan_in=6, slots=6, input="emb", input_neurons=16)
-    cell.add_node("act", 4, ["h"], fn="linear")
-    cell.set_feedback("act", "contextual")
+    cell = sggraph.Cell.from_yaml(str(HERE / "popgym-sparsenet-cell.yaml"))
     print(render(draw(cell, unroll=5, expand_arrays=6), out / "popgym_cell_unrolled.png"))
 
 

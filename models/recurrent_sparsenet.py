@@ -35,65 +35,15 @@ torch.Size([5, 3, 4])
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from sggraph.core.unroll import Cell
+from sggraph.engine.functions import ObservationEmbedding, SlotActor, orthogonal_linear_
 from sggraph.engine.recurrent import CompiledCell, RecurrentSlotArray, compile_cell
 
 __all__ = ["ObservationEmbedding", "RecurrentSparseNetPolicy", "SlotActor", "orthogonal_linear_",
            "recurrent_sparsenet_cell"]
-
-
-def orthogonal_linear_(layer: nn.Linear, gain: float = 1.0) -> nn.Linear:
-    """Orthogonal weight (``gain``), zero bias: the authors' init of every POPGym linear layer
-    but the GRU/LSTM actor's last one."""
-    nn.init.orthogonal_(layer.weight, gain)
-    if layer.bias is not None:
-        nn.init.zeros_(layer.bias)
-    return layer
-
-
-class ObservationEmbedding(nn.Module):
-    """``obs [R, obs_dim]`` → ``[R, width]``: Linear → LayerNorm (no affine) → Linear → LeakyReLU.
-
-    Both linear layers orthogonal (gain 1), biases zero, as in the authors' code.
-    """
-
-    def __init__(self, obs_dim: int, width: int = 128) -> None:
-        super().__init__()
-        self.first = orthogonal_linear_(nn.Linear(obs_dim, width))
-        self.norm = nn.LayerNorm(width, elementwise_affine=False)
-        self.second = orthogonal_linear_(nn.Linear(width, width))
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return nn.functional.leaky_relu(self.second(self.norm(self.first(obs))))
-
-
-class SlotActor(nn.Module):
-    """Per action ``a``: ``logit_a = Σ_s α_{a,s} (w_{a,s}·x + c_{a,s})``, ``α_a = softmax_s(⟨x, k_{a,s}⟩/√D)``.
-
-    Shapes: ``x [R, D]`` → ``[R, n_actions]``. Keys and slot weights ~ N(0, 1/D), biases zero.
-    """
-
-    def __init__(self, in_dim: int, n_actions: int, slots: int = 6) -> None:
-        super().__init__()
-        self.in_dim, self.n_actions, self.slots = in_dim, n_actions, slots
-        std = 1.0 / math.sqrt(in_dim)
-        # rows: all keys (A·S), then all slot weights (A·S): one matmul for both
-        self.weight = nn.Parameter(torch.randn(2 * n_actions * slots, in_dim) * std)
-        self.bias = nn.Parameter(torch.zeros(n_actions, slots))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, s = self.n_actions, self.slots
-        keys, values = (x @ self.weight.T).view(-1, 2, a, s).unbind(1)
-        alpha = torch.softmax(keys / math.sqrt(self.in_dim), dim=-1)
-        return (alpha * (values + self.bias)).sum(-1)
-
-    def extra_repr(self) -> str:
-        return f"in_dim={self.in_dim}, n_actions={self.n_actions}, slots={self.slots}"
 
 
 SCALES = ("full", "wired")
@@ -101,19 +51,28 @@ SCALES = ("full", "wired")
 
 def recurrent_sparsenet_cell(obs_dim: int, n_actions: int, neurons: int = 128, q: int = 6, slots: int = 6,
                              fan_in: int = 6, input_neurons: int = 16, embed: int = 128, seed: int = 0,
-                             self_parents: bool = True) -> Cell:
+                             self_parents: bool = True, scale: str = "full") -> Cell:
     """The cell graph: input ``obs``, pre node ``emb``, state ``h``, post node ``act``.
+
+    ``examples/popgym-sparsenet-cell.yaml`` declares the same cell (``obs_dim = 56``,
+    ``n_actions = 4``, the defaults here); a test holds the two equal.
 
     >>> cell = recurrent_sparsenet_cell(56, 4)
     >>> cell.state.count, cell.state.dim, cell.state.fan_in, cell.state.input_neurons, cell.state.self_parents
     (128, 6, 6, 16, True)
+    >>> cell.state.scale_dim, cell.nodes["emb"].fn, cell.nodes["act"].fn, cell.feedback
+    (164, 'embedding', 'slot_actor', {'act': 'contextual'})
     """
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
     cell = Cell("popgym-sparsenet")
     cell.add_input("obs", obs_dim)
-    cell.add_node("emb", embed, ["obs"])
+    cell.add_node("emb", embed, ["obs"], fn="embedding")
     cell.set_state("h", count=neurons, dim=q, fan_in=fan_in, slots=slots, seed=seed, input="emb",
-                   input_neurons=input_neurons, self_parents=self_parents)
-    cell.add_node("act", n_actions, ["h"])
+                   input_neurons=input_neurons, self_parents=self_parents,
+                   scale_dim=fan_in * q + embed if scale == "full" else None)
+    cell.add_node("act", n_actions, ["h"], fn="slot_actor")
+    cell.set_feedback("act", "contextual")  # the policy-gradient feedback depends on the reward: the context
     return cell
 
 
@@ -148,14 +107,12 @@ class RecurrentSparseNetPolicy(nn.Module):
                  seed: int = 0, rho: float = 0.1, scale: str = "full", self_parents: bool = True,
                  generator_target: str = "mixed") -> None:
         super().__init__()
-        if scale not in SCALES:
-            raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
         cell = recurrent_sparsenet_cell(obs_dim, n_actions, neurons, q, slots, fan_in, input_neurons, embed, seed,
-                                        self_parents)
+                                        self_parents, scale)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             state = RecurrentSlotArray(neurons, fan_in * q, q, slots, input_neurons, embed,
-                                       scale_dim=fan_in * q + embed if scale == "full" else None)
+                                       scale_dim=cell.state.scale_dim)
             functions = {"emb": ObservationEmbedding(obs_dim, embed), "h": state,
                          "act": SlotActor(neurons * q, n_actions, actor_slots)}
             self.net: CompiledCell = compile_cell(cell, functions, grouping="child", rho=rho,

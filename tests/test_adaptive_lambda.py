@@ -112,14 +112,21 @@ def test_noiseless_feedback_with_biased_generator_moves_lambda_towards_one(norma
     assert _regression_node(noise=0.0, generator_bias=1.0, normalize=normalize) > 0.9
 
 
-def test_adapt_lambda_needs_child_grouping():
+def test_each_rule_checks_its_grouping_and_momentum():
+    from sggraph.engine.lambdas import adapt_lambda
+    from sggraph.engine.parent_lambdas import adapt_parent_lambda
+
     g = sggraph.Graph()
     g.add_node("z", 2)
     g.add_node("y", 1, ["z"], fn="linear")
-    with pytest.raises(LambdaError, match="child"):
-        sggraph.compile(g).adapt_lambda()
+    with pytest.raises(LambdaError, match="'child' grouping"):
+        adapt_lambda(sggraph.compile(g))
+    with pytest.raises(LambdaError, match="'parent' and 'edge'"):
+        adapt_parent_lambda(sggraph.compile(g, grouping="child"))
     with pytest.raises(LambdaError, match="momentum"):
         sggraph.compile(g, grouping="child").adapt_lambda(momentum=2.0)
+    with pytest.raises(LambdaError, match="backward"):  # every grouping adapts; none without feedback
+        sggraph.compile(g).adapt_lambda()
 
 
 def _authors_feedback_lambda(net, name):

@@ -114,8 +114,12 @@ def test_demo(capsys, tmp_path):
     files = sorted(EXAMPLES.glob("*.yaml"))
     assert len(files) >= 3
     for f in files:
-        assert f"$ sggraph check-conditions examples/{f.name}" in out
-        name = f.stem  # every example's `name:` is its file stem
+        if f.stem.endswith("-cell"):  # a recurrent cell: the conditions of its unrolled graph
+            assert f"$ sggraph check-conditions examples/{f.name} --unroll 80" in out
+            name = f"{f.stem.removesuffix('-cell')}-unrolled-80"
+        else:
+            assert f"$ sggraph check-conditions examples/{f.name}" in out
+            name = f.stem  # every example graph's `name:` is its file stem
         assert f"Conditions of graph '{name}'" in out
     assert out.count("Regime:") == len(files)
 
@@ -161,19 +165,22 @@ def test_demo_graphs_are_package_data_and_match_the_examples():
 
 def test_check_conditions_takes_several_files(capsys, tmp_path):
     files = sorted(str(f) for f in EXAMPLES.glob("*.yaml"))
-    assert main(["check-conditions", *files]) == 0
+    cells = [f for f in files if f.endswith("-cell.yaml")]
+    assert cells and len(files) > len(cells) + 1
+    assert main(["check-conditions", *files, "--unroll", "3"]) == 0  # --unroll applies to the cell files
     out = capsys.readouterr().out
     assert [ln[3:] for ln in out.splitlines() if ln.startswith("== ")] == files
     assert out.count("Regime:") == len(files)
-    assert main(["check-conditions", "--json", *files[:2]]) == 0
+    graphs = [f for f in files if f not in cells]
+    assert main(["check-conditions", "--json", *graphs[:2]]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert list(data) == files[:2] and all("regime" in d for d in data.values())
+    assert list(data) == graphs[:2] and all("regime" in d for d in data.values())
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: g\nnodes:\n  - {name: z, dim: 2}\n  - {name: y, dim: 1, parents: [zz]}\n")
-    assert main(["check-conditions", files[0], str(bad), files[1]]) == 2  # every file reported, then exit 2
+    assert main(["check-conditions", graphs[0], str(bad), cells[0], graphs[1]]) == 2  # all reported, then exit 2
     out, err = capsys.readouterr()
-    assert out.count("Regime:") == 2 and "bad.yaml:4:" in err and "Traceback" not in err
-    assert main(["check-conditions", *files[:2], "--node", "x"]) == 2
+    assert out.count("Regime:") == 2 and "bad.yaml:4:" in err and "--unroll" in err and "Traceback" not in err
+    assert main(["check-conditions", *graphs[:2], "--node", "x"]) == 2
     assert "--node names a node of one graph" in capsys.readouterr().err
 
 

@@ -345,3 +345,51 @@ def test_insert_relays_keeps_feedback_and_relays_shared():
     assert fixed.parents("y1") == ("h", "z@1") and fixed.parents("y2") == ("z@1", "h")
     assert fixed.feedback("y1") == "contextual"
     assert len(fixed) == 5
+
+
+def test_insert_relays_bridges_skips_from_array_neurons_and_whole_arrays():
+    g = Graph("array-skip")
+    g.add_array("x", 6, 1)
+    g.add_array("h1", 4, 2, parents="x", fan_in=3)
+    g.add_array("h2", 4, 2, parents="h1", fan_in=2, seed=1)
+    g.add_array("h3", 4, 2, parents="h2", fan_in=2, seed=2)
+    g.add_node("y", 3, ["h3", "h1[2]", "x"], fn="linear")  # h3 is layer 3: h1[2] skips 2 layers, x 3
+    g.add_node("k", 1, ["h1[2]", "h1[0]"], fn="linear")   # adjacent: untouched
+    g.set_feedback("y", "contextual")
+    with pytest.raises(GraphError) as info:
+        g.lint()
+    assert info.value.node == "y"
+    fixed = g.insert_relays()
+    fixed.lint()
+    ys = fixed.parents("y")
+    assert ys[:4] == ("h3[0]", "h3[1]", "h3[2]", "h3[3]") and ys[4:] == ("h1_2@2", "x@3")
+    assert fixed.parents("h1_2@2") == ("h1_2@1",) and fixed.parents("h1_2@1") == ("h1[2]",)
+    assert fixed.node("h1_2@1").fn == "identity" and fixed.node("h1_2@1").dim == 2
+    # a whole array read flattened: its relay carries count * dim
+    assert fixed.node("x@1").parents == ("x",) and fixed.node("x@1").dim == 6
+    assert fixed.parents("x@1") == tuple(f"x[{i}]" for i in range(6))
+    assert fixed.node("k").parents == ("h1[2]", "h1[0]")
+    assert fixed.feedback("y") == "contextual" and fixed.arrays == g.arrays
+    assert fixed.layer_of("y") == 4 and fixed.layer_of("h1_2@2") == 3 and fixed.layer_of("x@3") == 3
+    check_conditions(fixed)
+    # compiled, the relays are identities: y reads h1[2] and x unchanged
+    import torch
+
+    import sggraph
+
+    torch.manual_seed(0)
+    net = sggraph.compile(fixed)
+    x = torch.randn(5, 6)
+    acts = net.activations({"x": x}, ["h1", "h1_2@2", "x@3"])
+    assert torch.equal(acts["h1_2@2"], acts["h1"][:, 2]) and torch.equal(acts["x@3"], x)
+
+
+def test_insert_relays_refuses_a_taken_relay_name():
+    g = Graph()
+    g.add_node("z", 1)
+    g.add_node("z@1", 1)
+    g.add_node("h", 1, ["z@1"])
+    g.add_node("y", 1, ["h", "z"])
+    with pytest.raises(GraphError) as info:
+        g.insert_relays()
+    assert info.value.node == "z@1" and "rename" in info.value.fix

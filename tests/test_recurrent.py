@@ -432,9 +432,14 @@ def test_mixed_generator_target_needs_the_child_path():
 
 @pytest.mark.parametrize("normalize", ["feedback", "gradient", "none"])
 @pytest.mark.parametrize("max_samples", [None, 4])
-def test_state_lambda_from_forward_equals_the_closed_form(normalize, max_samples):
+@pytest.mark.parametrize("chunk_elements", [None, 1])
+def test_state_lambda_from_forward_equals_the_closed_form(normalize, max_samples, chunk_elements, monkeypatch):
+    from sggraph.engine import lambdas
     from sggraph.engine.lambdas import has_forward_tensors as _has_forward_tensors
     from sggraph.engine.lambdas import recurrent_state_lambda, state_lambda_from_forward
+
+    if chunk_elements is not None:  # one neuron per chunk: input and non-input neurons in separate chunks
+        monkeypatch.setattr(lambdas, "_CHUNK_ELEMENTS", chunk_elements)
 
     torch.manual_seed(6)
     rnet = compile_cell(make_cell(), grouping="child").double()

@@ -454,9 +454,9 @@ def test_cli_rejects_bad_input(tmp_path):
     with pytest.raises(ConfigError, match="unknown suffix"):
         _run(["draw", yaml, "-o", str(tmp_path / "x.gif")])
     assert not (tmp_path / "x.gif").exists()
-    with pytest.raises(SystemExit) as exc:  # no --unroll flag: YAML declares layered graphs only
+    with pytest.raises(ConfigError, match="layered graph"):  # --unroll is for recurrent cell files
         _run(["draw", yaml, "-o", str(tmp_path / "x.svg"), "--unroll", "3"])
-    assert exc.value.code == 2
+    assert not (tmp_path / "x.svg").exists()
     with pytest.raises(GraphError):
         _run(["draw", yaml, "-o", str(tmp_path / "x.dot"), "--node", "nope"])
     with pytest.raises(ConfigError, match="no checkpoint.pt"):

@@ -5,8 +5,9 @@ error (file, line, node, fix) on stderr and never a traceback.
 
 Commands
 --------
-``sggraph check-conditions FILE.yaml [--json] [--node NAME]``
-    The paper's conditions A.1–A.3 and (B), with witnesses and the regime.
+``sggraph check-conditions FILE.yaml [--json] [--node NAME] [--unroll T]``
+    The paper's conditions A.1–A.3 and (B), with witnesses and the regime; a recurrent cell
+    file is checked as the graph of ``--unroll T`` steps (``draw`` takes it too).
 ``sggraph expert``, ``sggraph mse``, ``sggraph train mnist-bandit|popgym``, ``sggraph draw``
     The expert network of §5, the MSE profiler, the MNIST bandit, the POPGym labyrinths,
     graphviz drawings.

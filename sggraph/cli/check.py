@@ -1,4 +1,5 @@
-"""``sggraph check-conditions``: the paper's conditions A.1–A.3 and (B) of a YAML graph."""
+"""``sggraph check-conditions``: the paper's conditions A.1–A.3 and (B) of YAML graphs (or of a
+recurrent cell unrolled for ``--unroll T`` steps), one file or several in turn."""
 
 from __future__ import annotations
 
@@ -6,25 +7,40 @@ import argparse
 import json
 import sys
 
+from .model_files import add_unroll_argument, load_graph, load_model
+
 __all__ = ["add_parser"]
 
 
-def _report(file: str, node: str | None) -> dict:
-    """The conditions of one file (and ``node``'s sets) as the JSON-ready mapping, with the report object."""
-    from ..core.analysis import check_conditions, extended_ancestors, siblings
-    from ..core.graph import Graph
+def _graph(file: str, unroll: int | None, several: bool):
+    """The graph to check: with several files, ``--unroll`` applies to the cell files among them."""
+    if several and unroll is not None:
+        from ..core.unroll import Cell
 
-    g = Graph.from_yaml(file)
+        if not isinstance(load_model(file, None), Cell):
+            return load_graph(file, None, "check-conditions")
+    return load_graph(file, unroll, "check-conditions")
+
+
+def _report(file: str, args: argparse.Namespace, several: bool) -> dict:
+    """The conditions of one file (and ``--node``'s sets) as the JSON-ready mapping, with the report object."""
+    from ..core.analysis import check_conditions, extended_ancestors, siblings
+    from ..core.nodes import natural_key
+
+    g = _graph(file, args.unroll, several)
     report = check_conditions(g)
     data = report.to_dict()
-    if node is not None:
-        if node not in g.nx:
+    if args.node is not None:
+        if args.node not in g.nx:
             from ..exceptions import GraphError
 
-            raise GraphError(f"no node named '{node}' in the graph", node=node, file=file,
-                             fix="pass a node name from the file (neurons of arrays are name[i])")
-        data["node"] = {"name": node, "siblings": sorted(siblings(g, node)),
-                        "extended_ancestors": sorted(extended_ancestors(g, node))}
+            hint = "neurons of arrays are name[i]"
+            if args.unroll is not None:
+                hint = "unrolled names are name@t for nodes and state@t:i for state neurons, t = 1 … T"
+            raise GraphError(f"no node named '{args.node}' in the graph", node=args.node, file=file,
+                             fix=f"pass a node name from the file ({hint})")
+        data["node"] = {"name": args.node, "siblings": sorted(siblings(g, args.node), key=natural_key),
+                        "extended_ancestors": sorted(extended_ancestors(g, args.node), key=natural_key)}
     return {"data": data, "report": report}
 
 
@@ -43,7 +59,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from ..exceptions import ConfigError, SggraphError
 
     if len(args.file) == 1:
-        result = _report(args.file[0], args.node)
+        result = _report(args.file[0], args, several=False)
         if args.json:
             print(json.dumps(result["data"], indent=2, ensure_ascii=False))
         else:
@@ -55,7 +71,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     failed, collected = False, {}
     for i, file in enumerate(args.file):
         try:
-            result = _report(file, None)
+            result = _report(file, args, several=True)
         except SggraphError as err:
             failed = True
             collected[file] = {"error": str(err)}
@@ -73,9 +89,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def add_parser(sub) -> None:
     """Add ``sggraph check-conditions`` to the subcommands ``sub``."""
-    p = sub.add_parser("check-conditions", help="check the paper's conditions A.1-A.3 and (B) for YAML graphs")
-    p.add_argument("file", nargs="+", help="graph YAML file(s); several are checked in turn")
+    p = sub.add_parser("check-conditions", help="check the paper's conditions A.1-A.3 and (B) for YAML graphs "
+                                                "(or a recurrent cell with --unroll T)")
+    p.add_argument("file", nargs="+", help="graph YAML file(s), or recurrent cell YAML files with --unroll; "
+                                           "several are checked in turn")
     p.add_argument("--json", action="store_true",
                    help="print the report as JSON (several files: a mapping of file to report)")
-    p.add_argument("--node", help="also print this node's siblings and sibling-extended ancestors (one file)")
+    p.add_argument("--node", help="also print this node's siblings and sibling-extended ancestors "
+                                  "(one file; unrolled cells: name@t, state@t:i)")
+    add_unroll_argument(p, "check")
     p.set_defaults(run=_cmd_check)

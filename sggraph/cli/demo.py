@@ -12,6 +12,8 @@ __all__ = ["add_parser"]
 
 #: The example graphs `sggraph demo` checks, shipped as package data (copies of examples/*.yaml).
 DEMO_GRAPHS = "data/graphs"
+#: Steps a recurrent cell among them is unrolled for (the POPGym escape episode length).
+DEMO_UNROLL = 80
 
 
 def demo_graphs() -> list:
@@ -32,12 +34,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     import yaml
 
     from ..core.analysis import check_conditions
+    from ..core.cell_spec import is_cell_document
     from ..core.graph import Graph
+    from ..core.unroll import Cell, unroll
 
     t0 = time.perf_counter()
     for path in demo_graphs():
-        print(f"$ sggraph check-conditions examples/{path.name}")
-        print(check_conditions(Graph.from_dict(yaml.safe_load(path.read_text()), file=f"examples/{path.name}")))
+        data, file = yaml.safe_load(path.read_text()), f"examples/{path.name}"
+        if is_cell_document(data):
+            print(f"$ sggraph check-conditions {file} --unroll {DEMO_UNROLL}")
+            print(check_conditions(unroll(Cell.from_dict(data, file=file), DEMO_UNROLL)))
+        else:
+            print(f"$ sggraph check-conditions {file}")
+            print(check_conditions(Graph.from_dict(data, file=file)))
         print()
     if args.conditions_only:
         return 0

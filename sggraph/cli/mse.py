@@ -9,8 +9,20 @@ __all__ = ["add_parser"]
 
 
 def _cmd_mse(args: argparse.Namespace) -> int:
+    from ..core.unroll import Cell
     from ..engine.diagnostics import format_profile
+    from ..exceptions import ConfigError
     from ..experiments.mse import profile_yaml
+    from .model_files import load_model
+
+    model = load_model(args.file, None)
+    if isinstance(model, Cell):
+        raise ConfigError("`sggraph mse` profiles layered graphs whose nodes use built-in functions, and this file "
+                          "declares a recurrent cell (its state neurons share their weights across steps, which the "
+                          "per-node profiler does not model)", file=args.file,
+                          line=model.where(model.state.name)[1] if model.state is not None else 1,
+                          fix=f"inspect the cell with `sggraph check-conditions {args.file} --unroll T` and "
+                              f"`sggraph draw {args.file} --unroll T -o OUT.svg`; profile a layered graph with mse")
 
     graph, profiles = profile_yaml(args.file, n=args.n, noise=args.noise, lam=args.lam, samples=args.samples,
                                    reference=args.reference, repeats=args.repeats, fit_steps=args.fit_steps,

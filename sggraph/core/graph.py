@@ -99,7 +99,7 @@ class Graph:
             Layer of a source node (default 0). Non-source layers are inferred.
         stochastic : bool
             The node's computation is stochastic (A.2).
-        fn : {'linear', 'tanh', 'identity', 'dot'}, optional
+        fn : {'linear', 'tanh', 'identity', 'dot', 'embedding', 'slot_actor'}, optional
             Built-in function used by :func:`sggraph.compile` when no module is given.
         init_std : float, optional
             Standard deviation of the built-in function's normal weight init (``dot``: its keys;
@@ -436,29 +436,21 @@ class Graph:
         """Return a copy in which identity relay nodes bridge parents more than one layer up.
 
         A parent ``p`` of ``v`` in layer ``l_p < l_v - 1`` is replaced by a chain of
-        ``identity`` relays ``p@1 -> p@2 -> ...`` so that the layer rule holds. Only plain
-        nodes are relayed.
+        ``identity`` relays ``p@1 -> p@2 -> ...`` so that the layer rule holds. Parents that
+        are array neurons (``a[i]``, relays ``a_i@1 …``) or whole arrays (read flattened,
+        relays ``a@1 …``) are relayed too; arrays themselves always read the layer just below.
 
         >>> g = Graph(); g.add_node("z", 1); g.add_node("h", 1, ["z"]); g.add_node("y", 1, ["h", "z"])
         >>> g.insert_relays().parents("y")
         ('h', 'z@1')
+        >>> g = Graph(); g.add_array("x", 4, 1); g.add_array("h", 2, 3, parents="x", fan_in=2)
+        >>> g.add_node("y", 1, ["h", "x[3]"]); g.insert_relays().parents("y")
+        ('h[0]', 'h[1]', 'x_3@1')
         """
-        # layers as if every node sat one below its deepest parent
-        depth: dict[str, int] = {}
-        pending = dict(self._nodes)
-        while pending:
-            progressed = False
-            for name, n in list(pending.items()):
-                if all(p in depth for p in n.parents if p in self._nodes):
-                    ps = [depth[p] for p in n.parents if p in self._nodes]
-                    depth[name] = (max(ps) + 1) if ps else (n.layer or 0)
-                    del pending[name]
-                    progressed = True
-            if not progressed:
-                raise self.error("cannot insert relays into a graph with a cycle", next(iter(pending)),
-                                  "remove the cycle first")
+        depth = self._relay_depths()
         out = Graph(self.name)
         out.sources_of = dict(self.sources_of)
+        taken = set(self._nodes) | set(self._arrays)
         relays: dict[tuple[str, int], str] = {}
 
         def relay(p: str, k: int) -> str:
@@ -467,21 +459,67 @@ class Graph:
             key = (p, k)
             if key not in relays:
                 prev = relay(p, k - 1)
-                relays[key] = f"{p}@{k}"
-                out._nodes[relays[key]] = Node(relays[key], self._nodes[p].dim, (prev,), None, False, "identity")
+                base, _, rest = p.partition("[")
+                name = f"{base}_{rest[:-1]}@{k}" if rest else f"{p}@{k}"
+                if name in taken:
+                    raise self.error(f"the relay of '{p}' would be named '{name}', which the graph already uses",
+                                     name, f"rename the node '{name}'")
+                taken.add(name)
+                relays[key] = name
+                out._nodes[name] = Node(name, self._ref_dim(p), (prev,), None, False, "identity")
             return relays[key]
 
         for name, n in self._nodes.items():
             new_parents = []
             for p in n.parents:
-                if p in self._nodes and depth[p] < depth[name] - 1:
-                    new_parents.append(relay(p, depth[name] - 1 - depth[p]))
+                base = p.split("[", 1)[0]
+                if base in depth and depth[base] < depth[name] - 1:
+                    new_parents.append(relay(p, depth[name] - 1 - depth[base]))
                 else:
                     new_parents.append(p)
             out._nodes[name] = attrs.evolve(n, parents=tuple(new_parents))
         out._arrays = dict(self._arrays)
         out._feedback = dict(self._feedback)
         return out
+
+    def _relay_depths(self) -> dict[str, int]:
+        """Layer of every node and array as if every node sat one below its deepest parent."""
+        depth: dict[str, int] = {}
+        for a in self._arrays.values():  # arrays read arrays only: walk up each chain
+            chain, cur = [], a
+            while cur.name not in depth and cur.parent is not None and cur.parent in self._arrays:
+                if cur.name in chain:
+                    raise self.error("cannot insert relays into a graph with a cycle", cur.name,
+                                     "remove the cycle first")
+                chain.append(cur.name)
+                cur = self._arrays[cur.parent]
+            base = depth.get(cur.name, cur.layer or 0)
+            depth[cur.name] = base
+            for k, name in enumerate(reversed(chain), start=1):
+                depth[name] = base + k
+        pending = dict(self._nodes)
+        while pending:
+            progressed = False
+            for name, n in list(pending.items()):
+                bases = [p.split("[", 1)[0] for p in n.parents]
+                known = [b for b in bases if b in self._nodes or b in self._arrays]
+                if all(b in depth for b in known):
+                    ps = [depth[b] for b in known]
+                    depth[name] = (max(ps) + 1) if ps else (n.layer or 0)
+                    del pending[name]
+                    progressed = True
+            if not progressed:
+                raise self.error("cannot insert relays into a graph with a cycle", next(iter(pending)),
+                                  "remove the cycle first")
+        return depth
+
+    def _ref_dim(self, ref: str) -> int:
+        """Width of a parent reference: a node's dim, an array's ``count * dim``, a neuron's dim."""
+        base, _, rest = ref.partition("[")
+        if base in self._nodes:
+            return self._nodes[base].dim
+        arr = self._arrays[base]
+        return arr.dim if rest else arr.count * arr.dim
 
     def copy(self) -> Graph:
         """A deep copy (nodes are immutable, so this copies the containers)."""

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 import attrs
 import numpy as np
 
 from ..exceptions import GraphError
 
-__all__ = ["FEEDBACK_KINDS", "NODE_FUNCTIONS", "Node", "NodeArray", "check_dim", "check_name", "neuron_name"]
+__all__ = ["FEEDBACK_KINDS", "NODE_FUNCTIONS", "Node", "NodeArray", "check_dim", "check_name", "natural_key",
+           "neuron_name"]
 
 #: Feedback kinds of a terminal node (condition A.1).
 FEEDBACK_KINDS = ("deterministic", "stochastic", "contextual")
-#: Built-in node functions a YAML file may name with ``fn:``.
-NODE_FUNCTIONS = ("linear", "tanh", "identity", "dot")
+#: Built-in node functions a YAML file may name with ``fn:`` (see :mod:`sggraph.engine.functions`).
+NODE_FUNCTIONS = ("linear", "tanh", "identity", "dot", "embedding", "slot_actor")
 
 
 def neuron_name(array: str, index: int) -> str:
@@ -22,6 +25,16 @@ def neuron_name(array: str, index: int) -> str:
     'h1[7]'
     """
     return f"{array}[{index}]"
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key that orders the numbers inside names by value: ``h1[2]`` before ``h1[10]``,
+    ``h@2:9`` before ``h@10:0``.
+
+    >>> sorted(["h1[10]", "h1[2]", "x", "h1[1]"], key=natural_key)
+    ['h1[1]', 'h1[2]', 'h1[10]', 'x']
+    """
+    return tuple(int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", name)))
 
 
 @attrs.frozen

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -51,7 +51,11 @@ __all__ = [
     "NodeSpec",
     "graph_from_dict",
     "graph_to_dict",
+    "line_for",
     "load_yaml",
+    "read_yaml",
+    "spec_error",
+    "strict_converter",
     "yaml_line_index",
 ]
 
@@ -129,18 +133,23 @@ def _strict(converter: cattrs.Converter) -> None:
         converter.register_structure_hook(tp, make(tp))
 
 
-_converter = cattrs.Converter(forbid_extra_keys=True)
-_strict(_converter)
-_list_of_str = _converter.get_structure_hook(list[str])
+def strict_converter() -> cattrs.Converter:
+    """The cattrs converter of the YAML formats: unknown keys are errors, scalars are not coerced
+    (``"8"`` is not a dim, ``1`` is not ``true``), and a list of names is never a single string."""
+    converter = cattrs.Converter(forbid_extra_keys=True)
+    _strict(converter)
+    list_of_str = converter.get_structure_hook(list[str])
+
+    def names(value: Any, tp: type) -> Any:
+        if isinstance(value, str):  # `parents: h1` would otherwise become the parents 'h' and '1'
+            raise TypeError(f"expected a list of names, got {value!r}")
+        return list_of_str(value, tp)
+
+    converter.register_structure_hook_func(lambda tp: tp == list[str], names)
+    return converter
 
 
-def _names(value: Any, tp: type) -> Any:
-    if isinstance(value, str):  # `parents: h1` would otherwise become the parents 'h' and '1'
-        raise TypeError(f"expected a list of names, got {value!r}")
-    return _list_of_str(value, tp)
-
-
-_converter.register_structure_hook_func(lambda tp: tp == list[str], _names)
+_converter = strict_converter()
 
 
 def yaml_line_index(text: str) -> dict[str, int]:
@@ -201,7 +210,15 @@ def _section(path: str) -> str:
     return "graph"
 
 
-def _spec_errors(exc: Exception, data: Any, index: Mapping[str, int], file: str | None) -> SpecError:
+def spec_error(exc: Exception, data: Any, index: Mapping[str, int], file: str | None, *,
+               allowed: Mapping[str, list[str]], section_of: Callable[[str], str],
+               node_of: Callable[[Any, str], str | None], missing: Mapping[str, str], value_fix: str) -> SpecError:
+    """One located :class:`~sggraph.SpecError` for a cattrs structuring failure of a YAML document.
+
+    ``allowed`` maps a section (as named by ``section_of(path)``) to its keys, ``node_of(data, path)``
+    names the node a path belongs to, ``missing`` says what to write for a missing key and
+    ``value_fix`` how to fix a value of the wrong type.
+    """
     messages = cattrs.transform_error(exc, path="$")  # type: ignore[arg-type]
     # a misspelt key shows up twice (unknown key + missing key): report the misspelling
     messages = sorted(messages, key=lambda m: not m.startswith("extra fields"))
@@ -209,29 +226,36 @@ def _spec_errors(exc: Exception, data: Any, index: Mapping[str, int], file: str 
     msg, _, path = first.rpartition(" @ ")
     if not _:
         msg, path = first, "$"
-    node = _node_for(data, path)
+    node = node_of(data, path)
     pretty = path.replace("$.", "").replace("$", "the document") or "the document"
     extra = re.match(r"extra fields found \((.*)\)", msg)
     if extra:
         key = extra.group(1).split(",")[0].strip()
-        section = _section(path)
-        allowed = _ALLOWED[section]
-        guess = difflib.get_close_matches(key, allowed, n=1)
+        keys = allowed[section_of(path)]
+        guess = difflib.get_close_matches(key, keys, n=1)
         hint = f"did you mean '{guess[0]}'? " if guess else "remove it. "
         line = line_for(index, f"{path}.{key}")
         return SpecError(f"unknown key '{key}' in {pretty}", node=node, file=file, line=line,
-                         fix=f"{hint}Allowed keys: {', '.join(allowed)}")
+                         fix=f"{hint}Allowed keys: {', '.join(keys)}")
     line = line_for(index, path)
     field = path.rsplit(".", 1)[-1]
     if msg.startswith("required field missing"):
-        what = {"dim": "a positive integer dimension, e.g. `dim: 4`", "name": "a unique name",
-                "count": "the number of neurons, e.g. `count: 200`", "array": "the parent array's name"}
         return SpecError(f"missing required key '{field}' in {pretty.rsplit('.', 1)[0]}", node=node, file=file,
-                         line=line, fix=f"add `{field}:` ({what.get(field, 'see the YAML format in the README')})")
+                         line=line, fix=f"add `{field}:` ({missing.get(field, 'see the YAML format in the README')})")
     return SpecError(f"invalid value for '{field}' in {pretty}: {msg}", node=node, file=file, line=line,
-                     fix="use the expected type: names are strings; dim, count, fan_in, seed, slots and layer are "
-                         "integers; parents is a list of names (or {array, fan_in, seed} for an array); "
-                         "stochastic and residual are true or false")
+                     fix=value_fix)
+
+
+_MISSING = {"dim": "a positive integer dimension, e.g. `dim: 4`", "name": "a unique name",
+            "count": "the number of neurons, e.g. `count: 200`", "array": "the parent array's name"}
+
+
+def _spec_errors(exc: Exception, data: Any, index: Mapping[str, int], file: str | None) -> SpecError:
+    return spec_error(exc, data, index, file, allowed=_ALLOWED, section_of=_section, node_of=_node_for,
+                      missing=_MISSING,
+                      value_fix="use the expected type: names are strings; dim, count, fan_in, seed, slots and layer "
+                                "are integers; parents is a list of names (or {array, fan_in, seed} for an array); "
+                                "stochastic and residual are true or false")
 
 
 def graph_from_dict(data: Any, *, cls: type[Graph], file: str | None = None,
@@ -260,6 +284,11 @@ def graph_from_dict(data: Any, *, cls: type[Graph], file: str | None = None,
     if not isinstance(data, Mapping):
         raise SpecError(f"the document must be a mapping with `nodes:` and/or `arrays:`, got {type(data).__name__}",
                         file=file, line=1, fix="start the file with `name: ...` and `nodes:`")
+    if "state" in data:
+        raise SpecError("this file declares a recurrent cell (it has `state:`), not a layered graph", file=file,
+                        line=line_for(index, "$.state") or 1,
+                        fix="load it with sggraph.Cell.from_yaml; on the command line pass --unroll T to work on "
+                            "the graph of T unrolled steps")
     try:
         spec = _converter.structure(dict(data), GraphSpec)
     except (cattrs.BaseValidationError, TypeError, ValueError) as exc:
@@ -346,15 +375,14 @@ def graph_to_dict(g: Graph) -> dict:
     return out
 
 
-def load_yaml(path: str, cls: type[Graph]) -> Graph:
-    """Load a graph from a YAML file; every error names ``path`` and the line.
+def read_yaml(path: str) -> tuple[Any, dict[str, int]]:
+    """Read and parse the YAML file ``path``: its document (None when empty) and its path-to-line
+    index (:func:`yaml_line_index`). Graphs and cells are read through it.
 
     Raises
     ------
     SpecError
-        The file is missing, is not valid YAML, or does not follow the format.
-    GraphError
-        The graph it declares is invalid.
+        The file is missing or unreadable, or is not valid YAML.
     """
     try:
         with open(path, encoding="utf-8") as fh:
@@ -371,6 +399,20 @@ def load_yaml(path: str, cls: type[Graph]) -> Graph:
         raise SpecError(f"YAML syntax error: {problem}", file=str(path),
                         line=mark.line + 1 if mark else None,
                         fix="check indentation, colons and brackets on this line and the one before") from None
+    return data, index
+
+
+def load_yaml(path: str, cls: type[Graph]) -> Graph:
+    """Load a graph from a YAML file; every error names ``path`` and the line.
+
+    Raises
+    ------
+    SpecError
+        The file is missing, is not valid YAML, or does not follow the format.
+    GraphError
+        The graph it declares is invalid.
+    """
+    data, index = read_yaml(path)
     if data is None:
         raise SpecError("the file is empty", file=str(path), line=1,
                         fix="declare at least one node under `nodes:` or one array under `arrays:`")

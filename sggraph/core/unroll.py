@@ -20,19 +20,27 @@ Examples
 ('h@1:3', 'h@1:2', 'emb@2')
 >>> [g.layer_of(n) for n in ("obs@1", "emb@1", "h@0:0", "h@1:0", "act@1")]
 [0, 1, 1, 2, 3]
+
+A cell has a YAML form next to the graph's (:mod:`sggraph.core.cell_spec`):
+
+>>> Cell.from_dict(cell.to_dict()) == cell
+True
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import attrs
 import numpy as np
 
-from ..exceptions import GraphError
+from ..exceptions import GraphError, SggraphError
+from .cell_spec import cell_from_dict, cell_to_dict, load_cell_yaml
 from .graph import FEEDBACK_KINDS, NODE_FUNCTIONS, Graph
+from .nodes import check_dim
 
-__all__ = ["Cell", "StateArray", "recurrent_table", "unroll"]
+__all__ = ["Cell", "StateArray", "StepNode", "recurrent_table", "unroll"]
 
 
 def recurrent_table(count: int, fan_in: int, seed: int, self_parents: bool = False) -> np.ndarray:
@@ -71,6 +79,12 @@ class StateArray:
         Explicit ``[count, fan_in]`` table into the previous step's state.
     self_parents : bool
         The random table may make a neuron its own parent (see :func:`recurrent_table`).
+    stochastic : bool
+        The neurons compute stochastically (condition A.2).
+    scale_dim : int or None
+        The ``d`` of every neuron's routing temperature ``1/√d`` and init std when compiled
+        (None: each neuron's wired input size; see
+        :class:`~sggraph.engine.neuron.RecurrentSlotArray`).
     """
 
     name: str
@@ -83,6 +97,8 @@ class StateArray:
     input_neurons: int = 0
     table: tuple[tuple[int, ...], ...] | None = None
     self_parents: bool = False
+    stochastic: bool = False
+    scale_dim: int | None = None
 
     def parent_table(self) -> np.ndarray:
         if self.table is not None:
@@ -91,11 +107,26 @@ class StateArray:
 
 
 @attrs.frozen
-class _StepNode:
+class StepNode:
+    """A per-step plain node of a cell (a *pre* or a *post* node).
+
+    Attributes
+    ----------
+    name : str
+    dim : int
+    parents : tuple of str
+        Inputs, nodes of the cell, the state (``h``) or one state neuron (``h[i]``).
+    fn : str or None
+        Built-in function (:data:`~sggraph.core.nodes.NODE_FUNCTIONS`) or None.
+    stochastic : bool
+        The node computes stochastically (condition A.2).
+    """
+
     name: str
     dim: int
     parents: tuple[str, ...]
-    fn: str | None
+    fn: str | None = None
+    stochastic: bool = False
 
 
 class Cell:
@@ -104,14 +135,28 @@ class Cell:
     Parameters
     ----------
     name : str
+
+    Attributes
+    ----------
+    inputs : dict
+        Input name → dim.
+    nodes : dict
+        Pre and post nodes (:class:`StepNode`) by name, in declaration order.
+    state : StateArray or None
+    feedback : dict
+        Feedback kinds (A.1) of post nodes.
+    sources_of : dict
+        Where each input, node and the state was declared: name → ``(file, line)``
+        (``""``: the document itself); filled by :meth:`from_yaml`.
     """
 
     def __init__(self, name: str = "cell") -> None:
         self.name = name
         self.inputs: dict[str, int] = {}
-        self.nodes: dict[str, _StepNode] = {}
+        self.nodes: dict[str, StepNode] = {}
         self.state: StateArray | None = None
         self.feedback: dict[str, str] = {}
+        self.sources_of: dict[str, tuple[str | None, int | None]] = {}
 
     def _free(self, name: str) -> None:
         if not isinstance(name, str) or not name or any(c in name for c in "[]@:"):
@@ -123,51 +168,77 @@ class Cell:
     def add_input(self, name: str, dim: int) -> None:
         """An exogenous input at every step (``[T, B, dim]`` when compiled)."""
         self._free(name)
-        if dim <= 0:
-            raise GraphError(f"dim must be positive, got {dim}", node=name, fix="set a positive dim")
-        self.inputs[name] = int(dim)
+        self.inputs[name] = check_dim(name, dim)
 
-    def add_node(self, name: str, dim: int, parents: Sequence[str], fn: str | None = None) -> None:
+    def add_node(self, name: str, dim: int, parents: Sequence[str], fn: str | None = None, *,
+                 stochastic: bool = False) -> None:
         """A per-step plain node: a *pre* node (reads inputs / pre nodes) or a *post* node
-        (reads the state at this step — whole, ``"h"``, or one neuron ``"h[i]"`` — or post nodes)."""
+        (reads the state at this step — whole, ``"h"``, or one neuron ``"h[i]"`` — or post nodes).
+        ``stochastic``: the node computes stochastically (A.2)."""
         self._free(name)
-        if dim <= 0:
-            raise GraphError(f"dim must be positive, got {dim}", node=name, fix="set a positive dim")
+        dim = check_dim(name, dim)
+        refs = (parents,) if isinstance(parents, str) else tuple(parents)
+        if not refs:
+            raise GraphError("a node of a cell needs parents", node=name,
+                             fix="list what it reads: inputs, other nodes of the cell, or the state")
+        if len(set(refs)) != len(refs):
+            raise GraphError(f"parent listed twice in {list(refs)}", node=name, fix="list each parent once")
         if fn is not None and fn not in NODE_FUNCTIONS:
             raise GraphError(f"unknown fn '{fn}'", node=name, fix=f"use one of {', '.join(NODE_FUNCTIONS)}")
-        self.nodes[name] = _StepNode(name, int(dim), tuple(parents), fn)
+        self.nodes[name] = StepNode(name, dim, refs, fn, bool(stochastic))
 
-    def set_state(self, name: str, count: int, dim: int, fan_in: int, *, slots: int = 5, seed: int = 0,
-                  input: str | None = None, input_neurons: int = 0,
-                  table: Sequence[Sequence[int]] | None = None, self_parents: bool = False) -> None:
+    def set_state(self, name: str, count: int, dim: int, fan_in: int | None = None, *, slots: int = 5,
+                  seed: int = 0, input: str | None = None, input_neurons: int = 0,
+                  table: Sequence[Sequence[int]] | None = None, self_parents: bool = False,
+                  stochastic: bool = False, scale_dim: int | None = None) -> None:
         """Declare the recurrent state array (one per cell).
 
-        ``self_parents``: the random parent table draws from all ``count`` neurons, the neuron
-        itself included (the edge ``state@t−1:i → state@t:i``); default: never itself.
+        ``fan_in`` parents per neuron are drawn at random (``seed``) unless an explicit
+        ``[count, fan_in]`` ``table`` is given. ``self_parents``: a neuron may read its own
+        previous state (the edge ``state@t−1:i → state@t:i``); default: never itself.
+        ``input`` feeds neurons ``0 … input_neurons − 1`` at the same step.
         """
         if self.state is not None:
             raise GraphError("a cell has one state array", node=name, fix="declare the state once")
         self._free(name)
-        if self_parents and fan_in > count:
-            raise GraphError(f"fan_in={fan_in} must be at most count={count}", node=name,
-                             fix=f"use fan_in <= {count}")
-        if not self_parents and fan_in >= count:
-            raise GraphError(f"fan_in={fan_in} must be below count={count} (a neuron never reads itself)",
-                             node=name, fix=f"use fan_in <= {count - 1}, or self_parents=True")
+        count = check_dim(name, count, "count")
+        dim = check_dim(name, dim)
+        slots = check_dim(name, slots, "slots")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise GraphError(f"seed must be a non-negative integer, got {seed!r}", node=name, fix="use e.g. seed: 0")
+        tbl = None
+        if table is not None:
+            tbl = _state_table(name, table, count, fan_in, self_parents)
+            fan_in = len(tbl[0])
+        elif fan_in is None:
+            raise GraphError("the state needs fan_in (or an explicit table)", node=name,
+                             fix="set fan_in to the number of previous-step parents per neuron")
+        else:
+            fan_in = check_dim(name, fan_in, "fan_in")
+            if self_parents and fan_in > count:
+                raise GraphError(f"fan_in={fan_in} must be at most count={count}", node=name,
+                                 fix=f"use fan_in <= {count}")
+            if not self_parents and fan_in >= count:
+                raise GraphError(f"fan_in={fan_in} must be below count={count} (a neuron never reads itself)",
+                                 node=name, fix=f"use fan_in <= {count - 1}, or self_parents=True")
         if input is None and input_neurons:
             raise GraphError("input_neurons needs an input", node=name, fix="name the pre node with input=")
-        if input is not None and not 0 < input_neurons <= count:
-            raise GraphError(f"input_neurons must be in 1..{count}", node=name, fix="set input_neurons")
-        tbl = None if table is None else tuple(tuple(int(i) for i in r) for r in table)
-        self.state = StateArray(name, int(count), int(dim), int(fan_in), int(slots), int(seed), input,
-                                int(input_neurons), tbl, bool(self_parents))
+        if input is not None and (isinstance(input_neurons, bool) or not isinstance(input_neurons, (int, np.integer))
+                                  or not 0 < input_neurons <= count):
+            raise GraphError(f"input_neurons must be in 1..{count}, got {input_neurons!r}", node=name,
+                             fix="set how many neurons (the first ones) read the input")
+        if scale_dim is not None:
+            scale_dim = check_dim(name, scale_dim, "scale_dim")
+        self.state = StateArray(name, count, dim, int(fan_in), slots, int(seed), input, int(input_neurons), tbl,
+                                bool(self_parents), bool(stochastic), scale_dim)
 
     def set_feedback(self, name: str, kind: str) -> None:
         """Feedback kind of a post node (A.1)."""
         if kind not in FEEDBACK_KINDS:
             raise GraphError(f"unknown feedback kind '{kind}'", node=name, fix=f"use one of {', '.join(FEEDBACK_KINDS)}")
         if name not in self.nodes:
-            raise GraphError("feedback for an unknown node", node=name, fix="declare the node first")
+            raise GraphError("feedback for an unknown node", node=name,
+                             fix="feedback applies to post nodes of the cell: declare the node (under `post:`) first")
         self.feedback[name] = kind
 
     # ------------------------------------------------------------ structure
@@ -184,10 +255,7 @@ class Cell:
             progressed = False
             for name, n in list(pending.items()):
                 bases = [self._base(p) for p in n.parents]
-                unknown = [p for p in bases if p not in self.inputs and p not in self.nodes and p != self.state.name]
-                if unknown:
-                    raise GraphError(f"unknown parent '{unknown[0]}'", node=name,
-                                     fix=f"parents must be inputs, nodes of the cell, or the state '{self.state.name}'")
+                self._check_refs(name, n.parents)
                 if all(p in self.inputs or p == self.state.name or p in stage for p in bases):
                     post = any(p == self.state.name or stage.get(p) == "post" for p in bases)
                     stage[name] = "post" if post else "pre"
@@ -198,13 +266,39 @@ class Cell:
                                  fix="a node may only read inputs, earlier nodes and the state")
         if self.state.input is not None:
             src = self.state.input
+            if src not in self.inputs and src not in self.nodes:
+                raise GraphError(f"the state reads the unknown input '{src}'", node=self.state.name,
+                                 fix=f"declare '{src}' as an input or a pre node, or correct the spelling "
+                                     f"(known: {', '.join(self._known())})")
             if src not in self.inputs and stage.get(src) != "pre":
                 raise GraphError(f"the state's input '{src}' must be an input or a pre node", node=self.state.name,
                                  fix="feed the state from an input or a node computed from inputs")
         return stage
 
+    def _known(self) -> list[str]:
+        names = list(self.inputs) + list(self.nodes) + ([self.state.name] if self.state is not None else [])
+        return names[:12]
+
+    def _check_refs(self, name: str, refs: Sequence[str]) -> None:
+        st = self.state
+        assert st is not None
+        for ref in refs:
+            base, _, rest = ref.partition("[")
+            if base not in self.inputs and base not in self.nodes and base != st.name:
+                raise GraphError(f"unknown parent '{ref}'", node=name,
+                                 fix=f"parents must be inputs, nodes of the cell, or the state '{st.name}' "
+                                     f"(known: {', '.join(self._known())})")
+            if rest and (base != st.name or not rest[:-1].isdigit() or not rest.endswith("]")
+                         or int(rest[:-1]) >= st.count):
+                raise GraphError(f"parent '{ref}' is not a neuron of the state", node=name,
+                                 fix=f"name one state neuron as {st.name}[i] with i in 0..{st.count - 1}")
+
     def levels(self) -> dict[str, int]:
-        """Within-step levels: the state is 0, pre nodes below it, post nodes above."""
+        """Within-step levels: the state is 0, pre nodes below it, post nodes above.
+
+        Every parent sits exactly one level below the node reading it (the layer rule of the
+        unrolled graph); raises :class:`~sggraph.GraphError` naming the node otherwise.
+        """
         stage = self.stages()
         st = self.state
         assert st is not None
@@ -229,7 +323,111 @@ class Cell:
         for name in pre_like:
             if name not in level:
                 raise GraphError("this input or node feeds nothing", node=name, fix="remove it or wire it")
+        for parent, readers in consumers.items():
+            for reader in readers:
+                if level[parent] != level[reader] - 1:
+                    raise GraphError(
+                        f"'{parent}' is {level[reader] - level[parent]} levels below '{reader}' within a step "
+                        f"(it also feeds {', '.join(r for r in readers if r != reader) or 'nothing else'})",
+                        node=reader, fix="every parent must sit exactly one level below the node reading it: "
+                                         "relay the shallower parent through an identity node (fn: identity)")
         return level
+
+    def lint(self) -> None:
+        """Check the cell: parents, stages, levels and the unrolled graph's rules (one step).
+
+        Raises :class:`~sggraph.GraphError` naming the cell's node (and, for a cell read from
+        YAML, its file and line).
+        """
+        try:
+            unroll(self, 1)
+        except GraphError as err:
+            raise self.locate(err) from None
+
+    def where(self, name: str) -> tuple[str | None, int | None]:
+        """``(file, line)`` where ``name`` (an input, node, the state; ``h@t:i``-style unrolled names
+        too) was declared, else where the cell was."""
+        base = name.split("@", 1)[0].split("[", 1)[0]
+        return self.sources_of.get(base, self.sources_of.get("", (None, None)))
+
+    def locate(self, err: SggraphError) -> SggraphError:
+        """``err`` about this cell (or its unrolled graph), with the cell's node name, file and line."""
+        if err.node is not None:
+            base = err.node.split("@", 1)[0].split("[", 1)[0]
+            if base in self.inputs or base in self.nodes or (self.state is not None and base == self.state.name):
+                err.node = base
+        return err.located(*self.where(err.node or ""))
+
+    # ----------------------------------------------------------- conversion
+    def to_dict(self) -> dict:
+        """The cell as a plain mapping in the YAML format (see :mod:`sggraph.core.cell_spec`)."""
+        return cell_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, mapping: Mapping[str, Any], *, file: str | None = None) -> Cell:
+        """Build a cell from a mapping in the YAML format (errors name the node and the fix)."""
+        return cell_from_dict(mapping, cls=cls, file=file)
+
+    @classmethod
+    def from_yaml(cls, path: str) -> Cell:
+        """Load a cell from a YAML file (errors name the file, line, node and fix).
+
+        >>> Cell.from_yaml("examples/popgym-sparsenet-cell.yaml")
+        Cell('popgym-sparsenet', inputs=['obs'], pre=['emb'], state=h[128×6], post=['act'])
+        """
+        return load_cell_yaml(path, cls)
+
+    def to_yaml(self) -> str:
+        """The cell as YAML text (:meth:`from_yaml` reads it back to an equal cell)."""
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Cell):
+            return NotImplemented
+        return (self.name, self.inputs, self.nodes, self.state, self.feedback) == (
+            other.name, other.inputs, other.nodes, other.state, other.feedback)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by structure: not hashable
+
+    def __repr__(self) -> str:
+        try:
+            stage = self.stages()
+        except GraphError:
+            stage = {}
+        pre = [n for n in self.nodes if stage.get(n) == "pre"]
+        post = [n for n in self.nodes if stage.get(n) != "pre"]
+        st = "None" if self.state is None else f"{self.state.name}[{self.state.count}×{self.state.dim}]"
+        return f"Cell({self.name!r}, inputs={list(self.inputs)}, pre={pre}, state={st}, post={post})"
+
+
+def _state_table(name: str, table: Sequence[Sequence[int]], count: int, fan_in: int | None,
+                 self_parents: bool) -> tuple[tuple[int, ...], ...]:
+    """The checked explicit parent table of a state (rows: neurons; entries: previous-step neurons)."""
+    try:
+        tbl = tuple(tuple(int(i) for i in row) for row in table)
+    except (TypeError, ValueError):
+        raise GraphError("table must be a list of rows of neuron indices", node=name,
+                         fix="give one row of integers per neuron") from None
+    if len(tbl) != count or not tbl or len({len(r) for r in tbl}) != 1 or not tbl[0]:
+        raise GraphError(f"table must have shape [count={count}, fan_in] with fan_in >= 1", node=name,
+                         fix="give one row per neuron, all rows of the same non-zero length")
+    if fan_in is not None and len(tbl[0]) != fan_in:
+        raise GraphError(f"fan_in={fan_in} disagrees with the table's {len(tbl[0])} columns", node=name,
+                         fix="drop fan_in or make it match the table")
+    flat = [i for r in tbl for i in r]
+    if min(flat) < 0 or max(flat) >= count:
+        raise GraphError(f"table index out of range (the state has {count} neurons)", node=name,
+                         fix=f"use indices in 0..{count - 1}")
+    for i, row in enumerate(tbl):
+        if len(set(row)) != len(row):
+            raise GraphError(f"row {i} of the table lists the same parent twice", node=name,
+                             fix="list each parent once per row")
+        if not self_parents and i in row:
+            raise GraphError(f"neuron {i} reads its own previous state, and self_parents is false", node=name,
+                             fix=f"set self_parents: true, or remove {i} from row {i}")
+    return tbl
 
 
 def unroll(cell: Cell, steps: int) -> Graph:
@@ -245,8 +443,8 @@ def unroll(cell: Cell, steps: int) -> Graph:
     -------
     Graph
         Plain nodes ``name@t`` (t = 1 … T), state neurons ``state@t:i`` and the initial
-        state ``state@0:i`` (sources). State neurons are stochastic/feedback-free; post nodes
-        carry the cell's feedback kinds.
+        state ``state@0:i`` (sources). Nodes and state neurons carry the cell's stochastic
+        flags; post nodes carry its feedback kinds.
     """
     if steps < 1:
         raise GraphError(f"steps must be at least 1, got {steps}", node=cell.name, fix="unroll for T >= 1 steps")
@@ -255,6 +453,11 @@ def unroll(cell: Cell, steps: int) -> Graph:
     assert st is not None
     offset = -min(level.values()) - 1  # input levels at step 1 land on layer >= 0
     table = st.parent_table()
+    stage = cell.stages()
+    for name in cell.feedback:
+        if stage[name] != "post":
+            raise GraphError("feedback is declared on a pre node (it feeds the state)", node=name,
+                             fix="declare feedback only on terminal post nodes")
     g = Graph(f"{cell.name}-unrolled-{steps}")
 
     def ref(p: str, t: int) -> list[str]:
@@ -267,21 +470,22 @@ def unroll(cell: Cell, steps: int) -> Graph:
 
     for i in range(st.count):
         g.add_node(f"{st.name}@0:{i}", st.dim, layer=offset)
-    stage = cell.stages()
     for t in range(1, steps + 1):
         for name, dim in cell.inputs.items():
             g.add_node(f"{name}@{t}", dim, layer=level[name] + t + offset)
         for name, n in cell.nodes.items():
             if stage[name] == "pre":
-                g.add_node(f"{name}@{t}", n.dim, [r for p in n.parents for r in ref(p, t)], fn=n.fn)
+                g.add_node(f"{name}@{t}", n.dim, [r for p in n.parents for r in ref(p, t)], fn=n.fn,
+                           stochastic=n.stochastic)
         for i in range(st.count):
             parents = [f"{st.name}@{t - 1}:{int(j)}" for j in table[i]]
             if st.input is not None and i < st.input_neurons:
                 parents.append(f"{st.input}@{t}")
-            g.add_node(f"{st.name}@{t}:{i}", st.dim, parents)
+            g.add_node(f"{st.name}@{t}:{i}", st.dim, parents, stochastic=st.stochastic)
         for name, n in cell.nodes.items():
             if stage[name] == "post":
-                g.add_node(f"{name}@{t}", n.dim, [r for p in n.parents for r in ref(p, t)], fn=n.fn)
+                g.add_node(f"{name}@{t}", n.dim, [r for p in n.parents for r in ref(p, t)], fn=n.fn,
+                           stochastic=n.stochastic)
                 if name in cell.feedback:
                     g.set_feedback(f"{name}@{t}", cell.feedback[name])
     g.lint()

@@ -67,6 +67,7 @@ from .lambdas import adapt_lambda as _adapt_lambda
 from .lambdas import no_feedback_error
 from .mixing import Record
 from .neuron import SlotNeuronArray
+from .parent_lambdas import adapt_parent_lambda, write_out_edge_lambda
 from .recurrent import compile_cell
 
 __all__ = ["GROUPINGS", "CompiledGraph", "compile", "lambda_state"]
@@ -328,6 +329,14 @@ class CompiledGraph(nn.Module):
             edges = self._out_edges(node)
             if not edges:
                 raise LambdaError("this node has no out-edges", node=node, fix="name a node with children")
+            parent = self.blocks[node] if node in self.blocks else None  # noqa: SIM401 - nn.ModuleDict has no get
+            if isinstance(value, torch.Tensor) and value.dim() == 1 and isinstance(parent, ArrayBlock):
+                if value.shape != (parent.count,):
+                    raise LambdaError(f"λ tensor of shape {list(value.shape)} for array '{node}' of {parent.count} "
+                                      "neurons", node=node, fix=f"pass one λ per neuron, a tensor of shape "
+                                                                f"[{parent.count}], or a scalar")
+                write_out_edge_lambda(self, node, value)  # one λ per neuron on all its out-edges
+                return
             for block, where in edges:
                 if isinstance(value, torch.Tensor) and value.dim() == 1 and isinstance(block, ArrayBlock):
                     # one λ per parent neuron: spread over the table
@@ -400,9 +409,14 @@ class CompiledGraph(nn.Module):
                      fast: bool = True) -> dict[str, torch.Tensor]:
         """Adaptive λ from the last backward (eq. 18 batch estimate, momentum eq. 145).
 
-        See :func:`sggraph.engine.lambdas.adapt_lambda`.
+        ``child`` grouping: each node's ``θ_v`` from its received feedback against its own
+        prediction (:func:`sggraph.engine.lambdas.adapt_lambda`); ``parent`` and ``edge``: each
+        parent's ``λ_v`` over its out-edges from the backpropagated and synthetic parts of its
+        feedback (§4.2, :func:`sggraph.engine.parent_lambdas.adapt_parent_lambda`).
         """
-        return _adapt_lambda(self, momentum=momentum, normalize=normalize, nodes=nodes, fast=fast)
+        if self.grouping == "child":
+            return _adapt_lambda(self, momentum=momentum, normalize=normalize, nodes=nodes, fast=fast)
+        return adapt_parent_lambda(self, momentum=momentum, normalize=normalize, nodes=nodes, fast=fast)
 
     # ------------------------------------------------------------ generators
     def generator_loss(self) -> torch.Tensor:

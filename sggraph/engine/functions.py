@@ -1,10 +1,18 @@
-"""Built-in node functions a YAML graph names with ``fn:``.
+"""Built-in node functions a YAML graph or cell names with ``fn:``.
 
 Each takes ``z`` of shape ``[B, in_dim]`` (the parents' outputs concatenated in
-declared order) and returns ``[B, dim]``. A node's ``init_std`` (YAML key ``init_std``)
-sets the standard deviation of its normal weight init: ``dot`` keys ``N(0, init_std²)``
-(default 1); ``linear`` / ``tanh`` weights ``N(0, init_std²)`` with zero biases (default:
-PyTorch's ``nn.Linear`` init).
+declared order) and returns ``[B, dim]``:
+
+* ``linear``, ``tanh`` (of a linear map), ``identity`` (a relay), ``dot`` (scaled keys, the
+  SparseNet action head);
+* ``embedding`` — Linear → LayerNorm → Linear → LeakyReLU, orthogonal (the POPGym observation
+  embedding, :class:`ObservationEmbedding`);
+* ``slot_actor`` — per output unit, 6 slots routed by keys (the POPGym actor, :class:`SlotActor`).
+
+A node's ``init_std`` (YAML key ``init_std``) sets the standard deviation of its normal weight
+init: ``dot`` keys ``N(0, init_std²)`` (default 1); ``linear`` / ``tanh`` weights
+``N(0, init_std²)`` with zero biases (default: PyTorch's ``nn.Linear`` init). ``embedding`` and
+``slot_actor`` keep their own init.
 
 >>> import torch
 >>> f = make_function("tanh", in_dim=3, dim=2)
@@ -14,12 +22,15 @@ torch.Size([5, 2])
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from ..exceptions import CompileError
 
-__all__ = ["Identity", "Linear", "ScaledDot", "TanhLinear", "make_function"]
+__all__ = ["Identity", "Linear", "ObservationEmbedding", "ScaledDot", "SlotActor", "TanhLinear", "make_function",
+           "orthogonal_linear_"]
 
 
 def _normal_init(layer: nn.Linear, init_std: float | None) -> None:
@@ -80,9 +91,65 @@ class ScaledDot(nn.Module):
         return f"ScaledDot({self.keys.shape[1]} -> {self.keys.shape[0]})"
 
 
+def orthogonal_linear_(layer: nn.Linear, gain: float = 1.0) -> nn.Linear:
+    """Orthogonal weight (``gain``), zero bias: the authors' init of every POPGym linear layer
+    but the GRU/LSTM actor's last one."""
+    nn.init.orthogonal_(layer.weight, gain)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+class ObservationEmbedding(nn.Module):
+    """``obs [R, obs_dim]`` → ``[R, width]``: Linear → LayerNorm (no affine) → Linear → LeakyReLU.
+
+    Both linear layers orthogonal (gain 1), biases zero, as in the authors' POPGym code
+    (``fn: embedding``).
+    """
+
+    def __init__(self, obs_dim: int, width: int = 128) -> None:
+        super().__init__()
+        self.first = orthogonal_linear_(nn.Linear(obs_dim, width))
+        self.norm = nn.LayerNorm(width, elementwise_affine=False)
+        self.second = orthogonal_linear_(nn.Linear(width, width))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return nn.functional.leaky_relu(self.second(self.norm(self.first(obs))))
+
+
+class SlotActor(nn.Module):
+    """Per action ``a``: ``logit_a = Σ_s α_{a,s} (w_{a,s}·x + c_{a,s})``, ``α_a = softmax_s(⟨x, k_{a,s}⟩/√D)``.
+
+    Shapes: ``x [R, D]`` → ``[R, n_actions]``. Keys and slot weights ~ N(0, 1/D), biases zero
+    (``fn: slot_actor``: 6 slots, the POPGym actor head).
+    """
+
+    def __init__(self, in_dim: int, n_actions: int, slots: int = 6) -> None:
+        super().__init__()
+        self.in_dim, self.n_actions, self.slots = in_dim, n_actions, slots
+        std = 1.0 / math.sqrt(in_dim)
+        # rows: all keys (A·S), then all slot weights (A·S): one matmul for both
+        self.weight = nn.Parameter(torch.randn(2 * n_actions * slots, in_dim) * std)
+        self.bias = nn.Parameter(torch.zeros(n_actions, slots))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, s = self.n_actions, self.slots
+        keys, values = (x @ self.weight.T).view(-1, 2, a, s).unbind(1)
+        alpha = torch.softmax(keys / math.sqrt(self.in_dim), dim=-1)
+        return (alpha * (values + self.bias)).sum(-1)
+
+    def extra_repr(self) -> str:
+        return f"in_dim={self.in_dim}, n_actions={self.n_actions}, slots={self.slots}"
+
+
 def make_function(name: str, in_dim: int, dim: int, node: str | None = None,
                   init_std: float | None = None) -> nn.Module:
     """Instantiate the built-in function ``name`` for a node with the given dims (and weight init std)."""
+    if name in ("embedding", "slot_actor"):
+        if init_std is not None:
+            raise CompileError(f"fn '{name}' keeps its own init; init_std does not apply", node=node,
+                               fix="remove init_std from this node")
+        return ObservationEmbedding(in_dim, dim) if name == "embedding" else SlotActor(in_dim, dim)
     if name in ("linear", "tanh"):
         layer = Linear(in_dim, dim) if name == "linear" else TanhLinear(in_dim, dim)
         _normal_init(layer, init_std)
@@ -97,4 +164,5 @@ def make_function(name: str, in_dim: int, dim: int, node: str | None = None,
             raise CompileError(f"an identity node needs its parents' total dim ({in_dim}) to equal its dim ({dim})",
                                node=node, fix=f"set dim: {in_dim}, or use fn: linear")
         return Identity()
-    raise CompileError(f"unknown fn '{name}'", node=node, fix="use linear, tanh, identity or dot")
+    raise CompileError(f"unknown fn '{name}'", node=node,
+                       fix="use linear, tanh, identity, dot, embedding or slot_actor")

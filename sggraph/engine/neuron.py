@@ -254,9 +254,21 @@ class RecurrentSlotGenerator(nn.Module):
         return project_wired(e, self.weight_in)
 
     def step(self, u: torch.Tensor, e_proj: torch.Tensor | None, alpha: torch.Tensor) -> torch.Tensor:
-        n, b, _ = u.shape
-        pre = torch.baddbmm(self.bias.unsqueeze(1), u, self.weight.transpose(1, 2))
-        if e_proj is not None and e_proj.shape[0]:  # split, not slice: a slice's backward zero-fills
-            wired, rest = pre.split([e_proj.shape[0], n - e_proj.shape[0]], dim=0)
-            pre = torch.cat([wired + e_proj, rest], dim=0)
-        return (alpha.detach().unsqueeze(-1) * pre.view(n, b, self.slots, self.dim)).sum(2)
+        """``u [N, R, F·q]``, ``e_proj [n_in, R, M·q]`` (or None), ``alpha [N, R, M]`` → ``ĥ [N, R, q]``.
+
+        The wired neurons and the rest are computed apart and joined after the slot mixing, so
+        the input projection never costs a copy of the ``[N, R, M·q]`` pre-activations.
+        """
+        k = 0 if e_proj is None else e_proj.shape[0]
+        n = u.shape[0]
+        out = []
+        for (u_part, weight, bias, alpha_part), e_part in zip(
+                zip(*(x.split([k, n - k], dim=0) for x in (u, self.weight, self.bias, alpha))), (e_proj, None)):
+            if u_part.shape[0] == 0:
+                continue
+            pre = torch.baddbmm(bias.unsqueeze(1), u_part, weight.transpose(1, 2))
+            if e_part is not None:
+                pre = pre + e_part
+            c, b, _ = u_part.shape
+            out.append((alpha_part.detach().unsqueeze(-1) * pre.view(c, b, self.slots, self.dim)).sum(2))
+        return out[0] if len(out) == 1 else torch.cat(out, dim=0)

@@ -181,7 +181,7 @@ class CompiledCell(nn.Module):
                                                                                    node.dim, fn, gen)
         input_dim = dims[st.input] if st.input is not None else 0
         fn = functions.get(st.name) or RecurrentSlotArray(st.count, st.fan_in * st.dim, st.dim, st.slots,
-                                                          st.input_neurons, input_dim)
+                                                          st.input_neurons, input_dim, scale_dim=st.scale_dim)
         gen = generators.get(st.name) or RecurrentSlotGenerator(st.count, st.fan_in * st.dim, st.dim, st.slots,
                                                                 st.input_neurons, input_dim)
         self.state = _StateBlock(st.name, st.parent_table(), st.count, st.dim, st.input_neurons, fn, gen)
@@ -510,8 +510,9 @@ class CompiledCell(nn.Module):
         """
         check_momentum(momentum)
         if self.grouping != "child":
-            raise LambdaError("adaptive λ is implemented for the 'child' grouping",
-                              fix="compile the cell with grouping='child'")
+            raise LambdaError(f"a recurrent cell adapts λ under the 'child' grouping (one θ per state neuron), and this "
+                              f"one uses '{self.grouping}'; the per-parent rule of 'parent' and 'edge' is for layered "
+                              "graphs", fix="compile the cell with grouping='child'")
         st = self.state
         if not any(r.received is not None for r in st.records):
             raise no_feedback_error("adapt_lambda")
