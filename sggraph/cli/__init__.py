@@ -5,7 +5,7 @@ error (file, line, node, fix) on stderr and never a traceback.
 
 Commands
 --------
-``sggraph check-conditions FILE.yaml [--json] [--node NAME] [--unroll T]``
+``sggraph check-conditions FILE.yaml [FILE.yaml ...] [--json] [--node NAME] [--unroll T]``
     The paper's conditions A.1–A.3 and (B), with witnesses and the regime; a recurrent cell
     file is checked as the graph of ``--unroll T`` steps (``draw`` takes it too).
 ``sggraph expert``, ``sggraph mse``, ``sggraph train mnist-bandit|popgym``, ``sggraph draw``
