@@ -26,14 +26,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     escape maze (SparseNet sgprop / backprop, GRU, LSTM) briefly."""
     import statistics
 
-    import yaml
-
     from ..core.analysis import check_conditions
     from ..core.graph import Graph
+    from ..core.safe_yaml import read_yaml
 
     for path in demo_graphs():
         print(f"$ sggraph check-conditions examples/{path.name}")
-        print(check_conditions(Graph.from_dict(yaml.safe_load(path.read_text()), file=f"examples/{path.name}")))
+        print(check_conditions(Graph.from_dict(read_yaml(path).data, file=f"examples/{path.name}")))
         print()
     if args.conditions_only:
         return 0

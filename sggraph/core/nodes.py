@@ -109,8 +109,19 @@ class NodeArray:
         if self.fan_in is None:
             return np.zeros((self.count, 0), dtype=np.int64)
         rng = np.random.default_rng(self.seed)
-        keys = rng.random((self.count, parent_count))
-        return np.argsort(keys, axis=1)[:, : self.fan_in].astype(np.int64)
+        if self.fan_in >= parent_count:
+            keys = rng.random((self.count, parent_count))
+            return np.argsort(keys, axis=1)[:, : self.fan_in].astype(np.int64)
+        # the same table as argsort(rng.random((count, parent_count)))[:, :fan_in], in blocks of rows (the
+        # same random stream) and by partial sorting: linear time and bounded memory for wide arrays
+        table = np.empty((self.count, self.fan_in), dtype=np.int64)
+        block = max(1, (1 << 22) // parent_count)
+        for start in range(0, self.count, block):
+            keys = rng.random((min(block, self.count - start), parent_count))
+            smallest = np.argpartition(keys, self.fan_in - 1, axis=1)[:, : self.fan_in]
+            order = np.argsort(np.take_along_axis(keys, smallest, axis=1), axis=1)
+            table[start:start + len(keys)] = np.take_along_axis(smallest, order, axis=1)
+        return table
 
     @property
     def is_source(self) -> bool:

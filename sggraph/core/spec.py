@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import cattrs
-import yaml
 
 from ..exceptions import GraphError, SggraphError, SpecError
+from .safe_yaml import parse_yaml, read_yaml
 
 if TYPE_CHECKING:  # spec builds graphs of the class it is handed; graph.py imports spec
     from .graph import Graph
@@ -144,29 +144,12 @@ _converter.register_structure_hook_func(lambda tp: tp == list[str], _names)
 
 
 def yaml_line_index(text: str) -> dict[str, int]:
-    """Map document paths (``$.nodes[1].dim``) to 1-based line numbers.
+    """Map document paths (``$.nodes[1].dim``) to 1-based line numbers (read by :func:`~sggraph.core.safe_yaml.parse_yaml`).
 
     >>> yaml_line_index("name: g\\nnodes:\\n  - {name: z, dim: 2}\\n")["$.nodes[0].dim"]
     3
     """
-    index: dict[str, int] = {}
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-
-    def walk(node: yaml.Node, path: str) -> None:
-        index[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                sub = f"{path}.{key.value}"
-                index[sub] = key.start_mark.line + 1
-                walk(value, sub)
-                index[sub] = key.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, f"{path}[{i}]")
-
-    if root is not None:
-        walk(root, "$")
-    return index
+    return dict(parse_yaml(text).lines)
 
 
 def line_for(index: Mapping[str, int], path: str) -> int | None:
@@ -347,31 +330,18 @@ def graph_to_dict(g: Graph) -> dict:
 
 
 def load_yaml(path: str, cls: type[Graph]) -> Graph:
-    """Load a graph from a YAML file; every error names ``path`` and the line.
+    """Load a graph from a YAML file (through :func:`~sggraph.core.safe_yaml.read_yaml`); every error names
+    ``path`` and the line.
 
     Raises
     ------
     SpecError
-        The file is missing, is not valid YAML, or does not follow the format.
+        The file is missing, too large, not UTF-8, not valid YAML, or does not follow the format.
     GraphError
         The graph it declares is invalid.
     """
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise SpecError(f"cannot read the file: {exc.strerror}", file=str(path),
-                        fix="check the path") from None
-    try:
-        data = yaml.safe_load(text)
-        index = yaml_line_index(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"YAML syntax error: {problem}", file=str(path),
-                        line=mark.line + 1 if mark else None,
-                        fix="check indentation, colons and brackets on this line and the one before") from None
-    if data is None:
+    doc = read_yaml(path, what="graph file")
+    if doc.data is None:
         raise SpecError("the file is empty", file=str(path), line=1,
                         fix="declare at least one node under `nodes:` or one array under `arrays:`")
-    return graph_from_dict(data, cls=cls, file=str(path), index=index)
+    return graph_from_dict(doc.data, cls=cls, file=str(path), index=doc.lines)

@@ -51,7 +51,9 @@ from .blocks import (
     SourceBlock,
     block_parameters,
     check_generators,
+    check_inputs,
     check_lambda_value,
+    guard_lambda_write,
     observes,
     split_ref,
     step_on,
@@ -192,11 +194,8 @@ class CompiledGraph(nn.Module):
     def _run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         values: dict[str, torch.Tensor] = {}
         batch = None
+        check_inputs(inputs, self.sources, f"graph '{self.graph.name}'", self.check_finite)
         for name, src in self.sources.items():
-            if name not in inputs:
-                raise DimensionError("no input given for this source", node=name,
-                                     fix=f"pass net({{'{name}': tensor, ...}}) with every source: "
-                                         f"{', '.join(self.sources)}")
             x = inputs[name]
             if src.count is None:
                 ok = x.dim() == 2 and x.shape[1] == src.dim
@@ -279,6 +278,7 @@ class CompiledGraph(nn.Module):
                                   fix="pass a scalar or a tensor of the table's shape [count, fan_in(+1)]")
             lam[where] = float(value) if not isinstance(value, torch.Tensor) else value.to(lam)
 
+    @guard_lambda_write
     def set_lambda(self, value: float | torch.Tensor, edge: tuple[str, str] | None = None, *,
                    node: str | None = None) -> None:
         """Set mixing weights.
@@ -367,6 +367,7 @@ class CompiledGraph(nn.Module):
         return float(vals.flatten()[0]) if vals.numel() >= 1 and bool((vals == vals.flatten()[0]).all()) \
             else vals.clone()
 
+    @guard_lambda_write
     def set_self_lambda(self, value: float | torch.Tensor, node: str | None = None) -> None:
         """Set ``λ^self_v`` (the weight of the true feedback in v's own parameter gradient, eq. 6).
 

@@ -28,9 +28,18 @@ from pathlib import Path
 
 import torch
 
-from ..exceptions import ConfigError
-from .rundir import RunDir
-from .settings import check_lambda_setting
+from ..exceptions import ConfigError, GradientError
+from .divergence import Diverged, check_step, divergence_error, keep_last_good
+from .rundir import RunDir, open_run
+from .settings import (
+    MAX_STEPS,
+    check_between,
+    check_lambda_setting,
+    check_positive,
+    check_seed,
+    check_sizes,
+    check_types,
+)
 
 __all__ = ["AUTHORS_CLASSES", "PAPER_LR", "UPDATE_ORDERS", "BanditConfig", "bandit_update", "build_policy",
            "evaluation_steps", "run_bandit",
@@ -88,14 +97,24 @@ class BanditConfig:
     snapshots: int = 0  #: keep this many model snapshots, evenly spaced from step 0 to the end (snapshot-stepN.pt)
 
     def validate(self) -> None:
+        """Raise :class:`~sggraph.ConfigError` naming the first invalid setting (types, finite numbers,
+        ranges, seed, sizes)."""
+        check_types(self)
         if self.method not in PAPER_LR:
             raise ConfigError(f"unknown method '{self.method}'", fix="use sgprop, backprop or mlp")
         check_lambda_setting(self.lam)
-        for name in ("steps", "batch", "eval_batch", "evaluations", "width", "layers", "q", "slots", "n_parents"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1 (got {getattr(self, name)})", fix=f"set {name} >= 1")
-        if not 0 <= self.p_flip <= 1:
-            raise ConfigError(f"p_flip = {self.p_flip} is outside [0, 1]", fix="use a probability")
+        check_seed(self)
+        check_sizes(self, ("batch", "eval_batch", "width", "layers", "q", "slots", "n_parents", "mlp_width",
+                           "eval_size"))
+        check_sizes(self, ("steps", "evaluations", "checkpoint_every"), largest=MAX_STEPS)
+        check_sizes(self, ("snapshots",), largest=MAX_STEPS, smallest=0)
+        check_between(self, ("p_flip", "lam_init", "lam_momentum"))
+        check_positive(self, ("lr",))
+        check_positive(self, ("generator_lr",), zero=True)
+        if not self.classes or any(not 0 <= c <= 9 for c in self.classes) or len(set(self.classes)) < len(
+                self.classes):
+            raise ConfigError(f"classes = {' '.join(map(str, self.classes)) or '(none)'} must be distinct digits 0..9",
+                              fix="list each action's digit once, e.g. --classes 0 1 3 4 5 6 7 8 9")
         choices = {"normalize": ("feedback", "gradient", "none"), "generator_init": ("normal", "zero"),
                    "update_order": UPDATE_ORDERS}
         for name, allowed in choices.items():
@@ -193,17 +212,34 @@ def bandit_update(cfg: BanditConfig, policy: Callable, net, opt: torch.optim.Opt
 
 
 def run_bandit(cfg: BanditConfig, out: str | Path, resume: bool = False,
-               progress: Callable[[str], None] | None = None) -> dict:
-    """Train one run; writes ``config.json``, ``metrics.csv``, ``summary.json``, ``learning_curve.png``
-    and ``checkpoint.pt`` into ``out``. Returns the summary."""
+               progress: Callable[[str], None] | None = None, overwrite: bool = False) -> dict:
+    """Train one run; writes ``config.json``, ``metrics.csv``, ``learning_curve.png``, ``checkpoint.pt`` and,
+    last, ``summary.json`` into ``out``. Returns the summary.
+
+    ``out`` is claimed with :func:`~sggraph.experiments.rundir.open_run` (``resume`` continues the run in it,
+    ``overwrite`` replaces it). A step that makes the parameters non-finite stops the run with a
+    :class:`~sggraph.GradientError`; ``checkpoint.pt`` then holds the step before it.
+    """
+    cfg.validate()
+    with open_run(out, dataclasses.asdict(cfg), growable="steps", resume=resume, overwrite=overwrite) as rd:
+        try:
+            return _train(cfg, rd, resume, progress)
+        except Diverged as diverged:
+            last_good = keep_last_good(rd, diverged, lambda again, stop: _train(cfg, rd, again, None, stop))
+            fix = (f"lower the learning rate (--lr, now {cfg.policy_lr:g}"
+                   + (f"; --generator-lr, now {cfg.generator_lr:g}" if cfg.method == "sgprop" else "")
+                   + ") and start again with --overwrite")
+            raise divergence_error(diverged, last_good, "step", fix, str(rd.path)) from None
+
+
+def _train(cfg: BanditConfig, rd: RunDir, resume: bool, progress: Callable[[str], None] | None,
+           stop: int | None = None) -> dict | None:
+    """The training of :func:`run_bandit` in a claimed run directory (``stop``: end after that step with a
+    checkpoint and no summary)."""
     from ..envs.mnist import MnistBandit, load_mnist
 
-    cfg.validate()
-    rd = RunDir(out)
     config = dataclasses.asdict(cfg)
-    if resume:
-        rd.check_resume(config, growable="steps")
-    rd.write_json("config.json", config)
+    last = cfg.steps if stop is None else stop
     images, labels = load_mnist(cfg.data_dir)
     env = MnistBandit(images, labels, classes=cfg.classes, p_flip=cfg.p_flip, eval_size=cfg.eval_size, seed=cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -216,15 +252,19 @@ def run_bandit(cfg: BanditConfig, out: str | Path, resume: bool = False,
     start = 0
     train_reward = 0.0  # moving average of the (flipped) training reward
     if resume:
-        state = rd.load_checkpoint()
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        if gen_opt is not None:
-            gen_opt.load_state_dict(state["gen_opt"])
-        data_gen.set_state(state["data_gen"])
-        torch.set_rng_state(state["torch_rng"])
-        rows, start = state["rows"], state["step"]
-        train_reward = state["train_reward"]
+        state = rd.load_checkpoint(keys=("step", "model", "opt", "gen_opt", "data_gen", "torch_rng", "rows",
+                                         "train_reward"))
+        with rd.restoring():
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            if gen_opt is not None:
+                gen_opt.load_state_dict(state["gen_opt"])
+            data_gen.set_state(state["data_gen"])
+            torch.set_rng_state(state["torch_rng"])
+            rows, start = list(state["rows"]), int(state["step"])
+            train_reward = float(state["train_reward"])
+    rd.write_json("config.json", config)  # after a resume could fail: a failing --resume changes nothing
+    watched = params + (list(net.generator_parameters()) if net is not None else [])
 
     def evaluate() -> float:
         # in chunks: a 4,000-image forward at once makes 100+ MB activations, far slower per image
@@ -255,10 +295,14 @@ def run_bandit(cfg: BanditConfig, out: str | Path, resume: bool = False,
     if progress is not None and start == 0:
         progress(f"[{cfg.method} seed {cfg.seed}] {n_params:,} policy parameters (SparseNet of these settings: "
                  f"{sparsenet_parameter_count(cfg, env.n_actions):,})")
-    for step in range(start + 1, cfg.steps + 1):
+    for step in range(start + 1, last + 1):
         x, y = env.sample(cfg.batch, data_gen)
-        reward = bandit_update(cfg, policy, net, opt, gen_opt, x,
-                               lambda actions, y=y: env.reward(actions, y, data_gen, train=True), data_gen)
+        try:
+            reward = bandit_update(cfg, policy, net, opt, gen_opt, x,
+                                   lambda actions, y=y: env.reward(actions, y, data_gen, train=True), data_gen)
+        except GradientError as err:  # a mixer met a NaN or infinite gradient
+            raise Diverged(step, err.message) from None
+        check_step(step, watched)
         train_reward = 0.9 * train_reward + 0.1 * float(reward.mean()) if step > 1 else float(reward.mean())
         if step in eval_at:
             row = {"step": step, "samples": step * cfg.batch, "eval_reward": round(evaluate(), 6),
@@ -272,13 +316,16 @@ def run_bandit(cfg: BanditConfig, out: str | Path, resume: bool = False,
         snapshot(step)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             checkpoint(step)
+    if stop is not None:
+        checkpoint(stop)
+        return None
     final = rows[-1]["eval_reward"] if rows else evaluate()
     summary = {"method": cfg.method, "seed": cfg.seed, "steps": cfg.steps, "final_eval_reward": final,
                "mean_eval_reward": sum(r["eval_reward"] for r in rows) / max(len(rows), 1),
                "seconds": round(time.perf_counter() - t0, 2), "resumed_from": start if resume else None,
                "parameters": n_params, "sparsenet_parameters": sparsenet_parameter_count(cfg, env.n_actions)}
-    rd.write_json("summary.json", summary)
     _plot(rows, rd, f"MNIST bandit — {cfg.method}, seed {cfg.seed}")
+    rd.write_json("summary.json", summary)  # last: it marks the run finished
     return summary
 
 

@@ -30,6 +30,7 @@ the generator step (they touch disjoint parameters, so the order does not change
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,9 +41,18 @@ import torch
 
 from ..engine.lambdas import NORMALIZATIONS
 from ..engine.recurrent import GENERATOR_TARGETS
-from ..exceptions import ConfigError
-from .rundir import RunDir
-from .settings import check_lambda_setting
+from ..exceptions import ConfigError, GradientError
+from .divergence import Diverged, check_step, divergence_error, keep_last_good
+from .rundir import RunDir, open_run
+from .settings import (
+    MAX_STEPS,
+    check_between,
+    check_lambda_setting,
+    check_positive,
+    check_seed,
+    check_sizes,
+    check_types,
+)
 
 __all__ = ["Batch", "PopgymConfig", "build_policy", "collect_batch", "discounted_returns", "normalized_returns",
            "reinforce_loss", "run_popgym", "train_batch"]
@@ -98,9 +108,18 @@ class PopgymConfig:
             self.normalize = "gradient" if self.normalize else "none"
 
     def validate(self) -> None:
+        """Raise :class:`~sggraph.ConfigError` naming the first invalid setting (types, finite numbers,
+        ranges, seed, sizes)."""
         from ..envs.popgym import ENVIRONMENTS
         from ..models.recurrent_sparsenet import SCALES
 
+        check_types(self)
+        check_seed(self)
+        check_sizes(self, ("num_envs", "neurons", "q", "slots", "fan_in", "actor_slots", "embed", "hidden",
+                           "maze_size", "episode_length", "lam_samples"))
+        check_sizes(self, ("batches", "checkpoint_every"), largest=MAX_STEPS)
+        check_positive(self, ("lr", "clip_norm"))
+        check_positive(self, ("generator_lr", "generator_clip_norm", "rho"), zero=True)
         if self.env not in ENVIRONMENTS:
             raise ConfigError(f"unknown env '{self.env}'", fix=f"use one of {', '.join(ENVIRONMENTS)}")
         if self.model not in MODELS:
@@ -111,25 +130,12 @@ class PopgymConfig:
             raise ConfigError(f"--method sgprop needs --model sparsenet (got {self.model})",
                               fix=f"use --model sparsenet, or --method backprop for {self.model}")
         check_lambda_setting(self.lam, "θ")
-        for name in ("lam_init", "gamma", "lam_momentum", "explore_drop_prob"):
-            value = getattr(self, name)
-            if not 0 <= value <= 1:
-                raise ConfigError(f"{name} = {value} is outside [0, 1]", fix=f"set {name} in [0, 1]")
-        for name in ("num_envs", "batches", "neurons", "q", "slots", "fan_in", "actor_slots", "embed", "hidden",
-                     "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1 (got {getattr(self, name)})", fix=f"set {name} >= 1")
-        if self.lam_samples is not None and self.lam_samples < 1:
-            raise ConfigError(f"lam_samples must be at least 1 (got {self.lam_samples})",
-                              fix="set lam_samples >= 1, or leave it unset for every valid sample")
+        check_between(self, ("lam_init", "gamma", "lam_momentum", "explore_drop_prob"))
         choices = {"normalize": NORMALIZATIONS, "schedule_anchor": ("rollout", "longest"),
                    "generator_target": GENERATOR_TARGETS, "neuron_scale": SCALES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r}", fix=f"use one of {', '.join(allowed)}")
-        if self.generator_clip_norm < 0:
-            raise ConfigError(f"generator_clip_norm = {self.generator_clip_norm} is negative",
-                              fix="set generator_clip_norm >= 0 (0: no clipping)")
         if not 0 <= self.input_neurons <= self.neurons:
             raise ConfigError(f"input_neurons = {self.input_neurons} must be in 0..{self.neurons}",
                               fix="set input_neurons <= neurons")
@@ -137,8 +143,6 @@ class PopgymConfig:
         if self.fan_in > limit:
             raise ConfigError(f"fan_in = {self.fan_in} must be at most {limit} (neurons = {self.neurons}, "
                               f"self_parents = {self.self_parents})", fix="lower fan_in")
-        if self.lr <= 0 or self.generator_lr < 0:
-            raise ConfigError("learning rates must be positive", fix="set --lr > 0 and --generator-lr >= 0")
 
 
 def build_policy(cfg: PopgymConfig, obs_dim: int, n_actions: int) -> torch.nn.Module:
@@ -292,17 +296,34 @@ def train_batch(cfg: PopgymConfig, envs, policy, opt, gen_opt, batch_index: int,
 
 
 def run_popgym(cfg: PopgymConfig, out: str | Path, resume: bool = False,
-               progress: Callable[[str], None] | None = None) -> dict:
-    """Train one run; writes ``config.json``, ``metrics.csv`` (a row per batch), ``summary.json``,
-    ``learning_curve.png`` and ``checkpoint.pt`` into ``out``. Returns the summary."""
+               progress: Callable[[str], None] | None = None, overwrite: bool = False) -> dict:
+    """Train one run; writes ``config.json``, ``metrics.csv`` (a row per batch), ``learning_curve.png``,
+    ``checkpoint.pt`` and, last, ``summary.json`` into ``out``. Returns the summary.
+
+    ``out`` is claimed with :func:`~sggraph.experiments.rundir.open_run` (``resume`` continues the run in it,
+    ``overwrite`` replaces it). A batch whose loss, gradient or updated parameters are not finite stops the run
+    with a :class:`~sggraph.GradientError`; ``checkpoint.pt`` then holds the batch before it.
+    """
+    cfg.validate()
+    with open_run(out, dataclasses.asdict(cfg), growable="batches", resume=resume, overwrite=overwrite) as rd:
+        try:
+            return _train(cfg, rd, resume, progress)
+        except Diverged as diverged:
+            last_good = keep_last_good(rd, diverged, lambda again, stop: _train(cfg, rd, again, None, stop))
+            fix = (f"lower the learning rate (--lr, now {cfg.lr:g}"
+                   + (f"; --generator-lr, now {cfg.generator_lr:g}" if cfg.method == "sgprop" else "")
+                   + f") or the gradient clip (--clip-norm, now {cfg.clip_norm:g}) and start again with --overwrite")
+            raise divergence_error(diverged, last_good, "batch", fix, str(rd.path)) from None
+
+
+def _train(cfg: PopgymConfig, rd: RunDir, resume: bool, progress: Callable[[str], None] | None,
+           stop: int | None = None) -> dict | None:
+    """The training of :func:`run_popgym` in a claimed run directory (``stop``: end after that many batches
+    with a checkpoint and no summary)."""
     from ..envs.popgym import LabyrinthBatch
 
-    cfg.validate()
-    rd = RunDir(out)
     config = dataclasses.asdict(cfg)
-    if resume:
-        rd.check_resume(config, growable="batches")
-    rd.write_json("config.json", config)
+    last = cfg.batches if stop is None else stop
     envs = LabyrinthBatch(cfg.env, cfg.num_envs, cfg.maze_size, cfg.episode_length, cfg.explore_drop_prob)
     torch.manual_seed(cfg.seed)
     policy = build_policy(cfg, envs.obs_dim, envs.n_actions)
@@ -313,14 +334,17 @@ def run_popgym(cfg: PopgymConfig, out: str | Path, resume: bool = False,
     rows: list[dict] = []
     start = 0
     if resume:
-        state = rd.load_checkpoint()
-        policy.load_state_dict(state["policy"])
-        opt.load_state_dict(state["opt"])
-        if gen_opt is not None:
-            gen_opt.load_state_dict(state["gen_opt"])
-        sampler.set_state(state["sampler"])
-        torch.set_rng_state(state["torch_rng"])
-        rows, start = state["rows"], state["batch"]
+        state = rd.load_checkpoint(keys=("batch", "policy", "opt", "gen_opt", "sampler", "torch_rng", "rows"))
+        with rd.restoring():
+            policy.load_state_dict(state["policy"])
+            opt.load_state_dict(state["opt"])
+            if gen_opt is not None:
+                gen_opt.load_state_dict(state["gen_opt"])
+            sampler.set_state(state["sampler"])
+            torch.set_rng_state(state["torch_rng"])
+            rows, start = list(state["rows"]), int(state["batch"])
+    rd.write_json("config.json", config)  # after a resume could fail: a failing --resume changes nothing
+    watched = list(policy.model_parameters()) + gen_params
 
     def checkpoint(done: int) -> None:
         rd.save_checkpoint({"batch": done, "policy": policy.state_dict(), "opt": opt.state_dict(),
@@ -330,8 +354,14 @@ def run_popgym(cfg: PopgymConfig, out: str | Path, resume: bool = False,
 
     t0 = time.perf_counter()
     label = f"{cfg.model} {cfg.method}" if cfg.model == "sparsenet" else cfg.model
-    for b in range(start, cfg.batches):
-        row = train_batch(cfg, envs, policy, opt, gen_opt, b, sampler)
+    for b in range(start, last):
+        try:
+            row = train_batch(cfg, envs, policy, opt, gen_opt, b, sampler)
+        except GradientError as err:  # a mixer met a NaN or infinite gradient
+            raise Diverged(b + 1, err.message) from None
+        if not math.isfinite(row["grad_norm"]):
+            raise Diverged(b + 1, f"the gradient norm is {row['grad_norm']}")
+        check_step(b + 1, watched, loss=row["loss"])
         rows.append(row)
         if progress is not None:
             recent = rows[-10:]
@@ -342,6 +372,9 @@ def run_popgym(cfg: PopgymConfig, out: str | Path, resume: bool = False,
         if (b + 1) % cfg.checkpoint_every == 0 or b + 1 == cfg.batches:
             checkpoint(b + 1)
     envs.close()
+    if stop is not None:
+        checkpoint(stop)
+        return None
     rates = [r["success_rate"] for r in rows]
     tail = rates[-max(1, len(rates) // 10):]
     summary = {"env": cfg.env, "model": cfg.model, "method": cfg.method, "seed": cfg.seed, "lr": cfg.lr,
@@ -350,8 +383,8 @@ def run_popgym(cfg: PopgymConfig, out: str | Path, resume: bool = False,
                "auc_success_rate": round(sum(rates) / len(rates), 5) if rates else None,
                "seconds": round(time.perf_counter() - t0, 2), "resumed_from": start if resume else None,
                "parameters": sum(p.numel() for p in policy.model_parameters())}
-    rd.write_json("summary.json", summary)
     _plot(rows, rd, f"{cfg.env} — {label}, seed {cfg.seed}")
+    rd.write_json("summary.json", summary)  # last: it marks the run finished
     return summary
 
 

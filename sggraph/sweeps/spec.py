@@ -79,7 +79,7 @@ __all__ = [
 #: Top-level keys of a spec.
 SPEC_KEYS = ("name", "command", "settings", "grid", "description")
 #: Flags the sweep itself passes to every run; a spec may not set them.
-MANAGED = ("out", "resume", "help")
+MANAGED = ("out", "resume", "overwrite", "help")
 #: Commands that cannot be swept (they run sweeps or read them).
 NOT_SWEEPABLE = ("sweep", "plot")
 #: Per-run files written by the sweep (the command writes the rest).
@@ -393,7 +393,8 @@ def _canonical(key: Any, aliases: Mapping[str, str], command: str, where: str, *
     key = str(key)
     if key in MANAGED or aliases.get(key) in MANAGED:
         raise SpecError(f"setting '{key}' in {where} is managed by the sweep", file=file, line=line,
-                        fix="leave it out: every run gets --out OUT/NAME, and --resume when it was killed")
+                        fix="leave it out: every run gets --out OUT/NAME, and --resume when it was killed; "
+                            "a finished run is redone by deleting its directory")
     if key not in aliases:
         names = sorted(n for n in set(aliases.values()) if n not in MANAGED)
         guess = difflib.get_close_matches(key.replace("-", "_"), names, n=1)
@@ -533,21 +534,9 @@ def _validate_run(spec: SweepSpec, cell: GridCell, parser: CommandParser,
 
 
 def load_spec(path: str | Path, parser: CommandParser) -> SweepSpec:
-    """Read and validate a sweep spec YAML file; errors name the file and line."""
-    import yaml
+    """Read (with :func:`~sggraph.core.safe_yaml.read_yaml`) and validate a sweep spec YAML file; errors name
+    the file and line."""
+    from ..core.safe_yaml import read_yaml
 
-    from ..core.spec import yaml_line_index
-
-    path = str(path)
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise SpecError(f"cannot read the sweep spec: {exc.strerror}", file=path, fix="check the path") from None
-    try:
-        data = yaml.safe_load(text)
-        lines = yaml_line_index(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise SpecError(f"YAML syntax error: {getattr(exc, 'problem', exc)}", file=path,
-                        line=mark.line + 1 if mark else None, fix="check indentation and colons") from None
-    return spec_from_dict(data, file=path, lines=lines, parser=parser)
+    doc = read_yaml(path, what="sweep spec")
+    return spec_from_dict(doc.data, file=str(path), lines=doc.lines, parser=parser)
