@@ -7,7 +7,8 @@ import numpy as np
 
 from ..exceptions import GraphError
 
-__all__ = ["FEEDBACK_KINDS", "NODE_FUNCTIONS", "Node", "NodeArray", "check_dim", "check_name", "neuron_name"]
+__all__ = ["FEEDBACK_KINDS", "MAX_DIM", "NODE_FUNCTIONS", "Node", "NodeArray", "check_dim", "check_name",
+           "neuron_name"]
 
 #: Feedback kinds of a terminal node (condition A.1).
 FEEDBACK_KINDS = ("deterministic", "stochastic", "contextual")
@@ -138,11 +139,25 @@ def check_name(name: object, what: str) -> str:
     return name
 
 
+#: The largest dim, count, fan_in or slots of a node or array (a sane bound: no tensor of a larger side is built).
+MAX_DIM = 2**20
+
+
 def check_dim(name: str, dim: object, what: str = "dim") -> int:
+    """``dim`` as an int, or a :class:`~sggraph.GraphError` unless it is an integer in ``1..MAX_DIM``.
+
+    >>> check_dim("h", 100000000000000000000)
+    Traceback (most recent call last):
+    ...
+    sggraph.exceptions.GraphError: node 'h': dim 100000000000000000000 is larger than the limit 1,048,576. Fix: use a dim of at most 1,048,576.
+    """
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
         raise GraphError(f"{what} must be an integer, got {dim!r}", node=name,
                          fix=f"set {what} to a positive integer")
     if dim <= 0:
         raise GraphError(f"{what} must be positive, got {dim}", node=name,
                          fix=f"set {what} to a positive integer")
+    if dim > MAX_DIM:
+        raise GraphError(f"{what} {dim} is larger than the limit {MAX_DIM:,}", node=name,
+                         fix=f"use a {what} of at most {MAX_DIM:,}")
     return int(dim)

@@ -19,7 +19,10 @@ from torch import nn
 
 from ..exceptions import CompileError
 
-__all__ = ["Identity", "Linear", "ScaledDot", "TanhLinear", "make_function"]
+__all__ = ["MAX_WEIGHTS", "Identity", "Linear", "ScaledDot", "TanhLinear", "make_function"]
+
+#: The most weights one built-in node function may hold (2^28 floats: 1 GiB).
+MAX_WEIGHTS = 2**28
 
 
 def _normal_init(layer: nn.Linear, init_std: float | None) -> None:
@@ -82,7 +85,13 @@ class ScaledDot(nn.Module):
 
 def make_function(name: str, in_dim: int, dim: int, node: str | None = None,
                   init_std: float | None = None) -> nn.Module:
-    """Instantiate the built-in function ``name`` for a node with the given dims (and weight init std)."""
+    """Instantiate the built-in function ``name`` for a node with the given dims (and weight init std).
+
+    Raises :class:`~sggraph.CompileError` naming the node when the weights would exceed :data:`MAX_WEIGHTS`.
+    """
+    if name in ("linear", "tanh", "dot") and in_dim * dim > MAX_WEIGHTS:
+        raise CompileError(f"fn {name} would need {in_dim:,} x {dim:,} weights, more than the {MAX_WEIGHTS:,} "
+                           "one node may hold", node=node, fix="lower the node's dim or its parents' dims")
     if name in ("linear", "tanh"):
         layer = Linear(in_dim, dim) if name == "linear" else TanhLinear(in_dim, dim)
         _normal_init(layer, init_std)

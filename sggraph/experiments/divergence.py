@@ -48,19 +48,20 @@ def check_step(step: int, parameters: Iterable[torch.Tensor], loss: float | None
         raise Diverged(step, "the update made parameters NaN or infinite")
 
 
-def keep_last_good(rundir: Any, diverged: Diverged, replay: Callable[[bool, int], object]) -> int | None:
+def keep_last_good(rundir: Any, diverged: Diverged, replay: Callable[[bool, int], object],
+                   key: str = "step") -> int | None:
     """Make ``checkpoint.pt`` hold the step before ``diverged.step``; returns that step (None: no checkpoint).
 
     ``replay(resume, stop)`` trains from the checkpoint (``resume``) or from the start up to step ``stop`` and
-    checkpoints it. Should the replay itself diverge (a run that is not deterministic), the last checkpoint
-    written stays.
+    checkpoints it; ``key`` is the checkpoint's entry that counts the steps. Should the replay itself diverge
+    (a run that is not deterministic), the last checkpoint written stays.
     """
     last_good = diverged.step - 1
-    resume = rundir.has_checkpoint() and rundir.load_checkpoint()["step"] <= last_good
+    resume = rundir.has_checkpoint() and rundir.load_checkpoint(keys=(key,))[key] <= last_good
     try:
         replay(resume, last_good)
     except Diverged:
-        return int(rundir.load_checkpoint()["step"]) if rundir.has_checkpoint() else None
+        return int(rundir.load_checkpoint(keys=(key,))[key]) if rundir.has_checkpoint() else None
     return last_good
 
 

@@ -32,6 +32,7 @@ from ..exceptions import ConfigError, GradientError
 from .divergence import Diverged, check_step, divergence_error, keep_last_good
 from .rundir import RunDir, open_run
 from .settings import (
+    MAX_RATE,
     MAX_STEPS,
     check_between,
     check_lambda_setting,
@@ -109,8 +110,8 @@ class BanditConfig:
         check_sizes(self, ("steps", "evaluations", "checkpoint_every"), largest=MAX_STEPS)
         check_sizes(self, ("snapshots",), largest=MAX_STEPS, smallest=0)
         check_between(self, ("p_flip", "lam_init", "lam_momentum"))
-        check_positive(self, ("lr",))
-        check_positive(self, ("generator_lr",), zero=True)
+        check_positive(self, ("lr",), largest=MAX_RATE)
+        check_positive(self, ("generator_lr",), zero=True, largest=MAX_RATE)
         if not self.classes or any(not 0 <= c <= 9 for c in self.classes) or len(set(self.classes)) < len(
                 self.classes):
             raise ConfigError(f"classes = {' '.join(map(str, self.classes)) or '(none)'} must be distinct digits 0..9",
@@ -192,6 +193,9 @@ def bandit_update(cfg: BanditConfig, policy: Callable, net, opt: torch.optim.Opt
     """
     opt.zero_grad(set_to_none=True)
     log_probs = torch.log_softmax(policy(x), dim=-1)
+    if not bool(torch.isfinite(log_probs).all()):
+        raise GradientError("the policy's action probabilities are NaN or infinite (its weights grew too large)",
+                            fix="lower the learning rate")
     actions = torch.multinomial(log_probs.detach().exp(), 1, generator=generator).squeeze(1)
     reward = reward_of(actions)
     loss = -(reward * log_probs.gather(1, actions.unsqueeze(1)).squeeze(1)).mean()

@@ -45,6 +45,7 @@ from ..exceptions import ConfigError, GradientError
 from .divergence import Diverged, check_step, divergence_error, keep_last_good
 from .rundir import RunDir, open_run
 from .settings import (
+    MAX_RATE,
     MAX_STEPS,
     check_between,
     check_lambda_setting,
@@ -118,8 +119,10 @@ class PopgymConfig:
         check_sizes(self, ("num_envs", "neurons", "q", "slots", "fan_in", "actor_slots", "embed", "hidden",
                            "maze_size", "episode_length", "lam_samples"))
         check_sizes(self, ("batches", "checkpoint_every"), largest=MAX_STEPS)
-        check_positive(self, ("lr", "clip_norm"))
-        check_positive(self, ("generator_lr", "generator_clip_norm", "rho"), zero=True)
+        check_positive(self, ("lr",), largest=MAX_RATE)
+        check_positive(self, ("clip_norm",))
+        check_positive(self, ("generator_lr",), zero=True, largest=MAX_RATE)
+        check_positive(self, ("generator_clip_norm", "rho"), zero=True)
         if self.env not in ENVIRONMENTS:
             raise ConfigError(f"unknown env '{self.env}'", fix=f"use one of {', '.join(ENVIRONMENTS)}")
         if self.model not in MODELS:
@@ -205,6 +208,9 @@ def collect_batch(envs, policy, seed: int, batch: int, generator: torch.Generato
     with torch.no_grad():
         for _ in range(horizon):
             logits, state = policy.step(obs, state)
+            if not bool(torch.isfinite(logits).all()):
+                raise GradientError("the policy's action logits are NaN or infinite (its weights grew too large)",
+                                    fix="lower the learning rate")
             actions = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
             next_obs, reward, terminated, truncated = envs.step(actions.numpy())
             obs_seq.append(obs)
@@ -309,7 +315,8 @@ def run_popgym(cfg: PopgymConfig, out: str | Path, resume: bool = False,
         try:
             return _train(cfg, rd, resume, progress)
         except Diverged as diverged:
-            last_good = keep_last_good(rd, diverged, lambda again, stop: _train(cfg, rd, again, None, stop))
+            last_good = keep_last_good(rd, diverged, lambda again, stop: _train(cfg, rd, again, None, stop),
+                                       key="batch")
             fix = (f"lower the learning rate (--lr, now {cfg.lr:g}"
                    + (f"; --generator-lr, now {cfg.generator_lr:g}" if cfg.method == "sgprop" else "")
                    + f") or the gradient clip (--clip-norm, now {cfg.clip_norm:g}) and start again with --overwrite")

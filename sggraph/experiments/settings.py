@@ -29,7 +29,7 @@ from typing import Any
 
 from ..exceptions import ConfigError
 
-__all__ = ["MAX_SEED", "MAX_SIZE", "MAX_STEPS", "check_between", "check_lambda_setting", "check_positive",
+__all__ = ["MAX_RATE", "MAX_SEED", "MAX_SIZE", "MAX_STEPS", "check_between", "check_lambda_setting", "check_positive",
            "check_seed", "check_setting", "check_sizes", "check_types", "flag"]
 
 #: Largest seed (NumPy's and the environments' generators take 32-bit seeds).
@@ -38,6 +38,8 @@ MAX_SEED = 2**32 - 1
 MAX_SIZE = 2**20
 #: Largest number of training steps, batches, evaluations or snapshots.
 MAX_STEPS = 10**9
+#: Largest learning rate (the optimizers compute in float32; far larger rates only diverge).
+MAX_RATE = 1e30
 
 
 def flag(name: str) -> str:
@@ -120,12 +122,16 @@ def check_sizes(cfg: Any, names: Iterable[str], *, largest: int = MAX_SIZE, smal
                               fix=f"set {flag(name)} to at most {largest:,}")
 
 
-def check_positive(cfg: Any, names: Iterable[str], *, zero: bool = False) -> None:
-    """Raise unless each number in ``names`` (None skipped) is positive (``zero``: or zero)."""
+def check_positive(cfg: Any, names: Iterable[str], *, zero: bool = False, largest: float | None = None) -> None:
+    """Raise unless each number in ``names`` (None skipped) is positive (``zero``: or zero) and at most
+    ``largest``."""
     for name in names:
         value = getattr(cfg, name)
         if value is None:
             continue
+        if largest is not None and value > largest:
+            raise ConfigError(f"{name} = {value:g} is larger than the limit {largest:g}",
+                              fix=f"set {flag(name)} to at most {largest:g}")
         if value < 0 or (value == 0 and not zero):
             bound = ">= 0" if zero else "> 0"
             raise ConfigError(f"{name} = {value} must be {bound}", fix=f"set {flag(name)} {bound}, e.g. "

@@ -71,6 +71,7 @@ __all__ = [
     "command_options",
     "expand_grid",
     "format_value",
+    "grid_size",
     "load_spec",
     "run_name",
     "spec_from_dict",
@@ -80,6 +81,8 @@ __all__ = [
 SPEC_KEYS = ("name", "command", "settings", "grid", "description")
 #: Flags the sweep itself passes to every run; a spec may not set them.
 MANAGED = ("out", "resume", "overwrite", "help")
+#: The most runs one sweep may hold (a larger grid is refused before anything is expanded).
+MAX_RUNS = 10_000
 #: Commands that cannot be swept (they run sweeps or read them).
 NOT_SWEEPABLE = ("sweep", "plot")
 #: Per-run files written by the sweep (the command writes the rest).
@@ -322,6 +325,19 @@ def expand_grid(axes: Sequence[_Axis]) -> list[dict[str, Any]]:
     return cells
 
 
+def grid_size(axes: Sequence[_Axis]) -> int:
+    """The number of combinations of a grid before duplicates are removed (computed, not expanded).
+
+    >>> grid_size([_Axis("a", (1, 2, 3)), _Axis("v", entries=((_Axis("m", ("x",)),), (_Axis("b", (0, 1)),)),
+    ...            group=True)])
+    9
+    """
+    size = 1
+    for axis in axes:
+        size *= sum(grid_size(entry) for entry in axis.entries) if axis.group else len(axis.values)
+    return size
+
+
 @dataclass(frozen=True)
 class GridCell:
     """One run of a sweep: its grid settings and its directory name."""
@@ -498,6 +514,10 @@ def spec_from_dict(data: Any, *, file: str | None = None, lines: Mapping[str, in
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._+-]+", name):
         raise SpecError(f"sweep name {name!r} is not a plain word", file=file, line=at("$.name"),
                         fix="use letters, digits and . _ + - only")
+    size = grid_size(axes)
+    if size > MAX_RUNS:
+        raise SpecError(f"the grid makes {size:,} runs, more than the {MAX_RUNS:,} a sweep may hold", file=file,
+                        line=at("$.grid"), fix="split it into several sweeps, or vary fewer settings at once")
     spec = SweepSpec(name=name, command=words, settings=settings, axes=axes, options=options, file=file)
     for cell in spec.cells():  # duplicate names are spec errors; every run's config is validated up front
         _validate_run(spec, cell, parser, value_lines, at("$.grid"))
