@@ -202,3 +202,25 @@ def test_config_values_of_the_wrong_type_are_located(tmp_path, capsys):
     assert main(["train", "mnist-bandit", "--config", str(cfg), "--out", str(tmp_path / "r")]) == 2
     assert f"{cfg}:1: classes" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_sweep_grid_of_too_many_runs_is_refused_before_it_is_expanded(tmp_path, capsys):
+    spec = tmp_path / "huge.yaml"
+    values = ", ".join(str(i) for i in range(100))
+    spec.write_text(f"command: train mnist-bandit\ngrid:\n  seed: [{values}]\n  steps: [{values}]\n"
+                    f"  width: [{values}]\n")
+    t0 = time.perf_counter()
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "out")]) == 2
+    assert time.perf_counter() - t0 < 10
+    err = capsys.readouterr().err
+    assert f"{spec}:2: the grid makes 1,000,000 runs, more than the 10,000" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("layer", [10**30, -1, 2.5])
+def test_a_source_layer_out_of_range_is_a_graph_error(layer, tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text(f"nodes:\n  - {{name: z, dim: 1}}\n  - {{name: e, dim: 1, layer: {layer}}}\n")
+    with pytest.raises((GraphError, SpecError)) as info:
+        Graph.from_yaml(str(path))
+    assert info.value.line == 3 and info.value.node == "e"

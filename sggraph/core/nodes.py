@@ -7,8 +7,8 @@ import numpy as np
 
 from ..exceptions import GraphError
 
-__all__ = ["FEEDBACK_KINDS", "MAX_DIM", "NODE_FUNCTIONS", "Node", "NodeArray", "check_dim", "check_name",
-           "neuron_name"]
+__all__ = ["FEEDBACK_KINDS", "MAX_DIM", "NODE_FUNCTIONS", "Node", "NodeArray", "check_dim", "check_layer",
+           "check_name", "neuron_name"]
 
 #: Feedback kinds of a terminal node (condition A.1).
 FEEDBACK_KINDS = ("deterministic", "stochastic", "contextual")
@@ -141,6 +141,21 @@ def check_name(name: object, what: str) -> str:
 
 #: The largest dim, count, fan_in or slots of a node or array (a sane bound: no tensor of a larger side is built).
 MAX_DIM = 2**20
+
+
+def check_layer(name: str, layer: object) -> int | None:
+    """A declared layer as an int (None stays None), or a :class:`~sggraph.GraphError` unless it is an integer
+    in ``0..MAX_DIM``.
+
+    >>> check_layer("e", 2), check_layer("e", None)
+    (2, None)
+    """
+    if layer is None:
+        return None
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 0 <= layer <= MAX_DIM:
+        raise GraphError(f"layer must be an integer in 0..{MAX_DIM:,}, got {layer!r}", node=name,
+                         fix="give the source's layer as a small non-negative integer, or leave it out (layer 0)")
+    return int(layer)
 
 
 def check_dim(name: str, dim: object, what: str = "dim") -> int:

@@ -217,6 +217,25 @@ def _spec_errors(exc: Exception, data: Any, index: Mapping[str, int], file: str 
                          "stochastic and residual are true or false")
 
 
+def _check_keys(data: Any, path: str, index: Mapping[str, int], file: str | None) -> None:
+    """Raise :class:`SpecError` at the first mapping key that is not text (``1: x``, ``? [a]``, ``null: x``)."""
+    todo, seen = [(data, path)], set()
+    while todo:
+        value, where = todo.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    pretty = where.replace("$.", "").replace("$", "the document")
+                    raise SpecError(f"the key {key!r} in {pretty} is not a name", file=file,
+                                    line=line_for(index, where), fix="keys are words such as `name`, `dim`, `nodes`")
+                todo.append((item, f"{where}.{key}"))
+        elif isinstance(value, list):
+            todo.extend((item, f"{where}[{i}]") for i, item in enumerate(value))
+
+
 def graph_from_dict(data: Any, *, cls: type[Graph], file: str | None = None,
                     index: Mapping[str, int] | None = None) -> Graph:
     """Build a :class:`~sggraph.Graph` from a mapping in the YAML format.
@@ -243,6 +262,7 @@ def graph_from_dict(data: Any, *, cls: type[Graph], file: str | None = None,
     if not isinstance(data, Mapping):
         raise SpecError(f"the document must be a mapping with `nodes:` and/or `arrays:`, got {type(data).__name__}",
                         file=file, line=1, fix="start the file with `name: ...` and `nodes:`")
+    _check_keys(data, "$", index, file)
     try:
         spec = _converter.structure(dict(data), GraphSpec)
     except (cattrs.BaseValidationError, TypeError, ValueError) as exc:
