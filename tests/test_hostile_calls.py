@@ -152,3 +152,21 @@ def test_draw_into_an_unwritable_directory_names_the_target_and_the_right_fix(su
     err = capsys.readouterr().err
     assert f"cannot write x{suffix}: the directory /sys is not writable" in err
     assert ".tmp" not in err and "dot -T" not in err and "Traceback" not in err
+
+
+def test_a_graph_too_large_for_memory_is_a_compile_error_naming_the_node(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text("name: big\nnodes:\n  - {name: z, dim: 1048576}\n"
+                    "  - {name: h, dim: 1048576, parents: [z], fn: identity}\n")  # a 2^40-weight generator
+    with pytest.raises(sggraph.CompileError, match="not enough memory") as info:
+        sggraph.compile(sggraph.Graph.from_yaml(str(path)))
+    assert info.value.node == "h" and info.value.line == 4
+
+
+def test_a_linear_node_beyond_the_weight_limit_is_refused_before_allocating():
+    g = sggraph.Graph("wide")
+    g.add_node("z", 2**20)
+    g.add_node("y", 2**20, ["z"], fn="linear")
+    with pytest.raises(sggraph.CompileError, match="weights, more than") as info:
+        sggraph.compile(g)
+    assert info.value.node == "y"

@@ -19,9 +19,10 @@ def _config_from(args: argparse.Namespace, cls, skip=("out", "resume", "config",
 
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values: dict = {}
+    index: dict = {}
     if args.config:
         doc = read_yaml(args.config, what="config")
-        data, index = {} if doc.data is None else doc.data, doc.lines
+        data, index = {} if doc.data is None else doc.data, dict(doc.lines)
         if not isinstance(data, dict):
             raise SpecError("the config must be a mapping of setting: value", file=args.config, line=1,
                             fix="write one `setting: value` per line")
@@ -32,23 +33,20 @@ def _config_from(args: argparse.Namespace, cls, skip=("out", "resume", "config",
                                   fix=(f"did you mean '{guess[0]}'? " if guess else "") +
                                   f"settings: {', '.join(fields)}")
             if key == "lam" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                value = str(value)  # `lambda: 0.9` in YAML is a number; the setting is text (or "adaptive")
-            if key == "classes" and isinstance(value, list):
-                value = tuple(value)
-            try:
-                check_setting(cls, key, value)
-            except ConfigError as err:
-                raise err.located(args.config, index.get(f"$.{key}")) from None
-            values[key] = value
+                value = str(value)  # `lam: 0.9` in YAML is a number; the setting is text (or "adaptive")
+            values[key] = tuple(value) if key == "classes" and isinstance(value, list) else value
+    from_file = [k for k in values if getattr(args, k, None) is None]
     for name in fields:
         given = getattr(args, name, None)
         if given is not None:
-            values[name] = given
-    if "classes" in values:
-        values["classes"] = tuple(values["classes"])
-    if "lam" in values:
-        values["lam"] = str(values["lam"])
-    return cls(**values)
+            values[name] = tuple(given) if name == "classes" else given
+    cfg = cls(**values)
+    for key in from_file:  # the file's values, located at their line (flags are typed by the parser)
+        try:
+            check_setting(cls, key, getattr(cfg, key))
+        except ConfigError as err:
+            raise err.located(args.config, index.get(f"$.{key}")) from None
+    return cfg
 
 
 

@@ -567,4 +567,24 @@ def compile(graph: Graph, functions: Mapping[str, nn.Module] | None = None,
             raise CompileError(f"generator_init='{generator_init}' is not available for a recurrent cell",
                                fix="pass generators={name: module} to initialise a cell's generators")
         return compile_cell(graph, functions, generators, grouping=grouping)  # type: ignore[return-value]
-    return CompiledGraph(graph, functions, generators, grouping, generator_init)
+    try:
+        return CompiledGraph(graph, functions, generators, grouping, generator_init)
+    except (RuntimeError, MemoryError) as exc:
+        if not isinstance(exc, MemoryError) and "alloc" not in str(exc).lower():
+            raise
+        raise _out_of_memory(graph) from None
+
+
+def _out_of_memory(graph: Graph) -> CompileError:
+    """The error for a graph whose parameters do not fit in memory, naming its largest node."""
+    sizes = {}
+    for name, node in graph.nodes.items():
+        in_dim = sum(graph.nodes[p].dim if p in graph.nodes else 1 for p in node.parents)
+        sizes[name] = in_dim * node.dim
+    for name, arr in graph.arrays.items():
+        sizes[name] = arr.count * arr.dim * (arr.fan_in or 1) * arr.slots
+    largest = max(sizes, key=sizes.__getitem__)
+    file, line = graph.where(largest)
+    return CompileError(f"not enough memory for the parameters of graph '{graph.name}' (its largest node needs "
+                        f"about {sizes[largest]:,} weights)", node=largest, file=file, line=line,
+                        fix="lower the dims and counts of the largest nodes and arrays")
