@@ -268,9 +268,9 @@ def test_the_last_good_checkpoint_is_exactly_the_uninterrupted_runs(tmp_path):
     cut = tmp_path / "cut"
     run_bandit(BanditConfig(**{**small, "steps": 2, "evaluations": 2}), cut)  # its checkpoint.pt holds step 2
     cfg = BanditConfig(**{**small, "steps": 9, "evaluations": 9})  # evaluated at every step, like the others
-    kept = keep_last_good(RunDir(cut), Diverged(7, "a test divergence at step 7"),
-                          lambda again, stop: mnist_bandit._train(cfg, RunDir(cut), again, None, stop))
-    assert kept == 6
+    first, kept = keep_last_good(RunDir(cut), Diverged(7, "a test divergence at step 7"),
+                                 lambda again, stop: mnist_bandit._train(cfg, RunDir(cut), again, None, stop))
+    assert kept == 6 and first.step == 7
     mine, whole = (torch.load(p / "checkpoint.pt", weights_only=True) for p in (cut, tmp_path / "whole"))
     assert mine["step"] == whole["step"] == 6 and mine["rows"] == whole["rows"]
     for key, value in whole["model"].items():
@@ -305,3 +305,20 @@ def test_a_sweep_directory_is_locked_as_a_whole(tmp_path, capsys):
     assert main(["sweep", str(spec), "--workers", "1", "--out", str(out)]) == 0  # the stale lock is taken over
     assert not (out / "sweep.lock").exists()
     assert sorted(p.name for p in out.iterdir()) == ["runs.csv", "seed=0", "seed=1", "spec.yaml", "sweep.json"]
+
+
+def test_a_divergence_noticed_late_is_traced_back_to_the_step_that_caused_it(tmp_path):
+    rd = RunDir(tmp_path / "run")
+    rd.save_checkpoint({"step": 2})
+    replays = []
+
+    def replay(resume: bool, stop: int) -> None:  # a run whose parameters went bad in step 4
+        replays.append((resume, stop))
+        if stop >= 4:
+            raise Diverged(4, "the update made parameters NaN or infinite")
+        rd.save_checkpoint({"step": stop})
+
+    first, kept = keep_last_good(rd, Diverged(9, "the policy's outputs are NaN"), replay)
+    assert (first.step, kept) == (4, 3) and "parameters" in first.reason
+    assert replays == [(True, 8), (True, 3)]
+    assert rd.load_checkpoint()["step"] == 3

@@ -1,11 +1,13 @@
 """Stopping a training run that diverges, keeping a resumable checkpoint of its last good step.
 
-After every step the trainers check that the loss, and every parameter after the update,
-are finite (a NaN or infinite gradient is caught by the compiled net's mixers, or turns the
-updated parameters non-finite). A step that fails raises :class:`Diverged`; the trainer
-then rebuilds the state of the step before it — by replaying from the last checkpoint,
-which is exact because runs are deterministic — saves it as ``checkpoint.pt``, and stops
-with a :class:`~sggraph.GradientError` that names the step and the likely fix.
+Every step the trainers check what costs nothing — the policy's outputs (and, for POPGym,
+the loss and the gradient norm); a NaN or infinite gradient is caught by the compiled net's
+mixers — and before every checkpoint that every parameter is finite, so a checkpoint is
+always good. A failed check raises :class:`Diverged`; the trainer then replays from the last
+checkpoint, checking every parameter after every step (exact, because runs are
+deterministic), finds the first step that went wrong, saves the step before it as
+``checkpoint.pt`` and stops with a :class:`~sggraph.GradientError` naming that step and the
+likely fix.
 
 >>> import torch
 >>> all_finite([torch.ones(3), torch.zeros(2, 2)]), all_finite([torch.tensor([1.0, float("nan")])])
@@ -49,20 +51,31 @@ def check_step(step: int, parameters: Iterable[torch.Tensor], loss: float | None
 
 
 def keep_last_good(rundir: Any, diverged: Diverged, replay: Callable[[bool, int], object],
-                   key: str = "step") -> int | None:
-    """Make ``checkpoint.pt`` hold the step before ``diverged.step``; returns that step (None: no checkpoint).
+                   key: str = "step") -> tuple[Diverged, int | None]:
+    """Make ``checkpoint.pt`` hold the last good step before ``diverged``; returns the first bad step's
+    :class:`Diverged` and the last good step (None: no checkpoint could be kept).
 
-    ``replay(resume, stop)`` trains from the checkpoint (``resume``) or from the start up to step ``stop`` and
-    checkpoints it; ``key`` is the checkpoint's entry that counts the steps. Should the replay itself diverge
-    (a run that is not deterministic), the last checkpoint written stays.
+    ``replay(resume, stop)`` trains from the checkpoint (``resume``) or from the start up to step ``stop``,
+    checking every step, and checkpoints it; ``key`` is the checkpoint's entry that counts the steps. A
+    divergence noticed late (a run checks its parameters at checkpoints, its outputs every step) is traced
+    back to the step that caused it this way. Should a replay diverge later than the run did (a run that is
+    not deterministic), the last checkpoint written stays.
     """
-    last_good = diverged.step - 1
-    resume = rundir.has_checkpoint() and rundir.load_checkpoint(keys=(key,))[key] <= last_good
-    try:
-        replay(resume, last_good)
-    except Diverged:
+    def checkpointed() -> int | None:
         return int(rundir.load_checkpoint(keys=(key,))[key]) if rundir.has_checkpoint() else None
-    return last_good
+
+    first = diverged
+    for _ in range(3):
+        last_good = first.step - 1
+        saved = checkpointed()
+        try:
+            replay(saved is not None and saved <= last_good, last_good)
+            return first, last_good
+        except Diverged as earlier:
+            if earlier.step >= first.step:
+                break
+            first = earlier
+    return first, checkpointed()
 
 
 def divergence_error(diverged: Diverged, last_good: int | None, unit: str, fix: str, file: str) -> GradientError:

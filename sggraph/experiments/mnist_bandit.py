@@ -229,17 +229,17 @@ def run_bandit(cfg: BanditConfig, out: str | Path, resume: bool = False,
         try:
             return _train(cfg, rd, resume, progress)
         except Diverged as diverged:
-            last_good = keep_last_good(rd, diverged, lambda again, stop: _train(cfg, rd, again, None, stop))
+            first, last_good = keep_last_good(rd, diverged, lambda again, stop: _train(cfg, rd, again, None, stop))
             fix = (f"lower the learning rate (--lr, now {cfg.policy_lr:g}"
                    + (f"; --generator-lr, now {cfg.generator_lr:g}" if cfg.method == "sgprop" else "")
                    + ") and start again with --overwrite")
-            raise divergence_error(diverged, last_good, "step", fix, str(rd.path)) from None
+            raise divergence_error(first, last_good, "step", fix, str(rd.path)) from None
 
 
 def _train(cfg: BanditConfig, rd: RunDir, resume: bool, progress: Callable[[str], None] | None,
            stop: int | None = None) -> dict | None:
-    """The training of :func:`run_bandit` in a claimed run directory (``stop``: end after that step with a
-    checkpoint and no summary)."""
+    """The training of :func:`run_bandit` in a claimed run directory (``stop``: replay up to that step, checking
+    every step, and end with a checkpoint and no summary)."""
     from ..envs.mnist import MnistBandit, load_mnist
 
     config = dataclasses.asdict(cfg)
@@ -306,7 +306,8 @@ def _train(cfg: BanditConfig, rd: RunDir, resume: bool, progress: Callable[[str]
                                    lambda actions, y=y: env.reward(actions, y, data_gen, train=True), data_gen)
         except GradientError as err:  # a mixer met a NaN or infinite gradient
             raise Diverged(step, err.message) from None
-        check_step(step, watched)
+        if stop is not None or step % cfg.checkpoint_every == 0 or step in (cfg.steps, last) or step in snapshot_at:
+            check_step(step, watched)  # every step when replaying, else before anything is saved
         train_reward = 0.9 * train_reward + 0.1 * float(reward.mean()) if step > 1 else float(reward.mean())
         if step in eval_at:
             row = {"step": step, "samples": step * cfg.batch, "eval_reward": round(evaluate(), 6),

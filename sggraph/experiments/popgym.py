@@ -315,18 +315,18 @@ def run_popgym(cfg: PopgymConfig, out: str | Path, resume: bool = False,
         try:
             return _train(cfg, rd, resume, progress)
         except Diverged as diverged:
-            last_good = keep_last_good(rd, diverged, lambda again, stop: _train(cfg, rd, again, None, stop),
-                                       key="batch")
+            first, last_good = keep_last_good(rd, diverged, lambda again, stop: _train(cfg, rd, again, None, stop),
+                                              key="batch")
             fix = (f"lower the learning rate (--lr, now {cfg.lr:g}"
                    + (f"; --generator-lr, now {cfg.generator_lr:g}" if cfg.method == "sgprop" else "")
                    + f") or the gradient clip (--clip-norm, now {cfg.clip_norm:g}) and start again with --overwrite")
-            raise divergence_error(diverged, last_good, "batch", fix, str(rd.path)) from None
+            raise divergence_error(first, last_good, "batch", fix, str(rd.path)) from None
 
 
 def _train(cfg: PopgymConfig, rd: RunDir, resume: bool, progress: Callable[[str], None] | None,
            stop: int | None = None) -> dict | None:
-    """The training of :func:`run_popgym` in a claimed run directory (``stop``: end after that many batches
-    with a checkpoint and no summary)."""
+    """The training of :func:`run_popgym` in a claimed run directory (``stop``: replay up to that many batches,
+    checking every batch, and end with a checkpoint and no summary)."""
     from ..envs.popgym import LabyrinthBatch
 
     config = dataclasses.asdict(cfg)
@@ -368,7 +368,10 @@ def _train(cfg: PopgymConfig, rd: RunDir, resume: bool, progress: Callable[[str]
             raise Diverged(b + 1, err.message) from None
         if not math.isfinite(row["grad_norm"]):
             raise Diverged(b + 1, f"the gradient norm is {row['grad_norm']}")
-        check_step(b + 1, watched, loss=row["loss"])
+        if stop is not None or (b + 1) % cfg.checkpoint_every == 0 or b + 1 in (cfg.batches, last):
+            check_step(b + 1, watched, loss=row["loss"])  # every batch when replaying, else before a checkpoint
+        elif not math.isfinite(row["loss"]):
+            raise Diverged(b + 1, f"the loss is {row['loss']}")
         rows.append(row)
         if progress is not None:
             recent = rows[-10:]
