@@ -1,8 +1,9 @@
 """The one YAML loader of sggraph: safe by construction against hostile files.
 
 Graphs, cells, ``train --config`` files and sweep specs are all read by :func:`read_yaml`
-(text already in memory by :func:`parse_yaml`). Before a document is built, a first pass
-over the parser's events enforces limits, each with an error naming the file and line:
+(text already in memory by :func:`parse_yaml`). The document is built in one pass over the
+parser's events, and the limits are enforced event by event — before anything past them is
+built — each with an error naming the file and line:
 
 * the file is at most :data:`MAX_FILE_BYTES` bytes and UTF-8 text (a byte that is not
   UTF-8 is reported with its byte offset and line);
@@ -117,8 +118,8 @@ def read_yaml(path: str | os.PathLike, *, what: str = "file", max_bytes: int = M
         raise SpecError(f"cannot read the {what}: {exc.strerror or exc}", file=file, fix="check the path") from None
     if len(raw) > max_bytes:
         raise SpecError(f"the {what} is larger than {max_bytes:,} bytes", file=file,
-                        fix=f"sggraph reads YAML files of at most {max_bytes // (1024 * 1024)} MiB; check that "
-                            "this is the intended file")
+                        fix=f"sggraph reads YAML files of at most {max_bytes:,} bytes; check that this is the "
+                            "intended file")
     return parse_yaml(raw, file=file, max_depth=max_depth, max_values=max_values)
 
 
