@@ -11,9 +11,12 @@ Every writer of run directories, sweeps, figures and drawings goes through here.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
+
+from .exceptions import ConfigError
 
 __all__ = ["atomic_path", "write_atomic"]
 
@@ -21,15 +24,37 @@ __all__ = ["atomic_path", "write_atomic"]
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a hidden temporary path next to ``path`` (same suffix, so format-by-suffix writers work);
-    on success it replaces ``path``, on failure it is removed."""
+    on success it replaces ``path``, on failure it is removed.
+
+    Raises :class:`~sggraph.ConfigError` naming ``path`` (not the temporary file) when its directory is
+    missing or not writable.
+    """
     target = Path(path)
-    tmp = target.with_name(f".{target.stem}.tmp{target.suffix}")
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp{target.suffix}")
+    try:
+        with open(tmp, "wb"):  # the directory must take a new file; say so about the target, not the temp file
+            pass
+    except OSError as exc:
+        raise _unwritable(target, exc) from None
     try:
         yield tmp
         os.replace(tmp, target)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _unwritable(target: Path, exc: OSError) -> ConfigError:
+    folder = target.parent
+    if not folder.is_dir():
+        return ConfigError(f"cannot write {target.name}: the directory {folder} does not exist", file=str(target),
+                           fix=f"create the directory first (mkdir -p {folder}) or write to an existing one")
+    if isinstance(exc, PermissionError) or exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return ConfigError(f"cannot write {target.name}: the directory {folder} is not writable "
+                           f"({exc.strerror or exc})", file=str(target),
+                           fix="write to a directory you may write to, or change this directory's permissions")
+    return ConfigError(f"cannot write {target.name}: {exc.strerror or exc}", file=str(target),
+                       fix="check the path and the free disk space")
 
 
 def write_atomic(path: str | Path, data: bytes | str, *, sync: bool = False) -> Path:

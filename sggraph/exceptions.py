@@ -93,7 +93,7 @@ class LambdaError(SggraphError):
 
 
 class GradientError(SggraphError):
-    """A non-finite gradient reached a mixer."""
+    """A non-finite gradient reached a mixer, or training diverged (a non-finite loss, output or parameter)."""
 
 
 class DataError(SggraphError):

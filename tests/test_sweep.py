@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import fcntl
 import json
 import os
 import signal
@@ -16,6 +15,7 @@ import pytest
 import torch
 
 from sggraph.cli import build_parser, main
+from sggraph.dirlock import DirectoryLock
 from sggraph.exceptions import ConfigError, SpecError
 from sggraph.sweeps import load_spec, plan_runs, run_name, spec_from_dict
 from sggraph.threads import available_cpus
@@ -176,13 +176,8 @@ def test_local_and_ray_backends_give_identical_metrics(tmp_path):
 
 
 def _locked(path: Path) -> bool:
-    with open(path, "a") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-        return False
+    """Whether a live process holds the lock file ``path`` (a run's ``run.lock``)."""
+    return DirectoryLock(path.parent, path.name).live_holder() is not None
 
 
 def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):

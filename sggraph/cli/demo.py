@@ -31,16 +31,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     comparison figure and the disk the runs use."""
     import time
 
-    import yaml
-
     from ..core.analysis import check_conditions
     from ..core.cell_spec import is_cell_document
     from ..core.graph import Graph
+    from ..core.safe_yaml import read_yaml
     from ..core.unroll import Cell, unroll
 
     t0 = time.perf_counter()
     for path in demo_graphs():
-        data, file = yaml.safe_load(path.read_text()), f"examples/{path.name}"
+        data, file = read_yaml(path).data, f"examples/{path.name}"
         if is_cell_document(data):
             print(f"$ sggraph check-conditions {file} --unroll {DEMO_UNROLL}")
             print(check_conditions(unroll(Cell.from_dict(data, file=file), DEMO_UNROLL)))
@@ -85,7 +84,7 @@ def _bandit_runs(args: argparse.Namespace, out: Path) -> dict[str, list[Path]]:
             cfg = BanditConfig(method=method, seed=seed, steps=args.steps, evaluations=5, eval_batch=1000)
             use_threads(resolve_threads(args.threads, cfg.typical_op_elements()))
             run = out / f"{method}-seed{seed}"
-            summary = run_bandit(cfg, run, progress=not args.quiet, checkpoints=False)
+            summary = run_bandit(cfg, run, progress=not args.quiet, checkpoints=False, overwrite=True)
             runs.setdefault(method, []).append(run)
             finals.setdefault(method, []).append(summary["final_eval_reward"])
             print(f"  {method:8s} seed {seed}: final eval reward {summary['final_eval_reward']:.4f} "
@@ -111,7 +110,7 @@ def _popgym_runs(args: argparse.Namespace, out: Path) -> dict[str, Path]:
         cfg = PopgymConfig(model=model, method=method, num_envs=8, batches=args.popgym_batches)
         use_threads(resolve_threads(args.threads, cfg.typical_op_elements()))
         run = out / f"popgym-{model}-{method}"
-        summary = run_popgym(cfg, run, progress=not args.quiet, checkpoints=False)
+        summary = run_popgym(cfg, run, progress=not args.quiet, checkpoints=False, overwrite=True)
         runs[f"SparseNet {method}" if model == "sparsenet" else model.upper()] = run
         print(f"  {model:9s} {method:8s}: mean success rate {summary['auc_success_rate']:.3f} "
               f"({summary['seconds']:.0f}s)  {run / 'learning_curve.png'}", flush=True)

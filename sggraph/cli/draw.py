@@ -64,6 +64,10 @@ def run_draw(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in RENDER_FORMATS:
         raise ConfigError(f"cannot write '{out}': unknown suffix '{out.suffix or '(none)'}'",
                           fix="name the output file .svg, .png, .pdf or .dot")
+    if not out.parent.is_dir():  # a mistyped path creates no directories
+        raise ConfigError(f"cannot write '{out}': the directory {out.parent} does not exist",
+                          fix=f"create it first (mkdir -p {out.parent}) or write the drawing into an existing "
+                              "directory")
     expand = getattr(args, "expand_arrays", None)
     if expand is not None and expand < 0:
         raise ConfigError(f"--expand-arrays must be 0 or more (got {expand})", fix="pass --expand-arrays N, N >= 0")

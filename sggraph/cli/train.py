@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from .options import add_run_flags
 
@@ -16,24 +15,16 @@ def _config_from(args: argparse.Namespace, cls, skip=("out", "resume", "config",
     import dataclasses
     import difflib
 
-    import yaml
-
-    from ..core.spec import yaml_line_index
+    from ..core.safe_yaml import read_yaml
     from ..exceptions import ConfigError, SpecError
+    from ..experiments.settings import check_setting
 
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values: dict = {}
+    index: dict = {}
     if args.config:
-        try:
-            text = Path(args.config).read_text()
-            data = yaml.safe_load(text) or {}
-            index = yaml_line_index(text)
-        except OSError as exc:
-            raise SpecError(f"cannot read the config: {exc.strerror}", file=args.config, fix="check the path") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            raise SpecError(f"YAML syntax error: {getattr(exc, 'problem', exc)}", file=args.config,
-                            line=mark.line + 1 if mark else None, fix="check indentation and colons") from None
+        doc = read_yaml(args.config, what="config")
+        data, index = {} if doc.data is None else doc.data, dict(doc.lines)
         if not isinstance(data, dict):
             raise SpecError("the config must be a mapping of setting: value", file=args.config, line=1,
                             fix="write one `setting: value` per line")
@@ -43,16 +34,21 @@ def _config_from(args: argparse.Namespace, cls, skip=("out", "resume", "config",
                 raise ConfigError(f"unknown setting '{key}'", file=args.config, line=index.get(f"$.{key}"),
                                   fix=(f"did you mean '{guess[0]}'? " if guess else "") +
                                   f"settings: {', '.join(fields)}")
-            values[key] = value
+            if key == "lam" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = str(value)  # `lam: 0.9` in YAML is a number; the setting is text (or "adaptive")
+            values[key] = tuple(value) if key == "classes" and isinstance(value, list) else value
+    from_file = [k for k in values if getattr(args, k, None) is None]
     for name in fields:
         given = getattr(args, name, None)
         if given is not None:
-            values[name] = given
-    if "classes" in values:
-        values["classes"] = tuple(int(c) for c in values["classes"])
-    if "lam" in values:
-        values["lam"] = str(values["lam"])
-    return cls(**values)
+            values[name] = tuple(given) if name == "classes" else given
+    cfg = cls(**values)
+    for key in from_file:  # the file's values, located at their line (flags are typed by the parser)
+        try:
+            check_setting(cls, key, getattr(cfg, key))
+        except ConfigError as err:
+            raise err.located(args.config, index.get(f"$.{key}")) from None
+    return cfg
 
 
 
@@ -84,10 +80,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cls, run, default_out, _ = _experiments()[args.experiment]
     cfg = _config_from(args, cls)
-    cfg.validate()
+    cfg.validate()  # every setting checked before anything is created or written
     use_threads(resolve_threads(args.threads, cfg.typical_op_elements()))
     out = args.out or default_out(cfg)
-    summary = run(cfg, out, resume=args.resume, progress=not args.quiet)
+    summary = run(cfg, out, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
     print(json.dumps(summary, indent=2))
     print(f"run directory: {out}")
     return 0
@@ -104,7 +100,12 @@ def add_parser(sub) -> None:
         e = which.add_parser(name, help=about, description=about)
         e.add_argument("--config", help="YAML file of settings (flags override it)")
         e.add_argument("--out", help="run directory (default under runs/)")
-        e.add_argument("--resume", action="store_true", help="continue a killed run from its checkpoint")
+        e.add_argument("--resume", action="store_true",
+                       help="continue the killed (or finished) run in --out from its checkpoint; only its length "
+                            "may grow")
+        e.add_argument("--overwrite", action="store_true",
+                       help="replace the run files in a non-empty --out (without it, a finished, killed or foreign "
+                            "run there is refused)")
         add_run_flags(e)
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):

@@ -6,8 +6,12 @@
   sufficient condition for (B), and the regime (Theorem 1, 2 or 3);
 * :func:`theorem3_constants` and :func:`theorem3_condition` — eq. 20 and eq. 19.
 
-Sets are computed with Python-integer bitsets, memoised layer by layer, so the
-whole of an unrolled graph of ~10⁴ nodes takes well under a second.
+Sibling and ancestor sets are computed with Python-integer bitsets, memoised layer by
+layer, so the whole of an unrolled graph of ~10⁴ nodes takes well under a second.
+:func:`check_conditions` needs no sets at all: A.3 compares in-degrees with layer sizes,
+and (B)'s dominance test runs on the dominator tree (immediate dominators of a DAG by
+lowest common ancestors, then one pass over the edges), in time near-linear in the
+graph's size — a 40,000-layer chain or a 50,000-node wide graph takes a second or two.
 
 Examples
 --------
@@ -38,6 +42,89 @@ __all__ = [
     "theorem3_condition",
     "theorem3_constants",
 ]
+
+
+class _Index:
+    """Integer view of a linted graph: node ``i`` is the ``i``-th in layer order (parents come first)."""
+
+    def __init__(self, g: Graph) -> None:
+        d = g.nx
+        self.names = [v for layer in g.layers for v in layer]
+        self.index = {v: i for i, v in enumerate(self.names)}
+        self.parent_lists: list[list[int]] = [[self.index[p] for p in d.predecessors(v)] for v in self.names]
+        self.child_lists: list[list[int]] = [[] for _ in self.names]
+        for i, ps in enumerate(self.parent_lists):
+            for j in ps:
+                self.child_lists[j].append(i)
+        self.layer_of = [g.layer_of(v) for v in self.names]
+        self._dominating: list[bool] | None = None
+
+    def dominating(self) -> list[bool]:
+        """For every node, whether it dominates its descendants (see :func:`dominates_descendants`).
+
+        Node ``v`` does iff every descendant of ``v`` is dominated by ``v`` (every path from a source
+        passes through ``v``), iff no edge leaves ``v``'s subtree of the dominator tree. An edge
+        ``x → y`` leaves exactly the subtrees of the tree path from ``x`` up to (not including)
+        ``idom(y)``; marking ``+1`` at ``x`` and ``−1`` at ``idom(y)`` and summing over subtrees counts,
+        for every node, the edges that leave its subtree.
+        """
+        if self._dominating is None:
+            idom = _immediate_dominators(self.parent_lists)
+            n = len(self.names)
+            cover = [0] * (n + 1)  # slot n: the virtual root above all sources
+            for y, ps in enumerate(self.parent_lists):
+                for x in ps:
+                    cover[x] += 1
+                    cover[idom[y]] -= 1
+            for v in range(n - 1, -1, -1):  # a node's immediate dominator comes before it
+                cover[idom[v]] += cover[v]
+            self._dominating = [c == 0 for c in cover[:n]]
+        return self._dominating
+
+
+def _immediate_dominators(parent_lists: list[list[int]]) -> list[int]:
+    """Immediate dominators of a DAG whose nodes are numbered parents-first, under a virtual root
+    (index ``n``) above every source: ``idom(v)`` is the lowest common ancestor of ``v``'s parents in the
+    dominator tree. Lowest common ancestors by binary lifting: ``O((V + E) log V)``."""
+    n = len(parent_lists)
+    root = n
+    levels = max(1, (n + 1).bit_length())
+    depth = [0] * (n + 1)
+    up = [[root] * (n + 1) for _ in range(levels)]  # up[k][v]: the 2^k-th dominator above v
+    idom = [root] * n
+
+    def lca(a: int, b: int) -> int:
+        if depth[a] < depth[b]:
+            a, b = b, a
+        diff = depth[a] - depth[b]
+        k = 0
+        while diff:
+            if diff & 1:
+                a = up[k][a]
+            diff >>= 1
+            k += 1
+        if a == b:
+            return a
+        for k in range(levels - 1, -1, -1):
+            if up[k][a] != up[k][b]:
+                a, b = up[k][a], up[k][b]
+        return up[0][a]
+
+    for v, ps in enumerate(parent_lists):
+        if ps:
+            dom = ps[0]
+            for p in ps[1:]:
+                if dom == root:
+                    break
+                dom = lca(dom, p)
+        else:
+            dom = root
+        idom[v] = dom
+        depth[v] = depth[dom] + 1
+        up[0][v] = dom
+        for k in range(1, levels):
+            up[k][v] = up[k - 1][up[k - 1][v]]
+    return idom
 
 
 class _Bits:
@@ -120,8 +207,9 @@ class _Bits:
         return bits
 
 
-#: The bitset view of each derived structure (dropped with it when the graph changes).
+#: The bitset and integer views of each derived structure (dropped with it when the graph changes).
 _BITS: weakref.WeakKeyDictionary[Structure, _Bits] = weakref.WeakKeyDictionary()
+_INDEX: weakref.WeakKeyDictionary[Structure, _Index] = weakref.WeakKeyDictionary()
 
 
 def _bits(g: Graph) -> _Bits:
@@ -129,6 +217,13 @@ def _bits(g: Graph) -> _Bits:
     if structure not in _BITS:
         _BITS[structure] = _Bits(g)
     return _BITS[structure]
+
+
+def _index(g: Graph) -> _Index:
+    structure = g.structure
+    if structure not in _INDEX:
+        _INDEX[structure] = _Index(g)
+    return _INDEX[structure]
 
 
 def _known(g: Graph, name: str) -> None:
@@ -199,24 +294,9 @@ def dominates_descendants(graph: Graph, name: str) -> bool:
     >>> dominates_descendants(g, "x")
     True
     """
-    b = _bits(graph)
+    ix = _index(graph)
     _known(graph, name)
-    return _dominates(b, b.index[name], _descendants(b))
-
-
-def _descendants(b: _Bits) -> list[int]:
-    desc = [0] * len(b.names)
-    for i in range(len(b.names) - 1, -1, -1):
-        bits = 0
-        for c in b.members(b.children[i]):
-            bits |= (1 << c) | desc[c]
-        desc[i] = bits
-    return desc
-
-
-def _dominates(b: _Bits, i: int, desc: list[int]) -> bool:
-    allowed = desc[i] | (1 << i)
-    return all(b.parents[d] & ~allowed == 0 for d in b.members(desc[i]))
+    return ix.dominating()[ix.index[name]]
 
 
 @attrs.frozen
@@ -321,19 +401,20 @@ def check_conditions(graph: Graph) -> ConditionReport:
     >>> r.regime.startswith("(A) ∧ (B): Theorem 2")
     True
     """
-    b = _bits(graph)
+    ix = _index(graph)
     d = graph.nx
     terminals = set(graph.terminals)
-    a1 = tuple(v for v in b.names if v in terminals and graph.feedback(v) in ("stochastic", "contextual"))
-    a2 = tuple(v for v in b.names if d.nodes[v]["stochastic"])
-    layer_bits: dict[int, int] = {}
-    for i, lay in enumerate(b.layer_of):
-        layer_bits[lay] = layer_bits.get(lay, 0) | (1 << i)
-    a3 = tuple(v for i, v in enumerate(b.names)
-               if b.parent_lists[i] and b.parents[i] != layer_bits.get(b.layer_of[i] - 1, 0))
-    contextual = [v for v in b.names if v in terminals and graph.feedback(v) == "contextual"]
-    desc = _descendants(b)
-    offender = next((v for i, v in enumerate(b.names) if b.parent_lists[i] and not _dominates(b, i, desc)), None)
+    a1 = tuple(v for v in ix.names if v in terminals and graph.feedback(v) in ("stochastic", "contextual"))
+    a2 = tuple(v for v in ix.names if d.nodes[v]["stochastic"])
+    layer_size: dict[int, int] = {}
+    for lay in ix.layer_of:
+        layer_size[lay] = layer_size.get(lay, 0) + 1
+    # every parent sits in the previous layer (the layer rule), so "all of it" is "as many as it holds"
+    a3 = tuple(v for i, v in enumerate(ix.names)
+               if ix.parent_lists[i] and len(ix.parent_lists[i]) != layer_size.get(ix.layer_of[i] - 1, 0))
+    contextual = [v for v in ix.names if v in terminals and graph.feedback(v) == "contextual"]
+    dominating = ix.dominating()
+    offender = next((v for i, v in enumerate(ix.names) if ix.parent_lists[i] and not dominating[i]), None)
     if contextual:
         b_holds, reason = False, f"terminal '{contextual[0]}' has contextual feedback"
     elif offender is not None:
@@ -363,12 +444,12 @@ def theorem3_constants(graph: Graph, jacobian_bound: float, lambdas: Mapping[str
     >>> theorem3_constants(g, 2.0, {"a": 0.5, "z": 1.0})
     {'z': 2.0, 'a': 1.0, 'y': 0.0}
     """
-    b = _bits(graph)
-    c = [0.0] * len(b.names)
-    for i in range(len(b.names) - 1, -1, -1):
-        lam = lambdas if isinstance(lambdas, (int, float)) else lambdas.get(b.names[i], 1.0)
-        c[i] = jacobian_bound * sum(1.0 - lam + c[k] for k in b.members(b.children[i]))
-    return {v: c[i] for i, v in enumerate(b.names)}
+    ix = _index(graph)
+    c = [0.0] * len(ix.names)
+    for i in range(len(ix.names) - 1, -1, -1):
+        lam = lambdas if isinstance(lambdas, (int, float)) else lambdas.get(ix.names[i], 1.0)
+        c[i] = jacobian_bound * sum(1.0 - lam + c[k] for k in sorted(ix.child_lists[i]))
+    return {v: c[i] for i, v in enumerate(ix.names)}
 
 
 def theorem3_condition(tr_cov_p: float, tr_cov_s: float, n: int, jacobian_bound: float, epsilon: float,

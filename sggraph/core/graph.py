@@ -35,7 +35,7 @@ import networkx as nx
 import numpy as np
 
 from ..exceptions import GraphError
-from .nodes import FEEDBACK_KINDS, NODE_FUNCTIONS, Node, NodeArray, check_dim, check_name, neuron_name
+from .nodes import FEEDBACK_KINDS, NODE_FUNCTIONS, Node, NodeArray, check_dim, check_layer, check_name, neuron_name
 from .spec import graph_from_dict, graph_to_dict, load_yaml
 from .structure import Structure, derive_structure
 
@@ -111,6 +111,7 @@ class Graph:
         """
         self._claim(name, "node")
         dim = check_dim(name, dim)
+        layer = check_layer(name, layer)
         if isinstance(parents, str):
             parents = (parents,)
         parents = tuple(parents)
@@ -170,6 +171,7 @@ class Graph:
         """
         self._claim(name, "array")
         count = check_dim(name, count, "count")
+        layer = check_layer(name, layer)
         dim = check_dim(name, dim)
         slots = check_dim(name, slots, "slots")
         tbl = None

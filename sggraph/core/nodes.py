@@ -9,8 +9,8 @@ import numpy as np
 
 from ..exceptions import GraphError
 
-__all__ = ["FEEDBACK_KINDS", "NODE_FUNCTIONS", "Node", "NodeArray", "check_dim", "check_name", "natural_key",
-           "neuron_name"]
+__all__ = ["FEEDBACK_KINDS", "MAX_DIM", "NODE_FUNCTIONS", "Node", "NodeArray", "check_dim", "check_layer",
+           "check_name", "natural_key", "neuron_name"]
 
 #: Feedback kinds of a terminal node (condition A.1).
 FEEDBACK_KINDS = ("deterministic", "stochastic", "contextual")
@@ -122,8 +122,19 @@ class NodeArray:
         if self.fan_in is None:
             return np.zeros((self.count, 0), dtype=np.int64)
         rng = np.random.default_rng(self.seed)
-        keys = rng.random((self.count, parent_count))
-        return np.argsort(keys, axis=1)[:, : self.fan_in].astype(np.int64)
+        if self.fan_in >= parent_count:
+            keys = rng.random((self.count, parent_count))
+            return np.argsort(keys, axis=1)[:, : self.fan_in].astype(np.int64)
+        # the same table as argsort(rng.random((count, parent_count)))[:, :fan_in], in blocks of rows (the
+        # same random stream) and by partial sorting: linear time and bounded memory for wide arrays
+        table = np.empty((self.count, self.fan_in), dtype=np.int64)
+        block = max(1, (1 << 22) // parent_count)
+        for start in range(0, self.count, block):
+            keys = rng.random((min(block, self.count - start), parent_count))
+            smallest = np.argpartition(keys, self.fan_in - 1, axis=1)[:, : self.fan_in]
+            order = np.argsort(np.take_along_axis(keys, smallest, axis=1), axis=1)
+            table[start:start + len(keys)] = np.take_along_axis(smallest, order, axis=1)
+        return table
 
     @property
     def is_source(self) -> bool:
@@ -140,11 +151,40 @@ def check_name(name: object, what: str) -> str:
     return name
 
 
+#: The largest dim, count, fan_in or slots of a node or array (a sane bound: no tensor of a larger side is built).
+MAX_DIM = 2**20
+
+
+def check_layer(name: str, layer: object) -> int | None:
+    """A declared layer as an int (None stays None), or a :class:`~sggraph.GraphError` unless it is an integer
+    in ``0..MAX_DIM``.
+
+    >>> check_layer("e", 2), check_layer("e", None)
+    (2, None)
+    """
+    if layer is None:
+        return None
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 0 <= layer <= MAX_DIM:
+        raise GraphError(f"layer must be an integer in 0..{MAX_DIM:,}, got {layer!r}", node=name,
+                         fix="give the source's layer as a small non-negative integer, or leave it out (layer 0)")
+    return int(layer)
+
+
 def check_dim(name: str, dim: object, what: str = "dim") -> int:
+    """``dim`` as an int, or a :class:`~sggraph.GraphError` unless it is an integer in ``1..MAX_DIM``.
+
+    >>> check_dim("h", 100000000000000000000)
+    Traceback (most recent call last):
+    ...
+    sggraph.exceptions.GraphError: node 'h': dim 100000000000000000000 is larger than the limit 1,048,576. Fix: use a dim of at most 1,048,576.
+    """
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
         raise GraphError(f"{what} must be an integer, got {dim!r}", node=name,
                          fix=f"set {what} to a positive integer")
     if dim <= 0:
         raise GraphError(f"{what} must be positive, got {dim}", node=name,
                          fix=f"set {what} to a positive integer")
+    if dim > MAX_DIM:
+        raise GraphError(f"{what} {dim} is larger than the limit {MAX_DIM:,}", node=name,
+                         fix=f"use a {what} of at most {MAX_DIM:,}")
     return int(dim)

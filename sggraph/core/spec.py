@@ -37,9 +37,10 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import cattrs
-import yaml
 
 from ..exceptions import GraphError, SggraphError, SpecError
+from .safe_yaml import parse_yaml
+from .safe_yaml import read_yaml as read_yaml_document
 
 if TYPE_CHECKING:  # spec builds graphs of the class it is handed; graph.py imports spec
     from .graph import Graph
@@ -153,29 +154,12 @@ _converter = strict_converter()
 
 
 def yaml_line_index(text: str) -> dict[str, int]:
-    """Map document paths (``$.nodes[1].dim``) to 1-based line numbers.
+    """Map document paths (``$.nodes[1].dim``) to 1-based line numbers (read by :func:`~sggraph.core.safe_yaml.parse_yaml`).
 
     >>> yaml_line_index("name: g\\nnodes:\\n  - {name: z, dim: 2}\\n")["$.nodes[0].dim"]
     3
     """
-    index: dict[str, int] = {}
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-
-    def walk(node: yaml.Node, path: str) -> None:
-        index[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                sub = f"{path}.{key.value}"
-                index[sub] = key.start_mark.line + 1
-                walk(value, sub)
-                index[sub] = key.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, f"{path}[{i}]")
-
-    if root is not None:
-        walk(root, "$")
-    return index
+    return dict(parse_yaml(text).lines)
 
 
 def line_for(index: Mapping[str, int], path: str) -> int | None:
@@ -258,6 +242,25 @@ def _spec_errors(exc: Exception, data: Any, index: Mapping[str, int], file: str 
                                 "stochastic and residual are true or false")
 
 
+def _check_keys(data: Any, path: str, index: Mapping[str, int], file: str | None) -> None:
+    """Raise :class:`SpecError` at the first mapping key that is not text (``1: x``, ``? [a]``, ``null: x``)."""
+    todo, seen = [(data, path)], set()
+    while todo:
+        value, where = todo.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    pretty = where.replace("$.", "").replace("$", "the document")
+                    raise SpecError(f"the key {key!r} in {pretty} is not a name", file=file,
+                                    line=line_for(index, where), fix="keys are words such as `name`, `dim`, `nodes`")
+                todo.append((item, f"{where}.{key}"))
+        elif isinstance(value, list):
+            todo.extend((item, f"{where}[{i}]") for i, item in enumerate(value))
+
+
 def graph_from_dict(data: Any, *, cls: type[Graph], file: str | None = None,
                     index: Mapping[str, int] | None = None) -> Graph:
     """Build a :class:`~sggraph.Graph` from a mapping in the YAML format.
@@ -289,6 +292,7 @@ def graph_from_dict(data: Any, *, cls: type[Graph], file: str | None = None,
                         line=line_for(index, "$.state") or 1,
                         fix="load it with sggraph.Cell.from_yaml; on the command line pass --unroll T to work on "
                             "the graph of T unrolled steps")
+    _check_keys(data, "$", index, file)
     try:
         spec = _converter.structure(dict(data), GraphSpec)
     except (cattrs.BaseValidationError, TypeError, ValueError) as exc:
@@ -375,31 +379,18 @@ def graph_to_dict(g: Graph) -> dict:
     return out
 
 
-def read_yaml(path: str) -> tuple[Any, dict[str, int]]:
-    """Read and parse the YAML file ``path``: its document (None when empty) and its path-to-line
-    index (:func:`yaml_line_index`). Graphs and cells are read through it.
+def read_yaml(path: str, what: str = "model file") -> tuple[Any, dict[str, int]]:
+    """Read and parse the YAML file ``path`` through the safe loader
+    (:func:`~sggraph.core.safe_yaml.read_yaml`): its document (None when empty) and its
+    path-to-line index. Graphs and cells are read through it.
 
     Raises
     ------
     SpecError
-        The file is missing or unreadable, or is not valid YAML.
+        The file is missing, unreadable, too large, not UTF-8 or not valid YAML.
     """
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise SpecError(f"cannot read the file: {exc.strerror}", file=str(path),
-                        fix="check the path") from None
-    try:
-        data = yaml.safe_load(text)
-        index = yaml_line_index(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"YAML syntax error: {problem}", file=str(path),
-                        line=mark.line + 1 if mark else None,
-                        fix="check indentation, colons and brackets on this line and the one before") from None
-    return data, index
+    doc = read_yaml_document(path, what=what)
+    return doc.data, doc.lines
 
 
 def load_yaml(path: str, cls: type[Graph]) -> Graph:
@@ -408,11 +399,11 @@ def load_yaml(path: str, cls: type[Graph]) -> Graph:
     Raises
     ------
     SpecError
-        The file is missing, is not valid YAML, or does not follow the format.
+        The file is missing, too large, not UTF-8, not valid YAML, or does not follow the format.
     GraphError
         The graph it declares is invalid.
     """
-    data, index = read_yaml(path)
+    data, index = read_yaml(path, what="graph file")
     if data is None:
         raise SpecError("the file is empty", file=str(path), line=1,
                         fix="declare at least one node under `nodes:` or one array under `arrays:`")

@@ -7,20 +7,24 @@ backward records; the feed-forward and the recurrent compilers share them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import functools
+import inspect
+import numbers
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..exceptions import CompileError, DimensionError, LambdaError
+from ..exceptions import CompileError, DataError, DimensionError, LambdaError
 from .generators import call_generator, takes_aux
 from .mixing import InMix, OutMix, ParamMix, Record, RecordGrad
 from .neuron import gather_by_table
 
-__all__ = ["GROUPINGS", "ArrayBlock", "Block", "NodeBlock", "SourceBlock", "block_parameters", "check_generators", "check_lambda_value",
-           "observes", "split_ref", "step_on", "synthetic_vjp"]
+__all__ = ["GROUPINGS", "ArrayBlock", "Block", "NodeBlock", "SourceBlock", "block_parameters", "check_generators",
+           "check_inputs", "check_lambda_value", "guard_lambda_write", "observes", "shorten_value", "split_ref", "step_on",
+           "synthetic_vjp"]
 
 
 class Runner(Protocol):
@@ -65,6 +69,94 @@ def check_lambda_value(value: object, what: str) -> None:
         bad = t[(t < 0) | (t > 1)].flatten()[0].item()
         raise LambdaError(f"{what} = {bad} is outside [0, 1]", fix="mixing weights must lie in [0, 1]: "
                           "1 is backpropagation, 0 fully synthetic")
+
+
+def check_inputs(inputs: object, sources: Sequence[str], what: str, finite: bool) -> None:
+    """Raise unless ``inputs`` maps exactly the ``sources`` to tensors (with ``finite``: without NaN or inf)."""
+    if not isinstance(inputs, Mapping):
+        raise DimensionError(f"the inputs must be a mapping of source name to tensor, got {type(inputs).__name__}",
+                             fix=f"call net({{'{next(iter(sources), 'x')}': tensor, ...}})")
+    for name in inputs:
+        if name not in sources:
+            raise DimensionError(f"input '{name}' is not a source of {what}", node=str(name),
+                                 fix=f"pass only the sources ({', '.join(sources)}); check the spelling")
+    for name in sources:
+        if name not in inputs:
+            raise DimensionError("no input given for this source", node=name,
+                                 fix=f"pass net({{'{name}': tensor, ...}}) with every source: {', '.join(sources)}")
+        x = inputs[name]
+        if not isinstance(x, torch.Tensor):
+            raise DimensionError(f"the input is a {type(x).__name__}, not a tensor", node=name,
+                                 fix="pass a torch tensor (torch.as_tensor(...) converts arrays and lists)")
+        if finite and x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise DataError("the input holds NaN or infinite values", node=name,
+                            fix="clean the data before it reaches the net (the NaN/inf is in the input batch, not "
+                                "in training); set net.check_finite = False to let it through")
+
+
+def guard_lambda_write(method: Callable) -> Callable:
+    """Decorate ``set_lambda`` / ``set_self_lambda`` of a compiled net: a value that is neither a number nor a
+    real tensor, or a tensor whose shape does not fit the node's λ table, is a :class:`~sggraph.LambdaError`
+    naming the node, and the λ tables are left as they were on any error."""
+    signature = inspect.signature(method)
+
+    @functools.wraps(method)
+    def wrapper(self, value, *args, **kwargs):  # noqa: ANN001, ANN202 - the decorated method's own signature
+        bound = signature.bind(self, value, *args, **kwargs).arguments
+        edge, target = bound.get("edge"), bound.get("node")
+        if target is None and isinstance(edge, tuple) and len(edge) == 2 and isinstance(edge[1], str):
+            target = edge[1]
+        real = isinstance(value, numbers.Real) or (isinstance(value, torch.Tensor) and not value.is_complex())
+        if isinstance(value, (str, bytes)) or not real:
+            raise LambdaError(f"λ must be a number in [0, 1] or a tensor of them, got {type(value).__name__} "
+                              f"{shorten_value(value)}", node=target,
+                              fix="pass a float such as 0.9, or a torch tensor (torch.tensor(...) of a list)")
+        tables = [t for block in self.blocks.values() for t in (block.lam, block.lam_self)]
+        saved = [t.detach().clone() for t in tables]
+
+        def restore() -> None:
+            with torch.no_grad():
+                for t, old in zip(tables, saved):
+                    t.copy_(old)
+
+        try:
+            return method(self, value, *args, **kwargs)
+        except LambdaError as err:
+            restore()
+            if err.node is None and target is not None:
+                err.node = target
+                err.args = (str(err),)
+            raise
+        except (RuntimeError, ValueError, TypeError, IndexError):  # torch's own words name no node
+            restore()
+            raise _misfit(self, value, target) from None
+
+    return wrapper
+
+
+def shorten_value(value: object, limit: int = 40) -> str:
+    text = f"shape {list(value.shape)}" if isinstance(value, torch.Tensor) and value.dim() > 0 else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _misfit(net, value: object, target: str | None) -> LambdaError:
+    """The error for a λ value whose shape fits no λ table of ``target`` (or of some node, when None)."""
+    shape = list(value.shape) if isinstance(value, torch.Tensor) else None
+    if target is None and shape is not None:  # every node: name the first whose table the tensor does not fit
+        for name, block in net.blocks.items():
+            try:
+                fits = list(torch.broadcast_shapes(tuple(shape), tuple(block.lam.shape))) == list(block.lam.shape)
+            except RuntimeError:
+                fits = False
+            if not fits:
+                target = name
+                break
+    block = net.blocks[split_ref(target)[0]] if target is not None and split_ref(target)[0] in net.blocks else None
+    table = f" (its λ table has shape {list(block.lam.shape)})" if block is not None else ""
+    what = f"a λ tensor of shape {shape}" if shape is not None else f"the λ value {shorten_value(value)}"
+    return LambdaError(f"{what} does not fit{table}", node=target,
+                       fix="pass a float in [0, 1], or a tensor of the table's shape (arrays: [count] for one λ "
+                           "per neuron, [count, fan_in(+1 residual)] for one per edge)")
 
 
 def synthetic_vjp(out: torch.Tensor, h: torch.Tensor, rec: Record, inputs: dict[int, torch.Tensor],

@@ -51,7 +51,9 @@ from .blocks import (
     SourceBlock,
     block_parameters,
     check_generators,
+    check_inputs,
     check_lambda_value,
+    guard_lambda_write,
     observes,
     split_ref,
     step_on,
@@ -193,11 +195,8 @@ class CompiledGraph(nn.Module):
     def _run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         values: dict[str, torch.Tensor] = {}
         batch = None
+        check_inputs(inputs, self.sources, f"graph '{self.graph.name}'", self.check_finite)
         for name, src in self.sources.items():
-            if name not in inputs:
-                raise DimensionError("no input given for this source", node=name,
-                                     fix=f"pass net({{'{name}': tensor, ...}}) with every source: "
-                                         f"{', '.join(self.sources)}")
             x = inputs[name]
             if src.count is None:
                 ok = x.dim() == 2 and x.shape[1] == src.dim
@@ -280,6 +279,7 @@ class CompiledGraph(nn.Module):
                                   fix="pass a scalar or a tensor of the table's shape [count, fan_in(+1)]")
             lam[where] = float(value) if not isinstance(value, torch.Tensor) else value.to(lam)
 
+    @guard_lambda_write
     def set_lambda(self, value: float | torch.Tensor, edge: tuple[str, str] | None = None, *,
                    node: str | None = None) -> None:
         """Set mixing weights.
@@ -376,6 +376,7 @@ class CompiledGraph(nn.Module):
         return float(vals.flatten()[0]) if vals.numel() >= 1 and bool((vals == vals.flatten()[0]).all()) \
             else vals.clone()
 
+    @guard_lambda_write
     def set_self_lambda(self, value: float | torch.Tensor, node: str | None = None) -> None:
         """Set ``λ^self_v`` (the weight of the true feedback in v's own parameter gradient, eq. 6).
 
@@ -580,4 +581,24 @@ def compile(graph: Graph, functions: Mapping[str, nn.Module] | None = None,
             raise CompileError(f"generator_init='{generator_init}' is not available for a recurrent cell",
                                fix="pass generators={name: module} to initialise a cell's generators")
         return compile_cell(graph, functions, generators, grouping=grouping)  # type: ignore[return-value]
-    return CompiledGraph(graph, functions, generators, grouping, generator_init)
+    try:
+        return CompiledGraph(graph, functions, generators, grouping, generator_init)
+    except (RuntimeError, MemoryError) as exc:
+        if not isinstance(exc, MemoryError) and "alloc" not in str(exc).lower():
+            raise
+        raise _out_of_memory(graph) from None
+
+
+def _out_of_memory(graph: Graph) -> CompileError:
+    """The error for a graph whose parameters do not fit in memory, naming its largest node."""
+    sizes = {}
+    for name, node in graph.nodes.items():
+        in_dim = sum(graph.nodes[p].dim if p in graph.nodes else 1 for p in node.parents)
+        sizes[name] = in_dim * node.dim
+    for name, arr in graph.arrays.items():
+        sizes[name] = arr.count * arr.dim * (arr.fan_in or 1) * arr.slots
+    largest = max(sizes, key=sizes.__getitem__)
+    file, line = graph.where(largest)
+    return CompileError(f"not enough memory for the parameters of graph '{graph.name}' (its largest node needs "
+                        f"about {sizes[largest]:,} weights)", node=largest, file=file, line=line,
+                        fix="lower the dims and counts of the largest nodes and arrays")

@@ -29,8 +29,11 @@ from torch import nn
 
 from ..exceptions import CompileError
 
-__all__ = ["Identity", "Linear", "ObservationEmbedding", "ScaledDot", "SlotActor", "TanhLinear", "make_function",
-           "orthogonal_linear_"]
+__all__ = ["MAX_WEIGHTS", "Identity", "Linear", "ObservationEmbedding", "ScaledDot", "SlotActor", "TanhLinear",
+           "make_function", "orthogonal_linear_"]
+
+#: The most weights one built-in node function may hold (2^28 floats: 1 GiB).
+MAX_WEIGHTS = 2**28
 
 
 def _normal_init(layer: nn.Linear, init_std: float | None) -> None:
@@ -144,7 +147,13 @@ class SlotActor(nn.Module):
 
 def make_function(name: str, in_dim: int, dim: int, node: str | None = None,
                   init_std: float | None = None) -> nn.Module:
-    """Instantiate the built-in function ``name`` for a node with the given dims (and weight init std)."""
+    """Instantiate the built-in function ``name`` for a node with the given dims (and weight init std).
+
+    Raises :class:`~sggraph.CompileError` naming the node when the weights would exceed :data:`MAX_WEIGHTS`.
+    """
+    if name in ("linear", "tanh", "dot", "embedding", "slot_actor") and in_dim * dim > MAX_WEIGHTS:
+        raise CompileError(f"fn {name} would need {in_dim:,} x {dim:,} weights, more than the {MAX_WEIGHTS:,} "
+                           "one node may hold", node=node, fix="lower the node's dim or its parents' dims")
     if name in ("embedding", "slot_actor"):
         if init_std is not None:
             raise CompileError(f"fn '{name}' keeps its own init; init_std does not apply", node=node,

@@ -68,8 +68,9 @@ class Record:
     def check(self, grad: torch.Tensor, where: str) -> None:
         if self.check_finite and not bool(torch.isfinite(grad).all()):
             raise GradientError(f"a non-finite gradient (NaN or inf) reached the {where} mixer", node=self.node,
-                                fix="look for a loss that produced NaN/inf, or exploding activations upstream; "
-                                    "lower the learning rate or clip gradients")
+                                fix="find where the first NaN/inf appears: the inputs, a node's own function "
+                                    "(a log or a division), the loss, or activations exploding after a too large "
+                                    "learning rate (lower it or clip gradients)")
 
     def __repr__(self) -> str:
         shape = None if self.received is None else tuple(self.received.shape)

@@ -38,7 +38,9 @@ from .blocks import (
     NodeBlock,
     block_parameters,
     check_generators,
+    check_inputs,
     check_lambda_value,
+    guard_lambda_write,
     split_ref,
     step_on,
     synthetic_vjp,
@@ -230,6 +232,7 @@ class CompiledCell(nn.Module):
         episodes (padding steps get no synthetic feedback), ``horizon`` anchors the temporal
         schedule (see :meth:`schedule`)."""
         st = self.state
+        check_inputs(inputs, list(self.cell.inputs), "the cell", self.check_finite)
         first = next(iter(self.cell.inputs))
         t_steps, batch = inputs[first].shape[:2]
         values: dict[str, torch.Tensor] = {}
@@ -329,6 +332,7 @@ class CompiledCell(nn.Module):
         return RecordGrad.apply(out, rec)
 
     # ------------------------------------------------------------- λ and generators
+    @guard_lambda_write
     def set_lambda(self, value: float | torch.Tensor, edge: tuple[str, str] | None = None, *,
                    node: str | None = None) -> None:
         """Set λ: every edge (both None), all in-edges of a node (child grouping: θ too), or the
@@ -358,6 +362,7 @@ class CompiledCell(nn.Module):
                 if self.grouping == "child":
                     block.lam_self[...] = v
 
+    @guard_lambda_write
     def set_self_lambda(self, value: float | torch.Tensor, node: str | None = None) -> None:
         """Set ``λ^self`` (the weight of the true feedback in a node's own parameter gradient, eq. 6);
         under the ``child`` grouping this is ``θ`` and also sets the node's in-edges."""

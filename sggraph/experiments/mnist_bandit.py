@@ -28,12 +28,22 @@ from pathlib import Path
 
 import torch
 
-from ..exceptions import ConfigError
+from ..exceptions import ConfigError, GradientError
 from ..progress import Progress
 from .checkpoint_state import load_model_state, model_state, unused_parameters
+from .divergence import Diverged, check_step, divergence_error, keep_last_good
 from .eventlog import EventLog
-from .rundir import RunDir
-from .settings import check_lambda_setting
+from .rundir import RunDir, open_run
+from .settings import (
+    MAX_RATE,
+    MAX_STEPS,
+    check_between,
+    check_lambda_setting,
+    check_positive,
+    check_seed,
+    check_sizes,
+    check_types,
+)
 
 __all__ = ["AUTHORS_CLASSES", "PAPER_LR", "UPDATE_ORDERS", "BanditConfig", "bandit_update", "build_policy",
            "evaluation_steps", "run_bandit", "sparsenet_parameter_count"]
@@ -90,14 +100,24 @@ class BanditConfig:
     snapshots: int = 0  #: keep this many model snapshots, evenly spaced from step 0 to the end (snapshot-stepN.pt)
 
     def validate(self) -> None:
+        """Raise :class:`~sggraph.ConfigError` naming the first invalid setting (types, finite numbers,
+        ranges, seed, sizes)."""
+        check_types(self)
         if self.method not in PAPER_LR:
             raise ConfigError(f"unknown method '{self.method}'", fix="use sgprop, backprop or mlp")
         check_lambda_setting(self.lam)
-        for name in ("steps", "batch", "eval_batch", "evaluations", "width", "layers", "q", "slots", "n_parents"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1 (got {getattr(self, name)})", fix=f"set {name} >= 1")
-        if not 0 <= self.p_flip <= 1:
-            raise ConfigError(f"p_flip = {self.p_flip} is outside [0, 1]", fix="use a probability")
+        check_seed(self)
+        check_sizes(self, ("batch", "eval_batch", "width", "layers", "q", "slots", "n_parents", "mlp_width",
+                           "eval_size"))
+        check_sizes(self, ("steps", "evaluations", "checkpoint_every"), largest=MAX_STEPS)
+        check_sizes(self, ("snapshots",), largest=MAX_STEPS, smallest=0)
+        check_between(self, ("p_flip", "lam_init", "lam_momentum"))
+        check_positive(self, ("lr",), largest=MAX_RATE)
+        check_positive(self, ("generator_lr",), zero=True, largest=MAX_RATE)
+        if not self.classes or any(not 0 <= c <= 9 for c in self.classes) or len(set(self.classes)) < len(
+                self.classes):
+            raise ConfigError(f"classes = {' '.join(map(str, self.classes)) or '(none)'} must be distinct digits 0..9",
+                              fix="list each action's digit once, e.g. --classes 0 1 3 4 5 6 7 8 9")
         choices = {"normalize": ("feedback", "gradient", "none"), "generator_init": ("normal", "zero"),
                    "update_order": UPDATE_ORDERS}
         for name, allowed in choices.items():
@@ -188,6 +208,9 @@ def bandit_update(cfg: BanditConfig, policy: Callable, net, opt: torch.optim.Opt
     """
     opt.zero_grad(set_to_none=True)
     log_probs = torch.log_softmax(policy(x), dim=-1)
+    if not bool(torch.isfinite(log_probs).all()):
+        raise GradientError("the policy's action probabilities are NaN or infinite (its weights grew too large)",
+                            fix="lower the learning rate")
     actions = torch.multinomial(log_probs.detach().exp(), 1, generator=generator).squeeze(1)
     reward = reward_of(actions)
     loss = -(reward * log_probs.gather(1, actions.unsqueeze(1)).squeeze(1)).mean()
@@ -230,22 +253,38 @@ def _live_metrics(row: dict | None, train_reward: float, stats: dict) -> dict:
 
 
 def run_bandit(cfg: BanditConfig, out: str | Path, resume: bool = False, progress: bool = False,
-               checkpoints: bool = True) -> dict:
+               checkpoints: bool = True, overwrite: bool = False) -> dict:
     """Train one run; writes ``config.json`` (with the torch thread count it ran with), ``metrics.csv``,
-    TensorBoard event files, ``summary.json``, ``learning_curve.png`` and ``checkpoint.pt`` into ``out``.
-    Returns the summary.
+    TensorBoard event files, ``learning_curve.png``, ``checkpoint.pt`` and, last, ``summary.json`` into
+    ``out``. Returns the summary.
 
-    ``progress``: a progress bar on stderr (:class:`~sggraph.progress.Progress`). ``checkpoints``:
-    False writes no resume checkpoint (a run that will never be resumed, such as the demo's).
+    ``out`` is claimed with :func:`~sggraph.experiments.rundir.open_run` (``resume`` continues the run in it,
+    ``overwrite`` replaces it). ``progress``: a progress bar on stderr (:class:`~sggraph.progress.Progress`).
+    ``checkpoints``: False writes no resume checkpoint (a run that will never be resumed, such as the
+    demo's). A step that makes the parameters non-finite stops the run with a
+    :class:`~sggraph.GradientError`; ``checkpoint.pt`` then holds the step before it.
     """
+    cfg.validate()
+    config = {**dataclasses.asdict(cfg), "threads": torch.get_num_threads()}
+    with open_run(out, config, growable="steps", resume=resume, overwrite=overwrite) as rd:
+        try:
+            return _train(cfg, config, rd, resume, progress, checkpoints)
+        except Diverged as diverged:
+            first, last_good = keep_last_good(
+                rd, diverged, lambda again, stop: _train(cfg, config, rd, again, False, True, stop))
+            fix = (f"lower the learning rate (--lr, now {cfg.policy_lr:g}"
+                   + (f"; --generator-lr, now {cfg.generator_lr:g}" if cfg.method == "sgprop" else "")
+                   + ") and start again with --overwrite")
+            raise divergence_error(first, last_good, "step", fix, str(rd.path)) from None
+
+
+def _train(cfg: BanditConfig, config: dict, rd: RunDir, resume: bool, progress: bool, checkpoints: bool,
+           stop: int | None = None) -> dict | None:
+    """The training of :func:`run_bandit` in a claimed run directory (``stop``: replay up to that step, checking
+    every step, and end with a checkpoint and no summary)."""
     from ..envs.mnist import MnistBandit, load_mnist
 
-    cfg.validate()
-    rd = RunDir(out)
-    config = {**dataclasses.asdict(cfg), "threads": torch.get_num_threads()}
-    if resume:
-        rd.check_resume(config, growable="steps")
-    rd.write_json("config.json", config)
+    last = cfg.steps if stop is None else stop
     images, labels = load_mnist(cfg.data_dir)
     env = MnistBandit(images, labels, classes=cfg.classes, p_flip=cfg.p_flip, eval_size=cfg.eval_size, seed=cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -259,15 +298,19 @@ def run_bandit(cfg: BanditConfig, out: str | Path, resume: bool = False, progres
     start = 0
     train_reward = 0.0  # moving average of the (flipped) training reward
     if resume:
-        state = rd.load_checkpoint()
-        load_model_state(model, state["model"], unused)
-        opt.load_state_dict(state["opt"])
-        if gen_opt is not None and state["gen_opt"] is not None:
-            gen_opt.load_state_dict(state["gen_opt"])
-        data_gen.set_state(state["data_gen"])
-        torch.set_rng_state(state["torch_rng"])
-        rows, start = state["rows"], state["step"]
-        train_reward = state["train_reward"]
+        state = rd.load_checkpoint(keys=("step", "model", "opt", "gen_opt", "data_gen", "torch_rng", "rows",
+                                         "train_reward"))
+        with rd.restoring():
+            load_model_state(model, state["model"], unused)
+            opt.load_state_dict(state["opt"])
+            if gen_opt is not None and state["gen_opt"] is not None:
+                gen_opt.load_state_dict(state["gen_opt"])
+            data_gen.set_state(state["data_gen"])
+            torch.set_rng_state(state["torch_rng"])
+            rows, start = list(state["rows"]), int(state["step"])
+            train_reward = float(state["train_reward"])
+    rd.write_json("config.json", config)  # after a resume could fail: a failing --resume changes nothing
+    watched = params + (list(net.generator_parameters()) if net is not None else [])
 
     def evaluate() -> float:
         # in chunks: a 4,000-image forward at once makes 100+ MB activations, far slower per image
@@ -297,20 +340,27 @@ def run_bandit(cfg: BanditConfig, out: str | Path, resume: bool = False, progres
         snapshot(0)
     n_params = sum(p.numel() for p in params)
     events = EventLog(rd.path, purge_step=start + 1 if resume else None)
-    bar = Progress(cfg.steps, f"bandit {cfg.method} seed {cfg.seed}", unit="step", quiet=not progress, initial=start)
+    bar = Progress(last, f"bandit {cfg.method} seed {cfg.seed}", unit="step", quiet=not progress, initial=start)
     try:
         if start == 0:
             bar.note(f"[bandit {cfg.method} seed {cfg.seed}] {n_params:,} policy parameters (SparseNet of these "
                      f"settings: {sparsenet_parameter_count(cfg, env.n_actions):,}), "
                      f"torch threads: {config['threads']}")
         row = rows[-1] if rows else None
-        for step in range(start + 1, cfg.steps + 1):
+        for step in range(start + 1, last + 1):
             x, y = env.sample(cfg.batch, data_gen)
             stats: dict = {}
             t_step = time.perf_counter()
-            reward = bandit_update(cfg, policy, net, opt, gen_opt, x,
-                                   lambda actions, y=y: env.reward(actions, y, data_gen, train=True), data_gen, stats)
+            try:
+                reward = bandit_update(cfg, policy, net, opt, gen_opt, x,
+                                       lambda actions, y=y: env.reward(actions, y, data_gen, train=True), data_gen,
+                                       stats)
+            except GradientError as err:  # a mixer met a NaN or infinite gradient
+                raise Diverged(step, err.message) from None
             seconds = time.perf_counter() - t_step
+            if stop is not None or step % cfg.checkpoint_every == 0 or step in (cfg.steps, last) \
+                    or step in snapshot_at:
+                check_step(step, watched)  # every step when replaying, else before anything is saved
             train_reward = 0.9 * train_reward + 0.1 * float(reward.mean()) if step > 1 else float(reward.mean())
             events.scalars({"train_reward": train_reward, "seconds_per_step": seconds,
                             "grad_norm": _gradient_norm(params), **stats}, step)
@@ -328,13 +378,16 @@ def run_bandit(cfg: BanditConfig, out: str | Path, resume: bool = False, progres
     finally:
         bar.close()
         events.close()
+    if stop is not None:
+        checkpoint(stop)
+        return None
     final = rows[-1]["eval_reward"] if rows else evaluate()
     summary = {"method": cfg.method, "seed": cfg.seed, "steps": cfg.steps, "final_eval_reward": final,
                "mean_eval_reward": sum(r["eval_reward"] for r in rows) / max(len(rows), 1),
                "seconds": round(time.perf_counter() - t0, 2), "resumed_from": start if resume else None,
                "parameters": n_params, "sparsenet_parameters": sparsenet_parameter_count(cfg, env.n_actions)}
-    rd.write_json("summary.json", summary)
     _plot(rows, rd, f"MNIST bandit — {cfg.method}, seed {cfg.seed}")
+    rd.write_json("summary.json", summary)  # last: it marks the run finished
     return summary
 
 

@@ -30,6 +30,7 @@ the generator step (they touch disjoint parameters, so the order does not change
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,12 +40,22 @@ import torch
 
 from ..engine.lambdas import NORMALIZATIONS
 from ..engine.recurrent import GENERATOR_TARGETS
-from ..exceptions import ConfigError
+from ..exceptions import ConfigError, GradientError
 from ..progress import Progress
 from .checkpoint_state import load_model_state, model_state
+from .divergence import Diverged, check_step, divergence_error, keep_last_good
 from .eventlog import EventLog
-from .rundir import RunDir
-from .settings import check_lambda_setting
+from .rundir import RunDir, open_run
+from .settings import (
+    MAX_RATE,
+    MAX_STEPS,
+    check_between,
+    check_lambda_setting,
+    check_positive,
+    check_seed,
+    check_sizes,
+    check_types,
+)
 
 __all__ = ["Batch", "PopgymConfig", "build_policy", "collect_batch", "discounted_returns", "normalized_returns",
            "reinforce_loss", "run_popgym", "train_batch"]
@@ -100,9 +111,20 @@ class PopgymConfig:
             self.normalize = "gradient" if self.normalize else "none"
 
     def validate(self) -> None:
+        """Raise :class:`~sggraph.ConfigError` naming the first invalid setting (types, finite numbers,
+        ranges, seed, sizes)."""
         from ..envs.popgym import ENVIRONMENTS
         from ..models.recurrent_sparsenet import SCALES
 
+        check_types(self)
+        check_seed(self)
+        check_sizes(self, ("num_envs", "neurons", "q", "slots", "fan_in", "actor_slots", "embed", "hidden",
+                           "maze_size", "episode_length", "lam_samples"))
+        check_sizes(self, ("batches", "checkpoint_every"), largest=MAX_STEPS)
+        check_positive(self, ("lr",), largest=MAX_RATE)
+        check_positive(self, ("clip_norm",))
+        check_positive(self, ("generator_lr",), zero=True, largest=MAX_RATE)
+        check_positive(self, ("generator_clip_norm", "rho"), zero=True)
         if self.env not in ENVIRONMENTS:
             raise ConfigError(f"unknown env '{self.env}'", fix=f"use one of {', '.join(ENVIRONMENTS)}")
         if self.model not in MODELS:
@@ -113,25 +135,12 @@ class PopgymConfig:
             raise ConfigError(f"--method sgprop needs --model sparsenet (got {self.model})",
                               fix=f"use --model sparsenet, or --method backprop for {self.model}")
         check_lambda_setting(self.lam, "θ")
-        for name in ("lam_init", "gamma", "lam_momentum", "explore_drop_prob"):
-            value = getattr(self, name)
-            if not 0 <= value <= 1:
-                raise ConfigError(f"{name} = {value} is outside [0, 1]", fix=f"set {name} in [0, 1]")
-        for name in ("num_envs", "batches", "neurons", "q", "slots", "fan_in", "actor_slots", "embed", "hidden",
-                     "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1 (got {getattr(self, name)})", fix=f"set {name} >= 1")
-        if self.lam_samples is not None and self.lam_samples < 1:
-            raise ConfigError(f"lam_samples must be at least 1 (got {self.lam_samples})",
-                              fix="set lam_samples >= 1, or leave it unset for every valid sample")
+        check_between(self, ("lam_init", "gamma", "lam_momentum", "explore_drop_prob"))
         choices = {"normalize": NORMALIZATIONS, "schedule_anchor": ("rollout", "longest"),
                    "generator_target": GENERATOR_TARGETS, "neuron_scale": SCALES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r}", fix=f"use one of {', '.join(allowed)}")
-        if self.generator_clip_norm < 0:
-            raise ConfigError(f"generator_clip_norm = {self.generator_clip_norm} is negative",
-                              fix="set generator_clip_norm >= 0 (0: no clipping)")
         if not 0 <= self.input_neurons <= self.neurons:
             raise ConfigError(f"input_neurons = {self.input_neurons} must be in 0..{self.neurons}",
                               fix="set input_neurons <= neurons")
@@ -139,8 +148,6 @@ class PopgymConfig:
         if self.fan_in > limit:
             raise ConfigError(f"fan_in = {self.fan_in} must be at most {limit} (neurons = {self.neurons}, "
                               f"self_parents = {self.self_parents})", fix="lower fan_in")
-        if self.lr <= 0 or self.generator_lr < 0:
-            raise ConfigError("learning rates must be positive", fix="set --lr > 0 and --generator-lr >= 0")
 
 
     def typical_op_elements(self) -> int:
@@ -216,6 +223,9 @@ def collect_batch(envs, policy, seed: int, batch: int, generator: torch.Generato
     with torch.no_grad():
         for _ in range(horizon):
             logits, state = policy.step(obs, state)
+            if not bool(torch.isfinite(logits).all()):
+                raise GradientError("the policy's action logits are NaN or infinite (its weights grew too large)",
+                                    fix="lower the learning rate")
             actions = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
             next_obs, reward, terminated, truncated = envs.step(actions.numpy())
             obs_seq.append(obs)
@@ -310,22 +320,38 @@ def train_batch(cfg: PopgymConfig, envs, policy, opt, gen_opt, batch_index: int,
 
 
 def run_popgym(cfg: PopgymConfig, out: str | Path, resume: bool = False, progress: bool = False,
-               checkpoints: bool = True) -> dict:
+               checkpoints: bool = True, overwrite: bool = False) -> dict:
     """Train one run; writes ``config.json`` (with the torch thread count it ran with), ``metrics.csv``
-    (a row per batch), TensorBoard event files, ``summary.json``, ``learning_curve.png`` and
-    ``checkpoint.pt`` into ``out``. Returns the summary.
+    (a row per batch), TensorBoard event files, ``learning_curve.png``, ``checkpoint.pt`` and, last,
+    ``summary.json`` into ``out``. Returns the summary.
 
-    ``progress``: a progress bar on stderr (:class:`~sggraph.progress.Progress`). ``checkpoints``:
-    False writes no resume checkpoint (a run that will never be resumed, such as the demo's).
+    ``out`` is claimed with :func:`~sggraph.experiments.rundir.open_run` (``resume`` continues the run in it,
+    ``overwrite`` replaces it). ``progress``: a progress bar on stderr (:class:`~sggraph.progress.Progress`).
+    ``checkpoints``: False writes no resume checkpoint (a run that will never be resumed, such as the
+    demo's). A batch whose loss, gradient or updated parameters are not finite stops the run with a
+    :class:`~sggraph.GradientError`; ``checkpoint.pt`` then holds the batch before it.
     """
+    cfg.validate()
+    config = {**dataclasses.asdict(cfg), "threads": torch.get_num_threads()}
+    with open_run(out, config, growable="batches", resume=resume, overwrite=overwrite) as rd:
+        try:
+            return _train(cfg, config, rd, resume, progress, checkpoints)
+        except Diverged as diverged:
+            first, last_good = keep_last_good(
+                rd, diverged, lambda again, stop: _train(cfg, config, rd, again, False, True, stop), key="batch")
+            fix = (f"lower the learning rate (--lr, now {cfg.lr:g}"
+                   + (f"; --generator-lr, now {cfg.generator_lr:g}" if cfg.method == "sgprop" else "")
+                   + f") or the gradient clip (--clip-norm, now {cfg.clip_norm:g}) and start again with --overwrite")
+            raise divergence_error(first, last_good, "batch", fix, str(rd.path)) from None
+
+
+def _train(cfg: PopgymConfig, config: dict, rd: RunDir, resume: bool, progress: bool, checkpoints: bool,
+           stop: int | None = None) -> dict | None:
+    """The training of :func:`run_popgym` in a claimed run directory (``stop``: replay up to that many batches,
+    checking every batch, and end with a checkpoint and no summary)."""
     from ..envs.popgym import LabyrinthBatch
 
-    cfg.validate()
-    rd = RunDir(out)
-    config = {**dataclasses.asdict(cfg), "threads": torch.get_num_threads()}
-    if resume:
-        rd.check_resume(config, growable="batches")
-    rd.write_json("config.json", config)
+    last = cfg.batches if stop is None else stop
     envs = LabyrinthBatch(cfg.env, cfg.num_envs, cfg.maze_size, cfg.episode_length, cfg.explore_drop_prob)
     torch.manual_seed(cfg.seed)
     policy = build_policy(cfg, envs.obs_dim, envs.n_actions)
@@ -337,14 +363,17 @@ def run_popgym(cfg: PopgymConfig, out: str | Path, resume: bool = False, progres
     rows: list[dict] = []
     start = 0
     if resume:
-        state = rd.load_checkpoint()
-        load_model_state(policy, state["policy"], unused)
-        opt.load_state_dict(state["opt"])
-        if gen_opt is not None:
-            gen_opt.load_state_dict(state["gen_opt"])
-        sampler.set_state(state["sampler"])
-        torch.set_rng_state(state["torch_rng"])
-        rows, start = state["rows"], state["batch"]
+        state = rd.load_checkpoint(keys=("batch", "policy", "opt", "gen_opt", "sampler", "torch_rng", "rows"))
+        with rd.restoring():
+            load_model_state(policy, state["policy"], unused)
+            opt.load_state_dict(state["opt"])
+            if gen_opt is not None:
+                gen_opt.load_state_dict(state["gen_opt"])
+            sampler.set_state(state["sampler"])
+            torch.set_rng_state(state["torch_rng"])
+            rows, start = list(state["rows"]), int(state["batch"])
+    rd.write_json("config.json", config)  # after a resume could fail: a failing --resume changes nothing
+    watched = list(policy.model_parameters()) + gen_params
 
     def checkpoint(done: int) -> None:
         if checkpoints:
@@ -357,11 +386,19 @@ def run_popgym(cfg: PopgymConfig, out: str | Path, resume: bool = False, progres
     label = f"{cfg.model} {cfg.method}" if cfg.model == "sparsenet" else cfg.model
     histogram_every = max(1, cfg.batches // 50)
     events = EventLog(rd.path, purge_step=start + 1 if resume else None)
-    bar = Progress(cfg.batches, f"{cfg.env} {label} seed {cfg.seed}", unit="batch", quiet=not progress,
-                   initial=start)
+    bar = Progress(last, f"{cfg.env} {label} seed {cfg.seed}", unit="batch", quiet=not progress, initial=start)
     try:
-        for b in range(start, cfg.batches):
-            row = train_batch(cfg, envs, policy, opt, gen_opt, b, sampler)
+        for b in range(start, last):
+            try:
+                row = train_batch(cfg, envs, policy, opt, gen_opt, b, sampler)
+            except GradientError as err:  # a mixer met a NaN or infinite gradient
+                raise Diverged(b + 1, err.message) from None
+            if not math.isfinite(row["grad_norm"]):
+                raise Diverged(b + 1, f"the gradient norm is {row['grad_norm']}")
+            if stop is not None or (b + 1) % cfg.checkpoint_every == 0 or b + 1 in (cfg.batches, last):
+                check_step(b + 1, watched, loss=row["loss"])  # every batch when replaying, else before a checkpoint
+            elif not math.isfinite(row["loss"]):
+                raise Diverged(b + 1, f"the loss is {row['loss']}")
             rows.append(row)
             events.scalars(row, b + 1)
             if cfg.method == "sgprop" and ((b + 1) % histogram_every == 0 or b + 1 == cfg.batches):
@@ -374,6 +411,9 @@ def run_popgym(cfg: PopgymConfig, out: str | Path, resume: bool = False, progres
         bar.close()
         events.close()
     envs.close()
+    if stop is not None:
+        checkpoint(stop)
+        return None
     rates = [r["success_rate"] for r in rows]
     tail = rates[-max(1, len(rates) // 10):]
     summary = {"env": cfg.env, "model": cfg.model, "method": cfg.method, "seed": cfg.seed, "lr": cfg.lr,
@@ -382,8 +422,8 @@ def run_popgym(cfg: PopgymConfig, out: str | Path, resume: bool = False, progres
                "auc_success_rate": round(sum(rates) / len(rates), 5) if rates else None,
                "seconds": round(time.perf_counter() - t0, 2), "resumed_from": start if resume else None,
                "parameters": sum(p.numel() for p in policy.model_parameters())}
-    rd.write_json("summary.json", summary)
     _plot(rows, rd, f"{cfg.env} — {label}, seed {cfg.seed}")
+    rd.write_json("summary.json", summary)  # last: it marks the run finished
     return summary
 
 

@@ -96,15 +96,16 @@ def _number(text: str) -> Any:
 
 
 def _parse_name(name: str) -> dict[str, Any]:
-    import yaml
+    from ..core.safe_yaml import parse_yaml
+    from ..exceptions import SpecError
 
     out: dict[str, Any] = {}
     for part in name.split(","):
         if "=" in part:
             key, value = part.split("=", 1)
             try:
-                out[key] = yaml.safe_load(value)
-            except yaml.YAMLError:
+                out[key] = parse_yaml(value).data
+            except SpecError:
                 out[key] = value
     return out
 

@@ -18,12 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import write_atomic
+from ..dirlock import DirectoryLock
 from ..exceptions import ConfigError
 from ..progress import Progress
 from ..threads import available_cpus
 from .spec import RUN_FILE, SweepSpec, format_value
 
-__all__ = ["RunPlan", "die_with_parent", "execute_run", "plan_runs", "run_sweep"]
+__all__ = ["SWEEP_LOCK", "RunPlan", "die_with_parent", "execute_run", "plan_runs", "run_sweep"]
+
+#: The lock file of a sweep directory: one sweep at a time runs in it.
+SWEEP_LOCK = "sweep.lock"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,53 +129,43 @@ def execute_run(argv: Sequence[str], run_dir: str, env: Mapping[str, str] | None
                 cwd: str | None = None) -> dict[str, Any]:
     """Run ``python -m sggraph ARGV`` for one run directory; the same function runs in the local pool and in Ray.
 
-    Appends the run's output to ``stdout.log`` / ``stderr.log`` in the run directory, holds
-    an exclusive lock on ``run.lock`` while the run lives (a second sweep cannot run the
-    same directory at once), and kills the run if this process dies.
+    Appends the run's output to ``stdout.log`` / ``stderr.log`` in the run directory and
+    kills the run if this process dies. The run itself locks its directory (``run.lock``),
+    and the sweep holds its whole directory (``sweep.lock``), so no two processes write one run.
 
     Returns
     -------
     dict
         ``returncode``, ``seconds``, ``error`` (the last lines of stderr when it failed) and ``host``.
     """
-    import fcntl
     import socket
     import subprocess
 
     path = Path(run_dir)
     path.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    lock = open(path / "run.lock", "a")  # noqa: SIM115 - held for the run's life, inherited by the child
-    try:
-        try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return {"returncode": None, "seconds": 0.0, "host": socket.gethostname(),
-                    "error": f"another process is running {path} (run.lock is held); wait for it or stop it"}
-        child_env = dict(os.environ)
-        child_env.update(env or {})
-        child_env["SGGRAPH_PARENT_PID"] = str(os.getpid())
-        stderr_path = path / "stderr.log"
-        start = stderr_path.stat().st_size if stderr_path.exists() else 0
-        header = f"=== sggraph sweep {time.strftime('%Y-%m-%d %H:%M:%S')}: sggraph {' '.join(argv)}\n"
-        with open(path / "stdout.log", "a") as out, open(stderr_path, "a") as err:
-            out.write(header)
-            out.flush()
-            err.write(header)
-            err.flush()
-            start += len(header.encode())
-            proc = subprocess.run([sys.executable, "-m", "sggraph", *argv], check=False, stdout=out, stderr=err,
-                                  stdin=subprocess.DEVNULL, env=child_env, pass_fds=(lock.fileno(),),
-                                  cwd=cwd if cwd and os.path.isdir(cwd) else None)
-        error = ""
-        if proc.returncode != 0:
-            error = _tail(stderr_path, start) or f"exit code {proc.returncode} and nothing on stderr"
-        elif not (path / "summary.json").exists():
-            error = "the command exited 0 but wrote no summary.json"
-        return {"returncode": proc.returncode, "seconds": round(time.perf_counter() - t0, 2),
-                "host": socket.gethostname(), "error": error}
-    finally:
-        lock.close()
+    child_env = dict(os.environ)
+    child_env.update(env or {})
+    child_env["SGGRAPH_PARENT_PID"] = str(os.getpid())
+    stderr_path = path / "stderr.log"
+    start = stderr_path.stat().st_size if stderr_path.exists() else 0
+    header = f"=== sggraph sweep {time.strftime('%Y-%m-%d %H:%M:%S')}: sggraph {' '.join(argv)}\n"
+    with open(path / "stdout.log", "a") as out, open(stderr_path, "a") as err:
+        out.write(header)
+        out.flush()
+        err.write(header)
+        err.flush()
+        start += len(header.encode())
+        proc = subprocess.run([sys.executable, "-m", "sggraph", *argv], check=False, stdout=out, stderr=err,
+                              stdin=subprocess.DEVNULL, env=child_env,
+                              cwd=cwd if cwd and os.path.isdir(cwd) else None)
+    error = ""
+    if proc.returncode != 0:
+        error = _tail(stderr_path, start) or f"exit code {proc.returncode} and nothing on stderr"
+    elif not (path / "summary.json").exists():
+        error = "the command exited 0 but wrote no summary.json"
+    return {"returncode": proc.returncode, "seconds": round(time.perf_counter() - t0, 2),
+            "host": socket.gethostname(), "error": error}
 
 
 def _pool_init(parent_pid: int) -> None:
@@ -297,7 +291,19 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", worke
     if threads < 1:
         raise ConfigError(f"--threads must be at least 1 (got {threads})", fix="pass --threads 1 or more")
     out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError("the sweep directory is a file", file=str(out), fix="choose a directory for --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the sweep directory: {exc.strerror or exc}", file=str(out),
+                          fix="choose an --out in a directory you can write to") from None
+    with DirectoryLock(out, SWEEP_LOCK, "sweep directory"):  # one sweep at a time in a directory
+        return _run_locked(spec, out, backend, workers, address, threads, log, progress)
+
+
+def _run_locked(spec: SweepSpec, out: Path, backend: str, workers: int, address: str | None, threads: int,
+                log: Callable[[str], None], progress: bool) -> list[dict]:
     plans = plan_runs(spec, out)
     if spec.file:
         write_atomic(out / "spec.yaml", Path(spec.file).read_text())

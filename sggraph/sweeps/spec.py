@@ -71,6 +71,7 @@ __all__ = [
     "command_options",
     "expand_grid",
     "format_value",
+    "grid_size",
     "load_spec",
     "run_name",
     "spec_from_dict",
@@ -79,7 +80,9 @@ __all__ = [
 #: Top-level keys of a spec.
 SPEC_KEYS = ("name", "command", "settings", "grid", "description")
 #: Flags the sweep itself passes to every run; a spec may not set them.
-MANAGED = ("out", "resume", "help")
+MANAGED = ("out", "resume", "overwrite", "help")
+#: The most runs one sweep may hold (a larger grid is refused before anything is expanded).
+MAX_RUNS = 10_000
 #: Commands that cannot be swept (they run sweeps or read them).
 NOT_SWEEPABLE = ("sweep", "plot")
 #: Per-run files written by the sweep (the command writes the rest).
@@ -322,6 +325,19 @@ def expand_grid(axes: Sequence[_Axis]) -> list[dict[str, Any]]:
     return cells
 
 
+def grid_size(axes: Sequence[_Axis]) -> int:
+    """The number of combinations of a grid before duplicates are removed (computed, not expanded).
+
+    >>> grid_size([_Axis("a", (1, 2, 3)), _Axis("v", entries=((_Axis("m", ("x",)),), (_Axis("b", (0, 1)),)),
+    ...            group=True)])
+    9
+    """
+    size = 1
+    for axis in axes:
+        size *= sum(grid_size(entry) for entry in axis.entries) if axis.group else len(axis.values)
+    return size
+
+
 @dataclass(frozen=True)
 class GridCell:
     """One run of a sweep: its grid settings and its directory name."""
@@ -393,7 +409,8 @@ def _canonical(key: Any, aliases: Mapping[str, str], command: str, where: str, *
     key = str(key)
     if key in MANAGED or aliases.get(key) in MANAGED:
         raise SpecError(f"setting '{key}' in {where} is managed by the sweep", file=file, line=line,
-                        fix="leave it out: every run gets --out OUT/NAME, and --resume when it was killed")
+                        fix="leave it out: every run gets --out OUT/NAME, and --resume when it was killed; "
+                            "a finished run is redone by deleting its directory")
     if key not in aliases:
         names = sorted(n for n in set(aliases.values()) if n not in MANAGED)
         guess = difflib.get_close_matches(key.replace("-", "_"), names, n=1)
@@ -497,6 +514,10 @@ def spec_from_dict(data: Any, *, file: str | None = None, lines: Mapping[str, in
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._+-]+", name):
         raise SpecError(f"sweep name {name!r} is not a plain word", file=file, line=at("$.name"),
                         fix="use letters, digits and . _ + - only")
+    size = grid_size(axes)
+    if size > MAX_RUNS:
+        raise SpecError(f"the grid makes {size:,} runs, more than the {MAX_RUNS:,} a sweep may hold", file=file,
+                        line=at("$.grid"), fix="split it into several sweeps, or vary fewer settings at once")
     spec = SweepSpec(name=name, command=words, settings=settings, axes=axes, options=options, file=file)
     for cell in spec.cells():  # duplicate names are spec errors; every run's config is validated up front
         _validate_run(spec, cell, parser, value_lines, at("$.grid"))
@@ -533,21 +554,9 @@ def _validate_run(spec: SweepSpec, cell: GridCell, parser: CommandParser,
 
 
 def load_spec(path: str | Path, parser: CommandParser) -> SweepSpec:
-    """Read and validate a sweep spec YAML file; errors name the file and line."""
-    import yaml
+    """Read (with :func:`~sggraph.core.safe_yaml.read_yaml`) and validate a sweep spec YAML file; errors name
+    the file and line."""
+    from ..core.safe_yaml import read_yaml
 
-    from ..core.spec import yaml_line_index
-
-    path = str(path)
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise SpecError(f"cannot read the sweep spec: {exc.strerror}", file=path, fix="check the path") from None
-    try:
-        data = yaml.safe_load(text)
-        lines = yaml_line_index(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise SpecError(f"YAML syntax error: {getattr(exc, 'problem', exc)}", file=path,
-                        line=mark.line + 1 if mark else None, fix="check indentation and colons") from None
-    return spec_from_dict(data, file=path, lines=lines, parser=parser)
+    doc = read_yaml(path, what="sweep spec")
+    return spec_from_dict(doc.data, file=str(path), lines=doc.lines, parser=parser)
