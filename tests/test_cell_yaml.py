@@ -124,6 +124,16 @@ def test_graph_and_cell_loaders_refuse_each_others_files(tmp_path):
 
 
 # ------------------------------------------------------------------------------- the POPGym cell
+@pytest.mark.parametrize("text", ["?\n", "1: x\n", "inputs: {obs: 3}\n3: y\n"])
+def test_non_text_keys_in_a_cell_file_are_a_located_error(tmp_path, text):
+    """A key that is not a name (found by the fuzz test: ``?`` alone is the key None) is a SpecError."""
+    path = tmp_path / "cell.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match="is not a name") as err:
+        Cell.from_yaml(path)
+    assert err.value.file == str(path)
+
+
 def test_popgym_cell_yaml_is_the_python_builders_cell():
     cell = Cell.from_yaml(POPGYM)
     built = recurrent_sparsenet_cell(56, 4)

@@ -4,6 +4,7 @@ written, and a diverging run stops with a resumable checkpoint of its last good 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -268,8 +269,10 @@ def test_the_last_good_checkpoint_is_exactly_the_uninterrupted_runs(tmp_path):
     cut = tmp_path / "cut"
     run_bandit(BanditConfig(**{**small, "steps": 2, "evaluations": 2}), cut)  # its checkpoint.pt holds step 2
     cfg = BanditConfig(**{**small, "steps": 9, "evaluations": 9})  # evaluated at every step, like the others
-    first, kept = keep_last_good(RunDir(cut), Diverged(7, "a test divergence at step 7"),
-                                 lambda again, stop: mnist_bandit._train(cfg, RunDir(cut), again, None, stop))
+    config = {**dataclasses.asdict(cfg), "threads": torch.get_num_threads()}
+    first, kept = keep_last_good(
+        RunDir(cut), Diverged(7, "a test divergence at step 7"),
+        lambda again, stop: mnist_bandit._train(cfg, config, RunDir(cut), again, False, True, stop))
     assert kept == 6 and first.step == 7
     mine, whole = (torch.load(p / "checkpoint.pt", weights_only=True) for p in (cut, tmp_path / "whole"))
     assert mine["step"] == whole["step"] == 6 and mine["rows"] == whole["rows"]

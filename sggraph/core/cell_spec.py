@@ -48,7 +48,7 @@ import attrs
 import cattrs
 
 from ..exceptions import GraphError, SggraphError, SpecError
-from .spec import line_for, read_yaml, spec_error, strict_converter
+from .spec import check_keys, line_for, read_yaml, spec_error, strict_converter
 
 if TYPE_CHECKING:  # cell_spec builds cells of the class it is handed; unroll.py imports cell_spec
     from .unroll import Cell
@@ -219,6 +219,7 @@ def cell_from_dict(data: Any, *, cls: type[Cell], file: str | None = None,
         raise SpecError("this file declares a layered graph (it has `nodes:` or `arrays:`), not a recurrent cell",
                         file=file, line=line_for(index, "$.nodes") or line_for(index, "$.arrays") or 1,
                         fix="load it with sggraph.Graph.from_yaml; on the command line drop --unroll")
+    check_keys(data, "$", index, file)
     try:
         spec = _converter.structure(dict(data), CellSpec)
     except (cattrs.BaseValidationError, TypeError, ValueError) as exc:

@@ -50,6 +50,7 @@ __all__ = [
     "ArraySpec",
     "GraphSpec",
     "NodeSpec",
+    "check_keys",
     "graph_from_dict",
     "graph_to_dict",
     "line_for",
@@ -242,7 +243,7 @@ def _spec_errors(exc: Exception, data: Any, index: Mapping[str, int], file: str 
                                 "stochastic and residual are true or false")
 
 
-def _check_keys(data: Any, path: str, index: Mapping[str, int], file: str | None) -> None:
+def check_keys(data: Any, path: str, index: Mapping[str, int], file: str | None) -> None:
     """Raise :class:`SpecError` at the first mapping key that is not text (``1: x``, ``? [a]``, ``null: x``)."""
     todo, seen = [(data, path)], set()
     while todo:
@@ -292,7 +293,7 @@ def graph_from_dict(data: Any, *, cls: type[Graph], file: str | None = None,
                         line=line_for(index, "$.state") or 1,
                         fix="load it with sggraph.Cell.from_yaml; on the command line pass --unroll T to work on "
                             "the graph of T unrolled steps")
-    _check_keys(data, "$", index, file)
+    check_keys(data, "$", index, file)
     try:
         spec = _converter.structure(dict(data), GraphSpec)
     except (cattrs.BaseValidationError, TypeError, ValueError) as exc:
