@@ -429,7 +429,8 @@ def state_lambda_from_forward(st, steps: list[int], normalize: bool | str = True
     steps under ``max_samples``; tested equal), organised for speed when every sample is used:
 
     * the samples' inputs, routing weights and slot outputs come from the forward (no rerun of
-      the slots); samples outside the estimate get zero feedback instead of being gathered out;
+      the slots); when most samples are used, the others get zero feedback instead of being
+      gathered out (no copies); when few are (``max_samples``), those few are gathered;
     * the received and the predicted feedback are stacked, so every pass serves both;
     * a neuron's per-sample gradient is linear in its cotangent ``c_b``, so each normalisation
       is a per-sample scale of ``c_b`` (``feedback``: ``1/‖c_b‖``; ``gradient``: ``1/‖p̃_b‖``);
@@ -449,7 +450,7 @@ def state_lambda_from_forward(st, steps: list[int], normalize: bool | str = True
         if keep < len(steps):
             chosen = torch.randperm(len(steps))[:keep].sort().values.tolist()
             steps = [steps[i] for i in chosen]
-    u = st.u_all  # [N, R, F q], every sample of the forward; unused samples get zero feedback below
+    u = st.u_all  # [N, R, F q], every sample of the forward
     device, dtype = u.device, u.dtype  # type: ignore[union-attr]
     mask = torch.zeros(t_steps, batch, dtype=torch.bool, device=device)
     mask[steps] = True
@@ -462,17 +463,21 @@ def state_lambda_from_forward(st, steps: list[int], normalize: bool | str = True
     if r < 2:
         return torch.full((n,), float("nan"), dtype=dtype, device=device)
     received = torch.cat([rec.received for rec in st.records], dim=1)  # [N, R, q]
-    cot = torch.stack([received, st.fed_all], dim=2) * mask.to(dtype)[:, None, None]  # [N, R, 2, q]
+    fed, alpha_all, e = st.fed_all, st.alpha_all, (st.e_all if k else None)  # e: [R, d_in]
+    y = torch.cat(st.y_steps, dim=1)  # [N, R, M, q]
+    if 4 * r < 3 * mask.numel():  # a few samples (max_samples): gather them; most: zero-weight the rest
+        u, fed, alpha_all, y, received = (x.index_select(1, cols) for x in (u, fed, alpha_all, y, received))
+        e = None if e is None else e.index_select(0, cols)
+        mask = torch.ones(r, dtype=torch.bool, device=device)
+    cot = torch.stack([received, fed], dim=2) * mask.to(dtype)[:, None, None]  # [N, R, 2, q]
     if mode == "feedback":
         cot = unit_feedback(cot)
     cot = cot.permute(0, 2, 3, 1).contiguous()  # [N, 2, q, R]: the sample axis last
     x2 = torch.linalg.vector_norm(u, dim=-1).square()  # [N, R] ‖x_b‖²
-    e = st.e_all if k else None  # [R, d_in]
     if e is not None:
         x2 = torch.cat([x2[:k] + torch.linalg.vector_norm(e, dim=-1).square(), x2[k:]], dim=0)
-    y = torch.cat(st.y_steps, dim=1)  # [N, R, M, q]
     scale = fn.scale.to(u).reshape(-1).expand(n)  # [N] routing-logit scale per neuron
-    parts = [_state_chunk_stats(mode, u[a:b], st.alpha_all[a:b], y[a:b], cot[a:b], x2[a:b],  # type: ignore[index]
+    parts = [_state_chunk_stats(mode, u[a:b], alpha_all[a:b], y[a:b], cot[a:b], x2[a:b],  # type: ignore[index]
                                 scale[a:b], e, max(0, min(k, b) - a))
              for a, b in _neuron_chunks(n, y.shape[1] * y.shape[2] * y.shape[3])]
     means = torch.cat([p[0] for p in parts], dim=0) / r  # [N, 2, P]
