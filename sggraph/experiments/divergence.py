@@ -24,7 +24,7 @@ import torch
 
 from ..exceptions import GradientError
 
-__all__ = ["Diverged", "all_finite", "check_step", "divergence_error", "keep_last_good"]
+__all__ = ["Diverged", "all_finite", "check_step", "divergence_error", "keep_last_good", "train_guarded"]
 
 
 class Diverged(Exception):
@@ -84,3 +84,24 @@ def divergence_error(diverged: Diverged, last_good: int | None, unit: str, fix: 
         f"checkpoint.pt holds {unit} {last_good}, the last good one (--resume continues from it)"
     return GradientError(f"training diverged at {unit} {diverged.step}: {diverged.reason.rstrip('.')}; the run "
                          f"stopped and {kept}", file=file, fix=fix)
+
+
+def train_guarded(out: Any, config: dict, train: Callable[..., Any], *, unit: str, growable: str, fix: str,
+                  resume: bool, overwrite: bool, progress: bool, checkpoints: bool) -> Any:
+    """Claim the run directory ``out`` (:func:`~sggraph.experiments.rundir.open_run`) and ``train`` in it.
+
+    ``train(rundir, resume, progress, checkpoints, stop=None)`` runs the experiment; ``unit`` ("step",
+    "batch") names its steps and its checkpoint's counter, ``growable`` the setting a resumed run may extend
+    ("steps", "batches"). When it raises :class:`Diverged`, the last
+    good step is replayed into ``checkpoint.pt`` and a :class:`~sggraph.GradientError` naming the step and
+    ``fix`` is raised.
+    """
+    from .rundir import open_run
+
+    with open_run(out, config, growable=growable, resume=resume, overwrite=overwrite) as rd:
+        try:
+            return train(rd, resume, progress, checkpoints)
+        except Diverged as diverged:
+            first, last_good = keep_last_good(rd, diverged, lambda again, stop: train(rd, again, False, True, stop),
+                                              key=unit)
+            raise divergence_error(first, last_good, unit, fix, str(rd.path)) from None

@@ -43,9 +43,9 @@ from ..engine.recurrent import GENERATOR_TARGETS
 from ..exceptions import ConfigError, GradientError
 from ..progress import Progress
 from .checkpoint_state import load_model_state, model_state
-from .divergence import Diverged, check_step, divergence_error, keep_last_good
+from .divergence import Diverged, check_step, train_guarded
 from .eventlog import EventLog
-from .rundir import RunDir, open_run
+from .rundir import RunDir
 from .settings import (
     MAX_RATE,
     MAX_STEPS,
@@ -333,16 +333,11 @@ def run_popgym(cfg: PopgymConfig, out: str | Path, resume: bool = False, progres
     """
     cfg.validate()
     config = {**dataclasses.asdict(cfg), "threads": torch.get_num_threads()}
-    with open_run(out, config, growable="batches", resume=resume, overwrite=overwrite) as rd:
-        try:
-            return _train(cfg, config, rd, resume, progress, checkpoints)
-        except Diverged as diverged:
-            first, last_good = keep_last_good(
-                rd, diverged, lambda again, stop: _train(cfg, config, rd, again, False, True, stop), key="batch")
-            fix = (f"lower the learning rate (--lr, now {cfg.lr:g}"
-                   + (f"; --generator-lr, now {cfg.generator_lr:g}" if cfg.method == "sgprop" else "")
-                   + f") or the gradient clip (--clip-norm, now {cfg.clip_norm:g}) and start again with --overwrite")
-            raise divergence_error(first, last_good, "batch", fix, str(rd.path)) from None
+    fix = (f"lower the learning rate (--lr, now {cfg.lr:g}"
+           + (f"; --generator-lr, now {cfg.generator_lr:g}" if cfg.method == "sgprop" else "")
+           + f") or the gradient clip (--clip-norm, now {cfg.clip_norm:g}) and start again with --overwrite")
+    return train_guarded(out, config, lambda *args: _train(cfg, config, *args), unit="batch", growable="batches", fix=fix,
+                         resume=resume, overwrite=overwrite, progress=progress, checkpoints=checkpoints)
 
 
 def _train(cfg: PopgymConfig, config: dict, rd: RunDir, resume: bool, progress: bool, checkpoints: bool,
