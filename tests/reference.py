@@ -163,3 +163,17 @@ def reference_gradients(net, inputs, feedback):
             else:
                 full[idx] += gp
     return grads
+
+
+def direct_lambda(p: torch.Tensor, s: torch.Tensor, normalize: bool) -> torch.Tensor:
+    """eq. 18 from explicit per-sample vectors ``[B, P]``, written out term by term."""
+    if normalize:
+        p = p / (p.norm(dim=1, keepdim=True) + 1e-12)
+        s = s / (s.norm(dim=1, keepdim=True) + 1e-12)
+    b = p.shape[0]
+    u = s - p
+    u_bar, p_bar = u.mean(0), p.mean(0)
+    v = ((u - u_bar) ** 2).sum() / (b - 1) / b  # variance of the batch mean of u
+    c = ((p - p_bar) * (u - u_bar)).sum() / (b - 1) / b  # covariance of the batch means of p and u
+    bias2 = torch.clamp(u_bar.dot(u_bar) - v, min=0)
+    return torch.clamp(1 + c / (v + bias2), 0, 1)

@@ -4,24 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from reference import direct_lambda
 
 import sggraph
 from sggraph import LambdaError
 from sggraph.engine.lambdas import _block_lambda, batch_lambda_from_vectors
-
-
-def _direct_lambda(p: torch.Tensor, s: torch.Tensor, normalize: bool) -> torch.Tensor:
-    """eq. 18 from explicit per-sample vectors ``[B, P]``, written out term by term."""
-    if normalize:
-        p = p / (p.norm(dim=1, keepdim=True) + 1e-12)
-        s = s / (s.norm(dim=1, keepdim=True) + 1e-12)
-    b = p.shape[0]
-    u = s - p
-    u_bar, p_bar = u.mean(0), p.mean(0)
-    v = ((u - u_bar) ** 2).sum() / (b - 1) / b  # variance of the batch mean of u
-    c = ((p - p_bar) * (u - u_bar)).sum() / (b - 1) / b  # covariance of the batch means of p and u
-    bias2 = torch.clamp(u_bar.dot(u_bar) - v, min=0)
-    return torch.clamp(1 + c / (v + bias2), 0, 1)
 
 
 @pytest.mark.parametrize("normalize", [True, False])
@@ -31,7 +18,7 @@ def test_batch_formula_matches_direct_implementation(normalize):
     s = 0.5 * p + torch.randn(20, 3, 7, generator=gen, dtype=torch.float64) + 0.3
     got = batch_lambda_from_vectors(p, s, normalize)
     for unit in range(3):
-        want = _direct_lambda(p[:, unit], s[:, unit], normalize)
+        want = direct_lambda(p[:, unit], s[:, unit], normalize)
         torch.testing.assert_close(got[unit], want, rtol=1e-10, atol=1e-12)
 
 
@@ -156,7 +143,7 @@ def _authors_feedback_lambda(net, name):
                 rows.append(torch.cat([gp.flatten(), gb.flatten()]))
             p_rows.append(rows[0])
             s_rows.append(rows[1])
-        lam.append(_direct_lambda(torch.stack(p_rows), torch.stack(s_rows), normalize=False))
+        lam.append(direct_lambda(torch.stack(p_rows), torch.stack(s_rows), normalize=False))
     return torch.stack(lam)
 
 

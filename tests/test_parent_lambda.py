@@ -10,25 +10,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from reference import direct_lambda
 
 import sggraph
 from sggraph import LambdaError
 from sggraph.engine.blocks import ArrayBlock
 from sggraph.engine.parent_lambdas import feedback_parts, out_edge_lambda
-
-
-def _direct_lambda(p: torch.Tensor, s: torch.Tensor, normalize: bool) -> torch.Tensor:
-    """eq. 18 from explicit per-sample vectors ``[B, P]``, term by term."""
-    if normalize:
-        p = p / (p.norm(dim=1, keepdim=True) + 1e-12)
-        s = s / (s.norm(dim=1, keepdim=True) + 1e-12)
-    b = p.shape[0]
-    u = s - p
-    u_bar, p_bar = u.mean(0), p.mean(0)
-    v = ((u - u_bar) ** 2).sum() / (b - 1) / b
-    c = ((p - p_bar) * (u - u_bar)).sum() / (b - 1) / b
-    bias2 = torch.clamp(u_bar.dot(u_bar) - v, min=0)
-    return torch.clamp(1 + c / (v + bias2), 0, 1)
 
 
 def _graph() -> sggraph.Graph:
@@ -162,7 +149,7 @@ def _reference_lambda(net, inputs, parent: str, normalize: bool) -> torch.Tensor
             rows.setdefault(i, [[], []])
             rows[i][0].append(vecs[0])
             rows[i][1].append(vecs[1])
-    lam = [_direct_lambda(torch.stack(p), torch.stack(s), normalize) for p, s in rows.values()]
+    lam = [direct_lambda(torch.stack(p), torch.stack(s), normalize) for p, s in rows.values()]
     return torch.stack(lam) if isinstance(block, ArrayBlock) else lam[0]
 
 
