@@ -261,9 +261,9 @@ class RecurrentSlotGenerator(nn.Module):
         """
         k = 0 if e_proj is None else e_proj.shape[0]
         n = u.shape[0]
+        wired, rest = zip(*(x.split([k, n - k], dim=0) for x in (u, self.weight, self.bias, alpha)))  # split: no zero-fill
         out = []
-        for (u_part, weight, bias, alpha_part), e_part in zip(
-                zip(*(x.split([k, n - k], dim=0) for x in (u, self.weight, self.bias, alpha))), (e_proj, None)):
+        for (u_part, weight, bias, alpha_part), e_part in ((wired, e_proj), (rest, None)):
             if u_part.shape[0] == 0:
                 continue
             pre = torch.baddbmm(bias.unsqueeze(1), u_part, weight.transpose(1, 2))
