@@ -16,7 +16,7 @@ from sggraph.exceptions import ConfigError, DataError
 
 IMAGES = EMBEDDED_DATA_DIR / "images-idx3-ubyte.gz"
 LABELS = EMBEDDED_DATA_DIR / "labels-idx1-ubyte.gz"
-# From /work/shared/data/mnist10k/README.md
+# The checksums of the embedded 10,000-digit files as they were supplied (the data must not change)
 SHA256 = {
     "images-idx3-ubyte.gz": "1b058f1b53a589d5925db78c86c816b5dcb4258eeb41b4eba2ae1acd727e84dd",
     "labels-idx1-ubyte.gz": "c68968326ac1d4ef8fbc4d5f70a0ebc4bf59e3d64097913c58ac405dd0196a5f",
