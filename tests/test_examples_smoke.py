@@ -30,14 +30,8 @@ def test_bench_section_runs_and_counts_flops():
 
 def test_bench_cli_json_keys(monkeypatch, capsys):
     from sggraph.cli import main
-    from sggraph.experiments import bench
 
-    monkeypatch.setattr(bench, "bench_bandit", lambda steps, tick: bench_bandit(steps=1, warmup=0, batch=4, tick=tick))
-    original = bench.bench_recurrent
-    monkeypatch.setattr(bench, "bench_recurrent",
-                        lambda tick: original(repeats=1, warmup=0, steps=3, sequences=2, tick=tick))
-    popgym = bench.bench_popgym
-    monkeypatch.setattr(bench, "bench_popgym", lambda tick: popgym(repeats=1, warmup=0, num_envs=2, tick=tick))
+    _small_bench(monkeypatch)
     assert main(["bench", "--json", "--steps", "1"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert set(data["bandit"]) >= {"backprop_ms", "sgprop_ms", "backprop_gflops", "sgprop_gflops"}
@@ -100,3 +94,53 @@ def test_popgym_paired_analysis_matches_a_direct_computation(tmp_path):
     assert summary["final_did"]["ci_low"] <= np.mean(did) <= summary["final_did"]["ci_high"]
     auc = [success[(20, "sgprop", s)].mean() - success[(20, "backprop", s)].mean() for s in range(4)]
     np.testing.assert_allclose(summary["auc_diff_20"]["mean"], np.mean(auc), rtol=1e-12)
+
+
+def _small_bench(monkeypatch):
+    """The bench's sections shrunk to a few tiny steps."""
+    from sggraph.experiments import bench
+
+    monkeypatch.setattr(bench, "bench_bandit", lambda steps, tick: bench_bandit(steps=1, warmup=0, batch=4, tick=tick))
+    original = bench.bench_recurrent
+    monkeypatch.setattr(bench, "bench_recurrent",
+                        lambda tick: original(repeats=1, warmup=0, steps=3, sequences=2, tick=tick))
+    popgym = bench.bench_popgym
+    monkeypatch.setattr(bench, "bench_popgym", lambda tick: popgym(repeats=1, warmup=0, num_envs=2, tick=tick))
+    return bench
+
+
+def test_bench_compiled_section_times_eager_and_compiled(monkeypatch, capsys):
+    """``sggraph bench --json --compile aot_eager``: the compiled section's keys, from real compiled steps.
+
+    aot_eager (Dynamo + AOTAutograd, no code generation) and the backprop step alone keep the test
+    short; the default backend, inductor, generates C++ and takes about a minute per method here.
+    """
+    from sggraph.cli import main
+
+    bench = _small_bench(monkeypatch)
+    compiled = bench.bench_bandit_compiled
+    seen = {}
+
+    def small(backend, tick):
+        seen["backend"] = backend
+        return compiled(steps=1, warmup=0, batch=4, backend=backend, variants=("backprop",), tick=tick)
+
+    monkeypatch.setattr(bench, "bench_bandit_compiled", small)
+    assert main(["bench", "--json", "--steps", "1", "--compile", "aot_eager"]) == 0
+    data = json.loads(capsys.readouterr().out)["compiled"]
+    assert seen["backend"] == data["backend"] == "aot_eager"
+    assert data["backprop_eager_ms"] > 0 and data["backprop_compiled_ms"] > 0 and data["backprop_compile_s"] >= 0
+
+
+def test_bench_table_prints_the_compiled_section(monkeypatch, capsys):
+    from sggraph.cli import main
+
+    bench = _small_bench(monkeypatch)
+    fixed = {"backend": "inductor", "backprop_eager_ms": 50.0, "backprop_compiled_ms": 31.5, "backprop_compile_s": 46.0,
+             "sgprop_adaptive_eager_ms": 130.0, "sgprop_adaptive_compiled_ms": 128.0, "sgprop_adaptive_compile_s": 49.0}
+    monkeypatch.setattr(bench, "bench_bandit_compiled", lambda backend, tick: dict(fixed, backend=backend))
+    assert main(["bench", "--steps", "1", "--compile"]) == 0
+    table = capsys.readouterr().out
+    assert "under torch.compile (backend inductor)" in table
+    assert "backprop" in table and "compiled   31.50 ms" in table and "(compilation 46 s)" in table
+    assert "sgprop_adaptive" in table and "compiled  128.00 ms" in table

@@ -15,7 +15,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from ..experiments.mnist_bandit import BanditConfig
 
     threads.use_threads(threads.resolve_threads(args.threads, BanditConfig().typical_op_elements()))
-    result = run_bench(steps=args.steps, progress=not args.quiet)
+    result = run_bench(steps=args.steps, progress=not args.quiet, compile_backend=args.compile)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -38,6 +38,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                        ("lstm", "LSTM")):
         print(f"  {label:18s}: {g[key + '_s']:6.3f} s/batch  (rollout {g[key + '_rollout_s']:.3f} s)")
     print(f"  sgprop / backprop : {g['sgprop_over_backprop']:.2f}")
+    if "compiled" in result:
+        c = result["compiled"]
+        print(f"bandit step, eager vs policy forward under torch.compile (backend {c['backend']}):")
+        for m in [k[: -len("_eager_ms")] for k in c if k.endswith("_eager_ms")]:
+            print(f"  {m:16s}: eager {c[m + '_eager_ms']:7.2f} ms  compiled {c[m + '_compiled_ms']:7.2f} ms  "
+                  f"(compilation {c[m + '_compile_s']:.0f} s)")
     return 0
 
 
@@ -45,5 +51,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="time compiled training steps (ms/step, FLOPs, GFLOP/s)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--steps", type=int, default=30, help="timed steps per method (median reported)")
+    p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="also time the bandit step with the policy under torch.compile (default backend: "
+                        "inductor; its compilation takes about a minute per method)")
     add_run_flags(p)
     p.set_defaults(run=_cmd_bench)

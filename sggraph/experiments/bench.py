@@ -20,7 +20,12 @@ JSON keys (later sections are added, never renamed)::
     {"matmul_peak_gflops": ..., "bandit": {"backprop_ms", "sgprop_ms", "backprop_gflops", "sgprop_gflops",
                                           "sgprop_adaptive_ms", "sgprop_adaptive_single_pass_ms", ...},
      "recurrent": {"backprop_ms", "sgprop_ms", "sgprop_over_backprop"},
-     "popgym": {"backprop_s", "sgprop_s", "gru_s", "lstm_s", "*_rollout_s", "num_envs", "sgprop_over_backprop"}}
+     "popgym": {"backprop_s", "sgprop_s", "gru_s", "lstm_s", "*_rollout_s", "num_envs", "sgprop_over_backprop"},
+     "compiled": {"backend", "backprop_eager_ms", "backprop_compiled_ms", "backprop_compile_s",
+                  "sgprop_adaptive_eager_ms", ...}}   # only with --compile
+
+The compiled section (``sggraph bench --compile``) times the bandit step eager and with the
+policy's forward under ``torch.compile``, interleaved in one run.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["bench_bandit", "bench_popgym", "bench_recurrent", "matmul_peak_gflops", "run_bench"]
+__all__ = ["bench_bandit", "bench_bandit_compiled", "bench_popgym", "bench_recurrent", "matmul_peak_gflops", "run_bench"]
 
 
 def _nothing() -> None:
@@ -74,14 +79,17 @@ BANDIT_VARIANTS = {
 }
 
 
-def _bandit_step_timer(variant: str, batch: int, seed: int):
+def _bandit_step_timer(variant: str, batch: int, seed: int, backend: str | None = None):
     """One training step of the MNIST bandit experiment (:func:`~sggraph.experiments.mnist_bandit.bandit_update`)
-    with the settings of ``BANDIT_VARIANTS[variant]`` on random contexts and labels (10 actions)."""
+    with the settings of ``BANDIT_VARIANTS[variant]`` on random contexts and labels (10 actions).
+    ``backend``: the policy's forward wrapped in ``torch.compile(..., backend=backend)``."""
     from .mnist_bandit import BanditConfig, bandit_update, build_policy
 
     cfg = BanditConfig(seed=seed, batch=batch, classes=tuple(range(10)), **BANDIT_VARIANTS[variant])
     torch.manual_seed(seed)
     _, policy, net, opt, gen_opt = build_policy(cfg, len(cfg.classes))
+    if backend is not None:
+        policy = torch.compile(policy, backend=backend)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 784)
     labels = torch.randint(0, 10, (batch,))
@@ -115,6 +123,40 @@ def bench_bandit(steps: int = 30, warmup: int = 5, batch: int = 64, seed: int = 
         if m in flops:  # adaptive λ's and the feedback pass's extra work are not counted
             out[f"{m}_gflops"] = round(flops[m] / (ms / 1e3) / 1e9, 2)
             out[f"{m}_gflop_per_step"] = round(flops[m] / 1e9, 4)
+    return out
+
+
+def bench_bandit_compiled(steps: int = 15, warmup: int = 3, batch: int = 64, seed: int = 0,
+                          backend: str = "inductor", variants: tuple[str, ...] = ("backprop", "sgprop_adaptive"),
+                          tick: Callable[[], None] = _nothing) -> dict[str, float]:
+    """Median milliseconds per bandit step, eager and with the policy under ``torch.compile``.
+
+    For each of ``variants`` (keys of :data:`BANDIT_VARIANTS`) two copies of the step run
+    interleaved: eager, and with the policy's forward compiled with ``backend``. The first
+    compiled call (compilation) is timed apart, as ``{variant}_compile_s``. Only the forward is
+    compiled: the generators run eagerly (they are excluded from tracing), and the feedback
+    pass, generator update and adaptive λ of sgprop run outside the compiled forward.
+
+    Returns ``{variant}_eager_ms``, ``{variant}_compiled_ms``, ``{variant}_compile_s`` per variant
+    and ``backend``.
+    """
+    out: dict = {"backend": backend}
+    for variant in variants:
+        eager, compiled = (_bandit_step_timer(variant, batch, seed, b) for b in (None, backend))
+        t0 = time.perf_counter()
+        compiled()
+        out[f"{variant}_compile_s"] = round(time.perf_counter() - t0, 1)
+        tick()
+        times: dict[str, list[float]] = {"eager": [], "compiled": []}
+        for i in range(warmup + steps):
+            for key, step in (("eager", eager), ("compiled", compiled)):
+                t0 = time.perf_counter()
+                step()
+                if i >= warmup:
+                    times[key].append(time.perf_counter() - t0)
+                tick()
+        for key, values in times.items():
+            out[f"{variant}_{key}_ms"] = round(statistics.median(values) * 1e3, 2)
     return out
 
 
@@ -225,11 +267,17 @@ def bench_popgym(repeats: int = 5, warmup: int = 1, num_envs: int = 20, seed: in
     return out
 
 
-def run_bench(steps: int = 30, progress: bool = False) -> dict:
-    """Every section of the benchmark (``progress``: a progress bar on stderr over every timed call)."""
+def run_bench(steps: int = 30, progress: bool = False, compile_backend: str | None = None) -> dict:
+    """Every section of the benchmark (``progress``: a progress bar on stderr over every timed call).
+
+    ``compile_backend``: also the ``compiled`` section, :func:`bench_bandit_compiled` with that
+    ``torch.compile`` backend (e.g. ``"inductor"``; its compilation takes about a minute per variant).
+    """
     from ..progress import Progress
 
     total = (5 + steps) * len(BANDIT_VARIANTS) + (1 + 5) * 2 + (1 + 5) * 4
+    if compile_backend is not None:
+        total += 2 * (1 + 2 * (3 + 15))
     with Progress(total, "bench", unit="call", quiet=not progress) as bar:
         peak = round(matmul_peak_gflops(), 1)
         bar.set_metrics({"section": "bandit"})
@@ -238,5 +286,9 @@ def run_bench(steps: int = 30, progress: bool = False) -> dict:
         recurrent = bench_recurrent(tick=bar.update)
         bar.set_metrics({"section": "popgym"})
         popgym = bench_popgym(tick=bar.update)
-    return {"threads": torch.get_num_threads(), "matmul_peak_gflops": peak, "bandit": bandit, "recurrent": recurrent,
-            "popgym": popgym}
+        result = {"threads": torch.get_num_threads(), "matmul_peak_gflops": peak, "bandit": bandit,
+                  "recurrent": recurrent, "popgym": popgym}
+        if compile_backend is not None:
+            bar.set_metrics({"section": f"compiled ({compile_backend})"})
+            result["compiled"] = bench_bandit_compiled(backend=compile_backend, tick=bar.update)
+    return result
