@@ -180,6 +180,32 @@ def test_plot_ablations_and_panels(tmp_path):
     np.testing.assert_allclose([float(r["mean"]) for r in fixed], ys.mean(0), rtol=1e-12)
 
 
+def test_plot_panels_without_a_method_and_ablations_without_a_slice(tmp_path):
+    """A method missing from a panel has no learning-rate curve there; settings that vary only
+    together (never one with the other fixed) make panels but no ablation figure."""
+    rng = np.random.default_rng(3)
+    root = tmp_path / "apart"
+    cells = [({"p_flip": 0.0, "n_parents": 2}, ("sgprop", "backprop")), ({"p_flip": 0.2, "n_parents": 5}, ("sgprop",))]
+    for cell, methods in cells:
+        for method in methods:
+            for lr in (0.001, 0.01):
+                for seed in (0, 1):
+                    _make_run(root, {**cell, "method": method, "lr": lr, "seed": seed},
+                              {"eval_reward": rng.uniform(0, 1, len(X))})
+    written = plot_sweep(root)
+    assert set(written) == {"auc_per_run.csv", "learning_curves.png", "learning_curves.csv", "lr_sensitivity.png",
+                            "lr_sensitivity.csv"}
+    sens = _read(root / "figures" / "lr_sensitivity.csv")
+    assert [(r["panel"], r["method"], r["lr"]) for r in sens] == [
+        ("p_flip=0.0, n_parents=2", "backprop", "0.001"), ("p_flip=0.0, n_parents=2", "backprop", "0.01"),
+        ("p_flip=0.0, n_parents=2", "sgprop", "0.001"), ("p_flip=0.0, n_parents=2", "sgprop", "0.01"),
+        ("p_flip=0.2, n_parents=5", "sgprop", "0.001"), ("p_flip=0.2, n_parents=5", "sgprop", "0.01")]
+    curves = _read(root / "figures" / "learning_curves.csv")
+    assert [(r["panel"], r["method"]) for r in curves[::len(X)]] == [
+        ("p_flip=0.0, n_parents=2", "backprop"), ("p_flip=0.0, n_parents=2", "sgprop"),
+        ("p_flip=0.2, n_parents=5", "sgprop")]
+
+
 def test_plot_popgym_columns_and_names_without_records(tmp_path):
     """success_rate over episodes, λ mean, model/method variants; settings read from directory names."""
     rng = np.random.default_rng(2)

@@ -243,6 +243,17 @@ def test_expanded_arrays_draw_n_neurons_and_a_placeholder():
     assert d.ranks["layer_1"][:n] == ["h1[0]", "h1[1]"]
 
 
+def test_a_neuron_named_twice_among_the_parents_is_one_edge():
+    g = Graph("twice")
+    g.add_array("x", 4, 1)
+    g.add_array("h", 2, 3, parents="x", fan_in=2)
+    g.add_node("y", 1, ["h", "h[1]"], fn="linear")  # h[1] is read through the array and by name
+    assert g.parents("y") == ("h[0]", "h[1]", "h[1]")
+    d = Dot(draw(g))
+    assert d.edge("h", "y")["label"] == "all 2 neurons"
+    assert d.edge("h", "y")["tooltip"].startswith("h → y (2 edges)")
+
+
 # ------------------------------------------------------------------------ λ
 def test_lambda_colours_from_a_compiled_graph():
     g = small_graph()
@@ -371,6 +382,22 @@ def test_compiled_cell_lambda_follows_the_temporal_schedule():
     assert all("penwidth" in attrs for _, _, attrs in d.edges)
     d = Dot(draw(cnet, propagation=True))
     assert float(d.edge("h", "act")["penwidth"]) > 0 and "synthetic" in d.edge("h", "h")["label"]
+
+
+def test_propagation_into_a_step_box_is_the_box_mean():
+    """With one box per step, an edge into the state's box carries the mean |g̃| of the whole box
+    (all its neurons), not of the neurons the edge reaches."""
+    from sggraph.draw.sources import CellMagnitudes
+
+    torch.manual_seed(0)
+    cnet = sggraph.compile(small_cell(), grouping="child")
+    cnet.set_lambda(0.5, node="h")
+    cnet({"obs": torch.randn(3, 2, 3)})["act"].sum().backward()
+    d = Dot(draw(cnet, unroll=3, expand_arrays=0, propagation=True))
+    mags = CellMagnitudes(cnet)
+    box, reached = mags.of("h@1"), sum(mags.of(f"h@1:{i}") for i in range(2)) / 2  # emb feeds neurons 0 and 1
+    assert abs(box - reached) > 0.01
+    assert f"mean |g̃| of the child = {box:.3g} " in d.edge("emb@1", "h@1")["tooltip"]
 
 
 # ------------------------------------------------------------------- render
