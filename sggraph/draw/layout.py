@@ -4,6 +4,7 @@ edges (layers, arrays, condition marks, highlights, λ, propagation)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import graphviz
@@ -11,7 +12,7 @@ import numpy as np
 
 from ..core.analysis import check_conditions, extended_ancestors, siblings
 from ..core.graph import Graph, neuron_name
-from ..core.unroll import Cell
+from ..core.unroll import Cell, StateArray
 from ..core.unroll import unroll as unroll_cell
 from ..exceptions import ConfigError, GraphError
 from .emit import emit
@@ -201,114 +202,211 @@ def unrolled_aliases(state: str) -> Callable[[str], list[str]]:
     return aliases
 
 
-def draw_graph(g: Graph, *, node: str | None, expand: int | None, lambdas: Mapping | None, mags: Any,  # noqa: C901
-                provider: Lambdas | None, cell: Cell | None) -> graphviz.Digraph:
-    d = g.nx
+def draw_graph(g: Graph, *, node: str | None, expand: int | None, lambdas: Mapping | None, mags: Any,
+               provider: Lambdas | None, cell: Cell | None) -> graphviz.Digraph:
+    """Draw a layered graph, or the unrolled graph of ``cell``: items (nodes, neurons, boxes and
+    placeholders) in layer order and the graph's edges aggregated onto them.
+
+    Parameters
+    ----------
+    g : Graph
+        The graph to draw (for a cell: its unrolled graph).
+    node : str, optional
+        The node to highlight with its siblings and sibling-extended ancestors.
+    expand : int, optional
+        As ``expand_arrays`` of :func:`draw`.
+    lambdas : mapping, optional
+        Explicit ``{(parent, child): λ}``, over ``provider``'s.
+    mags : NetMagnitudes, CellMagnitudes or None
+        The last backward's feedback sizes (``propagation=True``).
+    provider : Lambdas, optional
+        The compiled graph's λ.
+    cell : Cell, optional
+        The cell ``g`` unrolls (its state's steps are the boxes).
+    """
     order = [v for layer in g.layers for v in layer]
-    # groups: arrays, or the steps of an unrolled state
-    groups: dict[str, Group] = {}
-    group_of: dict[str, tuple[str, int]] = {}
-    declared: dict[tuple[str, str], str] = {}
     if cell is None:
-        for a in g.arrays.values():
-            members = [neuron_name(a.name, i) for i in range(a.count)]
-            if a.parent is None:
-                details = ["input array", f"count {a.count} × dim {a.dim}"]
-            else:
-                fan = f"fan_in {a.fan_in or 0}" + (" + residual" if a.residual else "")
-                details = [f"count {a.count} × dim {a.dim}", fan, f"slots {a.slots}"]
-                declared[(a.parent, a.name)] = fan
-            groups[a.name] = Group(a.name, a.count, members, a.name, details, expand if expand else None)
-            for i, m in enumerate(members):
-                group_of[m] = (a.name, i)
-        aliases = graph_aliases
+        boxes, aliases = _array_boxes(g, expand), graph_aliases
     else:
         st = cell.state
         assert st is not None
-        n_states = sum(1 for v in order if v.startswith(f"{st.name}@") and v.endswith(":0"))  # steps 0 … T
-        if expand is not None:
-            for t in range(n_states):
-                name = f"{st.name}@{t}"
-                members = [f"{name}:{i}" for i in range(st.count)]
-                details = [f"count {st.count} × dim {st.dim}"]
-                if t == 0:
-                    details.append("initial state (zeros)")
-                else:
-                    details.append(f"fan_in {st.fan_in} from {st.name}@{t - 1}")
-                    declared[(f"{st.name}@{t - 1}", name)] = f"t−1 → t, fan_in {st.fan_in}"
-                    if st.input is not None:
-                        declared[(f"{st.input}@{t}", name)] = f"→ first {st.input_neurons} neurons"
-                groups[name] = Group(name, st.count, members, name, details, expand or None)
-                for i, m in enumerate(members):
-                    group_of[m] = (name, i)
-        aliases = unrolled_aliases(st.name)
+        boxes, aliases = _step_boxes(st, order, expand), unrolled_aliases(st.name)
+    focus_sets = _focus_sets(g, node, order)
+    item_of = _item_namer(boxes, node, unrolled=cell is not None)
+    items = _items(g, order, boxes, item_of, focus_sets, node, mags)
+    agg = _aggregate_edges(g, order, item_of)
+    lam_src = _lambda_source(g.nx.edges, lambdas, aliases, provider)
+    kinds = {it.id: it.kind for it in items}
+    edges = [_edge(ti, hi, pairs, kinds, boxes, lam_src, mags) for (ti, hi), pairs in agg.items()]
+    title = g.name
+    if provider is not None and isinstance(provider, NetLambdas):
+        title += " (λ of the compiled graph)"
+    return emit(g.name, title, items, edges, lambdas=lam_src is not None, propagation=mags is not None,
+                highlight=node)
 
+
+@dataclass
+class _Boxes:
+    """The boxes a drawing may fold neurons into (arrays, or the steps of an unrolled state).
+
+    Attributes
+    ----------
+    groups : dict
+        Box name → :class:`Group`.
+    group_of : dict
+        Neuron → (its box, its index in the box).
+    declared : dict
+        (parent box, child box) → the label the graph declares for their edge.
+    """
+
+    groups: dict[str, Group] = field(default_factory=dict)
+    group_of: dict[str, tuple[str, int]] = field(default_factory=dict)
+    declared: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def add(self, group: Group) -> None:
+        """Add a box and index its members."""
+        self.groups[group.name] = group
+        for i, m in enumerate(group.members):
+            self.group_of[m] = (group.name, i)
+
+
+def _array_boxes(g: Graph, expand: int | None) -> _Boxes:
+    """One box per array (its first ``expand`` neurons drawn individually), labelled by its wiring."""
+    boxes = _Boxes()
+    for a in g.arrays.values():
+        if a.parent is None:
+            details = ["input array", f"count {a.count} × dim {a.dim}"]
+        else:
+            fan = f"fan_in {a.fan_in or 0}" + (" + residual" if a.residual else "")
+            details = [f"count {a.count} × dim {a.dim}", fan, f"slots {a.slots}"]
+            boxes.declared[(a.parent, a.name)] = fan
+        members = [neuron_name(a.name, i) for i in range(a.count)]
+        boxes.add(Group(a.name, a.count, members, a.name, details, expand if expand else None))
+    return boxes
+
+
+def _step_boxes(st: StateArray, order: list[str], expand: int | None) -> _Boxes:
+    """One box per step of the unrolled state ``st`` (none when ``expand`` is None: every neuron is drawn)."""
+    boxes = _Boxes()
+    if expand is None:
+        return boxes
+    n_states = sum(1 for v in order if v.startswith(f"{st.name}@") and v.endswith(":0"))  # steps 0 … T
+    for t in range(n_states):
+        name = f"{st.name}@{t}"
+        details = [f"count {st.count} × dim {st.dim}"]
+        if t == 0:
+            details.append("initial state (zeros)")
+        else:
+            details.append(f"fan_in {st.fan_in} from {st.name}@{t - 1}")
+            boxes.declared[(f"{st.name}@{t - 1}", name)] = f"t−1 → t, fan_in {st.fan_in}"
+            if st.input is not None:
+                boxes.declared[(f"{st.input}@{t}", name)] = f"→ first {st.input_neurons} neurons"
+        members = [f"{name}:{i}" for i in range(st.count)]
+        boxes.add(Group(name, st.count, members, name, details, expand or None))
+    return boxes
+
+
+def _focus_sets(g: Graph, node: str | None, order: list[str]) -> dict[str, str]:
+    """The highlight set of every node ``node`` touches: ``node``, its siblings (eq. 11) and its
+    sibling-extended ancestors (Definition 4); empty without a ``node``.
+
+    Raises
+    ------
+    GraphError
+        ``node`` is not a node of ``g`` (an array's name suggests one of its neurons).
+    """
     focus_sets: dict[str, str] = {}
-    if node is not None:
-        if node not in d:
-            hint = ""
-            if node in g.arrays:
-                hint = f"'{node}' is an array: name one neuron, e.g. {neuron_name(node, 0)}; "
-            raise GraphError(f"no node named '{node}' to highlight", node=node,
-                             fix=hint + f"use one of {', '.join(order[:8])}{', …' if len(order) > 8 else ''}")
-        for v in extended_ancestors(g, node):
-            focus_sets[v] = "ancestors"
-        for v in siblings(g, node):
-            focus_sets[v] = "siblings"
-        focus_sets[node] = "node"
+    if node is None:
+        return focus_sets
+    if node not in g.nx:
+        hint = ""
+        if node in g.arrays:
+            hint = f"'{node}' is an array: name one neuron, e.g. {neuron_name(node, 0)}; "
+        raise GraphError(f"no node named '{node}' to highlight", node=node,
+                         fix=hint + f"use one of {', '.join(order[:8])}{', …' if len(order) > 8 else ''}")
+    for v in extended_ancestors(g, node):
+        focus_sets[v] = "ancestors"
+    for v in siblings(g, node):
+        focus_sets[v] = "siblings"
+    focus_sets[node] = "node"
+    return focus_sets
+
+
+def _item_namer(boxes: _Boxes, node: str | None, *, unrolled: bool) -> Callable[[str], str]:
+    """The drawn item of a node: itself, its box, or its box's placeholder for the neurons not drawn
+    (the highlighted ``node`` is always drawn)."""
 
     def item_of(v: str) -> str:
-        grp = group_of.get(v)
+        grp = boxes.group_of.get(v)
         if grp is None:
             return v
         gname, idx = grp
-        show = groups[gname].show
+        show = boxes.groups[gname].show
         if show is None:
             return gname
         if idx < show or v == node:
             return v
-        return f"{gname}[…]" if cell is None else f"{gname}:…"
+        return f"{gname}:…" if unrolled else f"{gname}[…]"
 
+    return item_of
+
+
+def _items(g: Graph, order: list[str], boxes: _Boxes, item_of: Callable[[str], str],
+           focus_sets: Mapping[str, str], node: str | None, mags: Any) -> list[Item]:
+    """The drawn items in layer order, with their condition marks, highlights and (``mags``) dashes
+    for those that received no feedback."""
     report = check_conditions(g)
     a1, a2, a3 = set(report.a1), set(report.a2), set(report.a3)
     terminals = set(g.terminals)
-
-    def role(v: str) -> str:
-        if d.in_degree(v) == 0:
-            return "source"
-        return "terminal" if v in terminals else "hidden"
-
-    # items, in layer order
     members_of: dict[str, list[str]] = {}
     for v in order:
         members_of.setdefault(item_of(v), []).append(v)
     items: list[Item] = []
     for iid, members in members_of.items():
-        first = members[0]
-        layer = g.layer_of(first)
-        roles = {role(v) for v in members}
-        r = roles.pop() if len(roles) == 1 else "hidden"
-        if iid in groups:
-            grp = groups[iid]
-            it = Item(iid, layer, "group", r, grp.title, list(grp.details))
-            it.tooltip = f"{iid}: {grp.count} neurons; " + "; ".join(grp.details)
-        elif iid in d:
-            dim = d.nodes[iid]["dim"]
-            fn = g.nodes[iid].fn if iid in g.nodes else None
-            it = Item(iid, layer, "node", r, iid, [f"dim {dim}" + (f" · {fn}" if fn else "")])
-            it.tooltip = f"{iid}: {r}, dim {dim}, layer {layer}"
-        else:
-            gname = group_of[first][0]
-            it = Item(iid, layer, "more", r, f"… ({len(members)} more)", [f"of {gname}"])
-            it.tooltip = f"{len(members)} more neurons of {gname} not drawn: {shorten(members)}"
+        it = _item(g, iid, members, boxes, terminals)
         mark_conditions(it, members, g, a1, a2, a3)
         if focus_sets:
             highlight(it, members, focus_sets, node)
-        if mags is not None and r != "source" and all(mags.of(v) is None for v in members):
+        if mags is not None and it.role != "source" and all(mags.of(v) is None for v in members):
             it.dashed = True
         items.append(it)
+    return items
 
-    # edges, aggregated from the expanded graph onto the drawn items
+
+def _role(g: Graph, v: str, terminals: set[str]) -> str:
+    """``source`` (no parents), ``terminal`` or ``hidden``."""
+    if g.nx.in_degree(v) == 0:
+        return "source"
+    return "terminal" if v in terminals else "hidden"
+
+
+def _item(g: Graph, iid: str, members: list[str], boxes: _Boxes, terminals: set[str]) -> Item:
+    """The item ``iid`` drawing ``members``: a box, a node (or neuron) or a placeholder."""
+    d = g.nx
+    first = members[0]
+    layer = g.layer_of(first)
+    roles = {_role(g, v, terminals) for v in members}
+    r = roles.pop() if len(roles) == 1 else "hidden"
+    if iid in boxes.groups:
+        grp = boxes.groups[iid]
+        it = Item(iid, layer, "group", r, grp.title, list(grp.details))
+        it.tooltip = f"{iid}: {grp.count} neurons; " + "; ".join(grp.details)
+    elif iid in d:
+        dim = d.nodes[iid]["dim"]
+        fn = g.nodes[iid].fn if iid in g.nodes else None
+        it = Item(iid, layer, "node", r, iid, [f"dim {dim}" + (f" · {fn}" if fn else "")])
+        it.tooltip = f"{iid}: {r}, dim {dim}, layer {layer}"
+    else:
+        gname = boxes.group_of[first][0]
+        it = Item(iid, layer, "more", r, f"… ({len(members)} more)", [f"of {gname}"])
+        it.tooltip = f"{len(members)} more neurons of {gname} not drawn: {shorten(members)}"
+    return it
+
+
+def _aggregate_edges(g: Graph, order: list[str], item_of: Callable[[str], str]) -> dict[tuple[str, str],
+                                                                                      list[tuple[str, str]]]:
+    """The graph's edges ``(parent, child)`` grouped by the items they join, each parent once per child."""
+    d = g.nx
     agg: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for v in order:
         hv = item_of(v)
@@ -318,45 +416,65 @@ def draw_graph(g: Graph, *, node: str | None, expand: int | None, lambdas: Mappi
                 continue
             seen.add(p)
             agg.setdefault((item_of(p), hv), []).append((p, v))
-    map_l: MappingLambdas | None = None
-    if lambdas is not None:
-        map_l = MappingLambdas(lambdas, aliases)
-        map_l.check(d.edges)
-    lam_src: Lambdas | None = Override(map_l, provider) if map_l is not None else provider
-    kinds = {it.id: it.kind for it in items}
-    edges: list[Edge] = []
-    for (ti, hi), pairs in agg.items():
-        e = Edge(ti, hi, count=len(pairs))
-        e.placeholder = kinds.get(ti) == "more" or kinds.get(hi) == "more"
-        if (ti, hi) in declared:
-            e.text = declared[(ti, hi)]
-        elif len(pairs) > 1:
-            if kinds.get(ti) == "group" and kinds.get(hi) == "node":
-                ps = [p for p, _ in pairs]
-                e.text = f"all {len(ps)} neurons" if len(ps) == groups[ti].count else shorten(ps)
-            else:
-                e.text = f"{len(pairs)} edges"
-        if lam_src is not None:
-            getter = lam_src.effective if mags is not None else lam_src.edge
-            e.lam = lam_src.table_mean(ti, hi) if (ti, hi) in declared and mags is None else None
-            if e.lam is None:
-                vals = [x for x in (getter(p, v) for p, v in pairs) if x is not None]
-                e.lam = float(np.mean(vals)) if vals else None
-            e.lam_mean = len(pairs) > 1
-        if mags is not None:
-            children = list(dict.fromkeys(v for _, v in pairs))
-            if kinds.get(hi) == "group":
-                vals = [mags.of(hi)]
-            else:
-                vals = [mags.of(c) for c in children]
-            vals = [x for x in vals if x is not None]
-            e.magnitude = float(np.mean(vals)) if vals else None
-        edges.append(e)
-    title = g.name
-    if provider is not None and isinstance(provider, NetLambdas):
-        title += " (λ of the compiled graph)"
-    return emit(g.name, title, items, edges, lambdas=lam_src is not None, propagation=mags is not None,
-                 highlight=node)
+    return agg
+
+
+def _lambda_source(edges: Any, lambdas: Mapping | None, aliases: Callable[[str], list[str]],
+                   provider: Lambdas | None) -> Lambdas | None:
+    """``provider`` overridden by the explicit ``lambdas`` (checked against ``edges``), or either alone."""
+    if lambdas is None:
+        return provider
+    map_l = MappingLambdas(lambdas, aliases)
+    map_l.check(edges)
+    return Override(map_l, provider)
+
+
+def _edge(ti: str, hi: str, pairs: list[tuple[str, str]], kinds: Mapping[str, str], boxes: _Boxes,
+          lam_src: Lambdas | None, mags: Any) -> Edge:
+    """The drawn edge from item ``ti`` to item ``hi`` standing for the graph's edges ``pairs``."""
+    e = Edge(ti, hi, count=len(pairs))
+    e.placeholder = kinds.get(ti) == "more" or kinds.get(hi) == "more"
+    e.text = _edge_text(ti, hi, pairs, kinds, boxes)
+    if lam_src is not None:
+        e.lam = _edge_lambda(ti, hi, pairs, boxes, lam_src, mags)
+        e.lam_mean = len(pairs) > 1
+    if mags is not None:
+        e.magnitude = _edge_magnitude(hi, pairs, kinds, mags)
+    return e
+
+
+def _edge_text(ti: str, hi: str, pairs: list[tuple[str, str]], kinds: Mapping[str, str], boxes: _Boxes) -> str:
+    """The declared label of a box-to-box edge, else which neurons (or how many edges) it stands for."""
+    if (ti, hi) in boxes.declared:
+        return boxes.declared[(ti, hi)]
+    if len(pairs) <= 1:
+        return ""
+    if kinds.get(ti) == "group" and kinds.get(hi) == "node":
+        ps = [p for p, _ in pairs]
+        return f"all {len(ps)} neurons" if len(ps) == boxes.groups[ti].count else shorten(ps)
+    return f"{len(pairs)} edges"
+
+
+def _edge_lambda(ti: str, hi: str, pairs: list[tuple[str, str]], boxes: _Boxes, lam_src: Lambdas,
+                 mags: Any) -> float | None:
+    """λ of a drawn edge: the table mean of a declared box-to-box edge, else the mean over its edges
+    (the effective λ, with the temporal schedule, when drawing propagation)."""
+    lam = lam_src.table_mean(ti, hi) if (ti, hi) in boxes.declared and mags is None else None
+    if lam is None:
+        getter = lam_src.effective if mags is not None else lam_src.edge
+        vals = [x for x in (getter(p, v) for p, v in pairs) if x is not None]
+        lam = float(np.mean(vals)) if vals else None
+    return lam
+
+
+def _edge_magnitude(hi: str, pairs: list[tuple[str, str]], kinds: Mapping[str, str], mags: Any) -> float | None:
+    """Mean ``|g̃|`` the child received: a box's own mean, else the mean over the edges' children."""
+    if kinds.get(hi) == "group":
+        vals = [mags.of(hi)]
+    else:
+        vals = [mags.of(c) for c in dict.fromkeys(v for _, v in pairs)]
+    vals = [x for x in vals if x is not None]
+    return float(np.mean(vals)) if vals else None
 
 
 def mark_conditions(it: Item, members: list[str], g: Graph, a1: set, a2: set, a3: set) -> None:
