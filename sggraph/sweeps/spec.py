@@ -419,7 +419,7 @@ def _canonical(key: Any, aliases: Mapping[str, str], command: str, where: str, *
     return aliases[key]
 
 
-def spec_from_dict(data: Any, *, file: str | None = None, lines: Mapping[str, int] | None = None,  # noqa: C901
+def spec_from_dict(data: Any, *, file: str | None = None, lines: Mapping[str, int] | None = None,
                    parser: CommandParser) -> SweepSpec:
     """Validate a spec given as a mapping (``lines``: document path → line, for errors).
 
@@ -428,100 +428,160 @@ def spec_from_dict(data: Any, *, file: str | None = None, lines: Mapping[str, in
     SpecError
         Unknown key, command or setting; empty grid; a value the command would reject.
     """
-    from ..core.spec import line_for
+    where = _Where(file, lines or {})
+    _check_keys(data, where)
+    words = _command_words(data.get("command"), where)
+    options = command_options(words, parser, file=file, line=where.at("$.command"))
+    reader = _SettingsReader(" ".join(words), options, _aliases(options), where)
+    reader.read_fixed(data.get("settings") or {})
+    axes = [reader.grid_axis(key, values) for key, values in _grid_mapping(data.get("grid"), where).items()]
+    name = _sweep_name(data.get("name"), where)
+    size = grid_size(axes)
+    if size > MAX_RUNS:
+        raise SpecError(f"the grid makes {size:,} runs, more than the {MAX_RUNS:,} a sweep may hold", file=file,
+                        line=where.at("$.grid"), fix="split it into several sweeps, or vary fewer settings at once")
+    spec = SweepSpec(name=name, command=words, settings=reader.fixed, axes=axes, options=options, file=file)
+    for cell in spec.cells():  # duplicate names are spec errors; every run's config is validated up front
+        _validate_run(spec, cell, parser, reader.value_lines, where.at("$.grid"))
+    return spec
 
-    lines = lines or {}
 
-    def at(path: str) -> int | None:
-        return line_for(lines, path)
+@dataclass(frozen=True)
+class _Where:
+    """Where a spec was written: its file and the line of each document path, for errors."""
 
+    file: str | None
+    lines: Mapping[str, int]
+
+    def at(self, path: str) -> int | None:
+        """The line of the document path ``path`` (``$.grid.seed``), if known."""
+        from ..core.spec import line_for
+
+        return line_for(self.lines, path)
+
+
+def _check_keys(data: Any, where: _Where) -> None:
+    """The spec is a mapping of known top-level keys."""
     if not isinstance(data, Mapping):
-        raise SpecError("a sweep spec must be a mapping with `command:` and `grid:`", file=file, line=1,
+        raise SpecError("a sweep spec must be a mapping with `command:` and `grid:`", file=where.file, line=1,
                         fix="see examples/sweeps/small.yaml")
     for key in data:
         if key not in SPEC_KEYS:
             guess = difflib.get_close_matches(str(key), SPEC_KEYS, n=1)
-            raise SpecError(f"unknown key '{key}' in the sweep spec", file=file, line=at(f"$.{key}"),
+            raise SpecError(f"unknown key '{key}' in the sweep spec", file=where.file, line=where.at(f"$.{key}"),
                             fix=(f"did you mean '{guess[0]}'? " if guess else "") + f"keys: {', '.join(SPEC_KEYS)}")
-    command = data.get("command")
+
+
+def _command_words(command: Any, where: _Where) -> list[str]:
+    """The words of ``command:``, which must be non-blank text."""
     if not isinstance(command, str) or not command.strip():
-        raise SpecError("the spec needs `command:`, a sggraph command as text", file=file,
-                        line=at("$.command") or 1, fix="write e.g. `command: train mnist-bandit`")
-    words = command.split()
-    cmd_text = " ".join(words)
-    options = command_options(words, parser, file=file, line=at("$.command"))
-    aliases = _aliases(options)
+        raise SpecError("the spec needs `command:`, a sggraph command as text", file=where.file,
+                        line=where.at("$.command") or 1, fix="write e.g. `command: train mnist-bandit`")
+    return command.split()
 
-    settings_in = data.get("settings") or {}
-    if not isinstance(settings_in, Mapping):
-        raise SpecError("`settings:` must be a mapping of setting: value", file=file, line=at("$.settings"),
-                        fix="write one `setting: value` per line under `settings:`")
-    settings: dict[str, Any] = {}
-    for key, value in settings_in.items():
-        line = at(f"$.settings.{key}")
-        name = _canonical(key, aliases, cmd_text, "settings", file=file, line=line)
-        if name in settings:
-            raise SpecError(f"setting '{name}' given twice in settings", file=file, line=line, fix="keep one")
-        settings[name] = _check_value(name, options[name], value, cmd_text, file=file, line=line)
 
-    grid = data.get("grid")
+def _grid_mapping(grid: Any, where: _Where) -> Mapping:
+    """``grid:``, which must be a non-empty mapping."""
     if grid is None or (isinstance(grid, (Mapping, list)) and not grid):
-        raise SpecError("the grid is empty", file=file, line=at("$.grid") or 1,
+        raise SpecError("the grid is empty", file=where.file, line=where.at("$.grid") or 1,
                         fix="add `grid:` with at least one setting and its values, e.g. `seed: [0, 1]`")
     if not isinstance(grid, Mapping):
-        raise SpecError("`grid:` must be a mapping of setting: [values]", file=file, line=at("$.grid"),
+        raise SpecError("`grid:` must be a mapping of setting: [values]", file=where.file, line=where.at("$.grid"),
                         fix="write e.g. `grid: {seed: [0, 1, 2]}`")
+    return grid
 
-    used: dict[str, str] = {}  # setting -> where it is varied
-    value_lines: dict[tuple[str, str], int | None] = {}  # (setting, value) -> its line in the grid
 
-    def setting_axis(key: Any, values: Any, path: str, where: str, owner: str) -> _Axis:
-        line = at(path)
-        name = _canonical(key, aliases, cmd_text, where, file=file, line=line)
-        if name in settings:
-            raise SpecError(f"setting '{name}' is both fixed (settings) and varied (grid)", file=file, line=line,
-                            fix="keep it in one place")
-        if name in used and used[name] != owner:
-            raise SpecError(f"setting '{name}' is varied in two places of the grid ({used[name]} and {owner})",
-                            file=file, line=line, fix="vary each setting in one grid entry")
-        used[name] = owner
-        alternatives = values if isinstance(values, list) else [values]
-        if not alternatives:
-            raise SpecError(f"grid setting '{name}' has no values", file=file, line=line,
-                            fix=f"give at least one value, e.g. `{name}: [...]`, or remove it")
-        checked = tuple(_check_value(name, options[name], v, cmd_text, file=file, line=line) for v in alternatives)
-        for i, v in enumerate(checked):
-            value_lines.setdefault((name, format_value(v)), at(f"{path}[{i}]") if isinstance(values, list) else line)
-        return _Axis(name, checked)
+def _sweep_name(name: Any, where: _Where) -> str:
+    """``name:``, by default the file's stem (``sweep`` without a file); a plain word."""
+    if name is None:
+        name = Path(where.file).stem if where.file else "sweep"
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._+-]+", name):
+        raise SpecError(f"sweep name {name!r} is not a plain word", file=where.file, line=where.at("$.name"),
+                        fix="use letters, digits and . _ + - only")
+    return name
 
-    axes: list[_Axis] = []
-    for key, values in grid.items():
+
+@dataclass
+class _SettingsReader:
+    """Reads the settings of one command from a spec: canonical names and checked values.
+
+    Attributes
+    ----------
+    fixed : dict
+        The fixed settings (``settings:``), by canonical name.
+    used : dict
+        Each setting the grid varies → where (``grid 'seed'``, ``group 'variant'``).
+    value_lines : dict
+        (setting, formatted value) → the line of that value in the grid.
+    """
+
+    command: str
+    options: dict[str, argparse.Action]
+    aliases: dict[str, str]
+    where: _Where
+    fixed: dict[str, Any] = field(default_factory=dict)
+    used: dict[str, str] = field(default_factory=dict)
+    value_lines: dict[tuple[str, str], int | None] = field(default_factory=dict)
+
+    def _name(self, key: Any, place: str, line: int | None) -> str:
+        return _canonical(key, self.aliases, self.command, place, file=self.where.file, line=line)
+
+    def _check(self, name: str, value: Any, line: int | None) -> Any:
+        return _check_value(name, self.options[name], value, self.command, file=self.where.file, line=line)
+
+    def read_fixed(self, settings: Any) -> None:
+        """Read ``settings:`` (a mapping of setting: value) into :attr:`fixed`."""
+        if not isinstance(settings, Mapping):
+            raise SpecError("`settings:` must be a mapping of setting: value", file=self.where.file,
+                            line=self.where.at("$.settings"),
+                            fix="write one `setting: value` per line under `settings:`")
+        for key, value in settings.items():
+            line = self.where.at(f"$.settings.{key}")
+            name = self._name(key, "settings", line)
+            if name in self.fixed:
+                raise SpecError(f"setting '{name}' given twice in settings", file=self.where.file, line=line,
+                                fix="keep one")
+            self.fixed[name] = self._check(name, value, line)
+
+    def grid_axis(self, key: Any, values: Any) -> _Axis:
+        """The axis of the grid entry ``key: values``: a group when ``values`` lists mappings."""
         path = f"$.grid.{key}"
         if isinstance(values, list) and values and any(isinstance(v, Mapping) for v in values):
-            if not all(isinstance(v, Mapping) for v in values):
-                raise SpecError(f"grid group '{key}' mixes mappings and values", file=file, line=at(path),
-                                fix="make every entry of a group a mapping of settings, e.g. `- {method: sgprop}`")
-            entries = []
-            for i, entry in enumerate(values):
-                entries.append(tuple(setting_axis(k, v, f"{path}[{i}].{k}", f"grid group '{key}'", f"group '{key}'")
-                                     for k, v in entry.items()))
-            axes.append(_Axis(str(key), entries=tuple(entries), group=True))
-        else:
-            axes.append(setting_axis(key, values, path, "grid", f"grid '{key}'"))
-    name = data.get("name")
-    if name is None:
-        name = Path(file).stem if file else "sweep"
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._+-]+", name):
-        raise SpecError(f"sweep name {name!r} is not a plain word", file=file, line=at("$.name"),
-                        fix="use letters, digits and . _ + - only")
-    size = grid_size(axes)
-    if size > MAX_RUNS:
-        raise SpecError(f"the grid makes {size:,} runs, more than the {MAX_RUNS:,} a sweep may hold", file=file,
-                        line=at("$.grid"), fix="split it into several sweeps, or vary fewer settings at once")
-    spec = SweepSpec(name=name, command=words, settings=settings, axes=axes, options=options, file=file)
-    for cell in spec.cells():  # duplicate names are spec errors; every run's config is validated up front
-        _validate_run(spec, cell, parser, value_lines, at("$.grid"))
-    return spec
+            return self._group_axis(key, values, path)
+        return self._setting_axis(key, values, path, "grid", f"grid '{key}'")
+
+    def _group_axis(self, key: Any, values: list, path: str) -> _Axis:
+        """A group: each entry a mapping of settings varied together (each may hold lists)."""
+        if not all(isinstance(v, Mapping) for v in values):
+            raise SpecError(f"grid group '{key}' mixes mappings and values", file=self.where.file,
+                            line=self.where.at(path),
+                            fix="make every entry of a group a mapping of settings, e.g. `- {method: sgprop}`")
+        entries = []
+        for i, entry in enumerate(values):
+            entries.append(tuple(self._setting_axis(k, v, f"{path}[{i}].{k}", f"grid group '{key}'", f"group '{key}'")
+                                 for k, v in entry.items()))
+        return _Axis(str(key), entries=tuple(entries), group=True)
+
+    def _setting_axis(self, key: Any, values: Any, path: str, place: str, owner: str) -> _Axis:
+        """One setting's alternatives (a single value is one alternative), each checked."""
+        line = self.where.at(path)
+        name = self._name(key, place, line)
+        if name in self.fixed:
+            raise SpecError(f"setting '{name}' is both fixed (settings) and varied (grid)", file=self.where.file,
+                            line=line, fix="keep it in one place")
+        if name in self.used and self.used[name] != owner:
+            raise SpecError(f"setting '{name}' is varied in two places of the grid ({self.used[name]} and {owner})",
+                            file=self.where.file, line=line, fix="vary each setting in one grid entry")
+        self.used[name] = owner
+        alternatives = values if isinstance(values, list) else [values]
+        if not alternatives:
+            raise SpecError(f"grid setting '{name}' has no values", file=self.where.file, line=line,
+                            fix=f"give at least one value, e.g. `{name}: [...]`, or remove it")
+        checked = tuple(self._check(name, v, line) for v in alternatives)
+        for i, v in enumerate(checked):
+            value_line = self.where.at(f"{path}[{i}]") if isinstance(values, list) else line
+            self.value_lines.setdefault((name, format_value(v)), value_line)
+        return _Axis(name, checked)
 
 
 def _validate_run(spec: SweepSpec, cell: GridCell, parser: CommandParser,
