@@ -347,7 +347,7 @@ def _band(ax, xs, mean, sem, label, color, **kw) -> None:
         ax.fill_between(xs, mean - sem, mean + sem, color=color, alpha=0.2, linewidth=0)
 
 
-def plot_sweep(sweep_dir: str | Path, out: str | Path | None = None, *, x: str | None = None, y: str | None = None,  # noqa: C901
+def plot_sweep(sweep_dir: str | Path, out: str | Path | None = None, *, x: str | None = None, y: str | None = None,
                ablations: Sequence[str] = tuple(ABLATIONS)) -> dict[str, Path]:
     """Draw every figure the sweep's grid supports; returns ``{figure or csv name: path}``.
 
@@ -374,150 +374,227 @@ def plot_sweep(sweep_dir: str | Path, out: str | Path | None = None, *, x: str |
     out = Path(out) if out is not None else Path(sweep_dir) / "figures"
     out.mkdir(parents=True, exist_ok=True)
     x, y = _columns(runs, x, y)
-    roles = _roles(runs, ablations)
+    plan = _plan(runs, _roles(runs, ablations), x, y)
+    plt = _plt()
+    written = {"auc_per_run.csv": _per_run_csv(plan, out)}
+    written.update(_learning_curves(plan, plt, out))
+    if plan.roles.has_lr and len({_key(g.lr) for g in plan.groups}) > 1:
+        written.update(_lr_sensitivity(plan, plt, out))
+    written.update(_lambda_figure(plan, plt, out))
+    for a_i, key in enumerate(plan.roles.ablation_keys):
+        written.update(_ablation(plan, plt, out, a_i, key))
+    return written
+
+
+@dataclass
+class _Plan:
+    """What the figures of a sweep draw: its runs grouped by (panel, method, lr), each method's best
+    learning rate per panel, and the colours and labels shared by every figure.
+
+    Attributes
+    ----------
+    methods : list of str
+        The methods' keys, in the order of their first run.
+    panels : list of tuple
+        The ablation settings' combinations, sorted.
+    plabel : list of str
+        The label of each panel.
+    """
+
+    roles: _Roles
+    x: str
+    y: str
+    groups: list[_Group]
+    best: dict[tuple, _Group]
+    methods: list[str]
+    panels: list[tuple]
+    colors: dict[str, str]
+    mlabel: dict[str, str]
+    plabel: list[str]
+
+    @property
+    def xl(self) -> str:
+        """The x axis label."""
+        return X_COLUMNS.get(self.x, self.x)
+
+    @property
+    def yl(self) -> str:
+        """The y axis label."""
+        return Y_COLUMNS.get(self.y, self.y)
+
+    @property
+    def at_best_lr(self) -> str:
+        """``", at each method’s best lr"`` when the grid varies the learning rate."""
+        return ", at each method’s best lr" if self.roles.has_lr else ""
+
+
+def _plan(runs: Sequence[Run], roles: _Roles, x: str, y: str) -> _Plan:
     groups = _groups(runs, roles, x, y)
-    best = _best(groups)
     methods = list(dict.fromkeys(_key(g.method) for g in groups))
     method_of = {_key(g.method): g.method for g in groups}
     panels = sorted({_key(g.panel): g.panel for g in groups}.values(), key=lambda p: tuple(map(_sortable, p)))
-    colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
-    mlabel = {m: _method_label(method_of[m], roles.method_keys) for m in methods}
-    plabel = [_panel_label(p, roles.ablation_keys) for p in panels]
-    xl, yl = X_COLUMNS.get(x, x), Y_COLUMNS.get(y, y)
-    plt = _plt()
-    written: dict[str, Path] = {}
+    return _Plan(roles, x, y, groups, _best(groups), methods, panels,
+                 colors={m: f"C{i % 10}" for i, m in enumerate(methods)},
+                 mlabel={m: _method_label(method_of[m], roles.method_keys) for m in methods},
+                 plabel=[_panel_label(p, roles.ablation_keys) for p in panels])
 
-    # per run
+
+def _per_run_csv(plan: _Plan, out: Path) -> Path:
+    """``auc_per_run.csv``: every run's panel, method, lr, seed, AUC and final value."""
     rows = []
-    for g in groups:
+    for g in plan.groups:
         for run, auc, final in zip(g.runs, g.aucs, g.finals):
-            rows.append([run.name, _panel_label(g.panel, roles.ablation_keys), mlabel[_key(g.method)],
+            rows.append([run.name, _panel_label(g.panel, plan.roles.ablation_keys), plan.mlabel[_key(g.method)],
                          _fmt(g.lr), _fmt(run.settings.get(SEED)), auc, final])
-    written["auc_per_run.csv"] = _write_csv(out / "auc_per_run.csv",
-                                            ["run", "panel", "method", "lr", "seed", "auc", "final"], rows)
+    return _write_csv(out / "auc_per_run.csv", ["run", "panel", "method", "lr", "seed", "auc", "final"], rows)
 
-    # learning curves at the best lr (Figures 3, 5, 7a)
-    fig, axes = _panels(plt, len(panels))
+
+def _learning_curves(plan: _Plan, plt, out: Path) -> dict[str, Path]:
+    """Learning curves at each method's best lr, one panel per ablation combination (Figures 3, 5, 7a)."""
+    fig, axes = _panels(plt, len(plan.panels))
     rows = []
-    for ax, panel, label in zip(axes, panels, plabel):
-        for m in methods:
-            g = best.get((_key(panel), m))
+    for ax, panel, label in zip(axes, plan.panels, plan.plabel):
+        for m in plan.methods:
+            g = plan.best.get((_key(panel), m))
             if g is None:
                 continue
-            xs, mean, sem = _curve(g.runs, x, y)
-            lr_text = f" (lr {_fmt(g.lr)})" if roles.has_lr else ""
-            _band(ax, xs, mean, sem, f"{mlabel[m]}{lr_text}", colors[m], marker="o", ms=2.5)
-            rows += [[label, mlabel[m], _fmt(g.lr), xv, mv, sv, len(g.runs)] for xv, mv, sv in zip(xs, mean, sem)]
-        ax.set_xlabel(xl)
-        ax.set_ylabel(yl)
-        ax.set_title(label or "learning curves", fontsize=10)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"mean ± SEM over seeds{', at each method’s best lr' if roles.has_lr else ''}", fontsize=10)
-    written["learning_curves.png"] = _save(fig, out / "learning_curves.png")
-    plt.close(fig)
-    written["learning_curves.csv"] = _write_csv(out / "learning_curves.csv",
-                                                ["panel", "method", "lr", x, "mean", "sem", "n_seeds"], rows)
+            xs, mean, sem = _curve(g.runs, plan.x, plan.y)
+            lr_text = f" (lr {_fmt(g.lr)})" if plan.roles.has_lr else ""
+            _band(ax, xs, mean, sem, f"{plan.mlabel[m]}{lr_text}", plan.colors[m], marker="o", ms=2.5)
+            rows += [[label, plan.mlabel[m], _fmt(g.lr), xv, mv, sv, len(g.runs)] for xv, mv, sv in zip(xs, mean, sem)]
+        _label_axes(ax, plan.xl, plan.yl, label or "learning curves")
+    fig.suptitle(f"mean ± SEM over seeds{plan.at_best_lr}", fontsize=10)
+    return _finish(plt, fig, out, "learning_curves", ["panel", "method", "lr", plan.x, "mean", "sem", "n_seeds"],
+                   rows)
 
-    # learning-rate sensitivity (Figures 6a, 7b)
-    if roles.has_lr and len({_key(g.lr) for g in groups}) > 1:
-        fig, axes = _panels(plt, len(panels))
-        rows = []
-        for ax, panel, label in zip(axes, panels, plabel):
-            for m in methods:
-                mine = sorted((g for g in groups if _key(g.panel) == _key(panel) and _key(g.method) == m),
-                              key=lambda g: _sortable(g.lr))
-                if not mine:
-                    continue
-                lrs = [float(g.lr) for g in mine]
-                stats = [mean_sem(g.aucs) for g in mine]
-                mean, sem = np.array([s[0] for s in stats]), np.array([s[1] for s in stats])
-                ax.errorbar(lrs, mean, yerr=np.nan_to_num(sem), marker="o", ms=3, capsize=2, color=colors[m],
-                            label=mlabel[m])
-                b = best[(_key(panel), m)]
-                rows += [[label, mlabel[m], _fmt(g.lr), mv, sv, len(g.runs), g is b]
-                         for g, mv, sv in zip(mine, mean, sem)]
-            ax.set_xscale("log")
-            ax.set_xlabel("learning rate")
-            ax.set_ylabel(f"AUC of the {yl} curve")
-            ax.set_title(label or "learning-rate sensitivity", fontsize=10)
-            ax.legend(fontsize=7)
-        fig.suptitle("learning-rate sensitivity: AUC, mean ± SEM over seeds", fontsize=10)
-        written["lr_sensitivity.png"] = _save(fig, out / "lr_sensitivity.png")
-        plt.close(fig)
-        written["lr_sensitivity.csv"] = _write_csv(
-            out / "lr_sensitivity.csv", ["panel", "method", "lr", "auc_mean", "auc_sem", "n_seeds", "best"], rows)
 
-    # λ along training at the best lr (Figures 5b, 6d, 7c)
+def _lr_sensitivity(plan: _Plan, plt, out: Path) -> dict[str, Path]:
+    """Mean AUC ± SEM against the learning rate, per panel and method (Figures 6a, 7b)."""
+    fig, axes = _panels(plt, len(plan.panels))
+    rows = []
+    for ax, panel, label in zip(axes, plan.panels, plan.plabel):
+        for m in plan.methods:
+            rows += _lr_curve(plan, ax, panel, label, m)
+        ax.set_xscale("log")
+        _label_axes(ax, "learning rate", f"AUC of the {plan.yl} curve", label or "learning-rate sensitivity")
+    fig.suptitle("learning-rate sensitivity: AUC, mean ± SEM over seeds", fontsize=10)
+    return _finish(plt, fig, out, "lr_sensitivity", ["panel", "method", "lr", "auc_mean", "auc_sem", "n_seeds", "best"],
+                   rows)
+
+
+def _lr_curve(plan: _Plan, ax, panel: tuple, label: str, m: str) -> list[list]:
+    """Draw method ``m``'s AUC against the lr in ``panel``; its CSV rows (none when it has no run there)."""
+    mine = sorted((g for g in plan.groups if _key(g.panel) == _key(panel) and _key(g.method) == m),
+                  key=lambda g: _sortable(g.lr))
+    if not mine:
+        return []
+    lrs = [float(g.lr) for g in mine]
+    stats = [mean_sem(g.aucs) for g in mine]
+    mean, sem = np.array([s[0] for s in stats]), np.array([s[1] for s in stats])
+    ax.errorbar(lrs, mean, yerr=np.nan_to_num(sem), marker="o", ms=3, capsize=2, color=plan.colors[m],
+                label=plan.mlabel[m])
+    b = plan.best[(_key(panel), m)]
+    return [[label, plan.mlabel[m], _fmt(g.lr), mv, sv, len(g.runs), g is b] for g, mv, sv in zip(mine, mean, sem)]
+
+
+def _lambda_sets(plan: _Plan) -> list[tuple[str, str, _Group, list[str]]]:
+    """(panel label, method, best group, its ``lambda*`` columns) for every best group that records λ
+    (finite somewhere in every run)."""
     lam_sets = []
-    for panel, label in zip(panels, plabel):
-        for m in methods:
-            g = best.get((_key(panel), m))
+    for panel, label in zip(plan.panels, plan.plabel):
+        for m in plan.methods:
+            g = plan.best.get((_key(panel), m))
             if g is None:
                 continue
             cols = [c for c in g.runs[0].metrics if c.startswith("lambda")
                     and all(c in r.metrics and np.isfinite(r.metrics[c]).any() for r in g.runs)]
             if cols:
                 lam_sets.append((label, m, g, cols))
-    if lam_sets:
-        fig, axes = _panels(plt, len(lam_sets))
-        rows = []
-        for ax, (label, m, g, cols) in zip(axes, lam_sets):
-            for i, col in enumerate(cols):
-                xs, mean, sem = _curve(g.runs, x, col)
-                _band(ax, xs, mean, sem, col.removeprefix("lambda_") or col, f"C{i % 10}")
-                rows += [[label, mlabel[m], _fmt(g.lr), col, xv, mv, sv, len(g.runs)]
-                         for xv, mv, sv in zip(xs, mean, sem)]
-            ax.set_xlabel(xl)
-            ax.set_ylabel("mixing weight λ (1 = backprop)")
-            lr_text = f", lr {_fmt(g.lr)}" if roles.has_lr else ""
-            ax.set_title(f"{mlabel[m]}{lr_text}" + (f" — {label}" if label else ""), fontsize=10)
-            ax.legend(fontsize=7)
-        fig.suptitle("λ along training, mean ± SEM over seeds", fontsize=10)
-        written["lambda.png"] = _save(fig, out / "lambda.png")
-        plt.close(fig)
-        written["lambda.csv"] = _write_csv(out / "lambda.csv",
-                                           ["panel", "method", "lr", "column", x, "mean", "sem", "n_seeds"], rows)
+    return lam_sets
 
-    # ablations (Figure 6b, 6c)
-    for a_i, key in enumerate(roles.ablation_keys):
-        others = [k for k in roles.ablation_keys if k != key]
-        slices: dict[str, list[tuple]] = {}
-        for panel in panels:
-            rest = tuple(v for i, v in enumerate(panel) if i != a_i)
-            slices.setdefault(_key(rest), []).append(panel)
-        slices = {k: v for k, v in slices.items() if len({_key(p[a_i]) for p in v}) > 1}
-        if not slices:
-            continue
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-        rows = []
-        for s_i, members in enumerate(slices.values()):
-            rest = tuple(v for i, v in enumerate(members[0]) if i != a_i)
-            slabel = _panel_label(rest, others)
-            for m in methods:
-                pts = [(p[a_i], best[(_key(p), m)]) for p in members if (_key(p), m) in best]
-                pts.sort(key=lambda t: _sortable(t[0]))
-                if len(pts) < 2:
-                    continue
-                vals = [t[0] for t in pts]
-                auc = [mean_sem(t[1].aucs) for t in pts]
-                fin = [mean_sem(t[1].finals) for t in pts]
-                name = mlabel[m] + (f" ({slabel})" if slabel else "")
-                style = ["-", "--", ":", "-."][s_i % 4]
-                for ax, stats in zip(axes, (auc, fin)):
-                    ax.errorbar(vals, [s[0] for s in stats], yerr=np.nan_to_num([s[1] for s in stats]),
-                                marker="o", ms=3, capsize=2, color=colors[m], linestyle=style, label=name)
-                rows += [[slabel, mlabel[m], _fmt(v), _fmt(g.lr), a[0], a[1], f[0], f[1], len(g.runs)]
-                         for (v, g), a, f in zip(pts, auc, fin)]
-        axis = ABLATIONS.get(key, key)
-        for ax, what in zip(axes, (f"AUC of the {yl} curve", f"final {yl}")):
-            ax.set_xlabel(axis)
-            ax.set_ylabel(what)
-            ax.legend(fontsize=7)
-        fig.suptitle(f"ablation over {key}: mean ± SEM over seeds"
-                     f"{', at each method’s best lr' if roles.has_lr else ''}", fontsize=10)
-        written[f"ablation_{key}.png"] = _save(fig, out / f"ablation_{key}.png")
-        plt.close(fig)
-        written[f"ablation_{key}.csv"] = _write_csv(
-            out / f"ablation_{key}.csv",
-            ["slice", "method", key, "lr", "auc_mean", "auc_sem", "final_mean", "final_sem", "n_seeds"], rows)
-    return written
+
+def _lambda_figure(plan: _Plan, plt, out: Path) -> dict[str, Path]:
+    """λ along training at the best lr, a panel per method and ablation combination that records it
+    (Figures 5b, 6d, 7c); nothing when none does."""
+    lam_sets = _lambda_sets(plan)
+    if not lam_sets:
+        return {}
+    fig, axes = _panels(plt, len(lam_sets))
+    rows = []
+    for ax, (label, m, g, cols) in zip(axes, lam_sets):
+        for i, col in enumerate(cols):
+            xs, mean, sem = _curve(g.runs, plan.x, col)
+            _band(ax, xs, mean, sem, col.removeprefix("lambda_") or col, f"C{i % 10}")
+            rows += [[label, plan.mlabel[m], _fmt(g.lr), col, xv, mv, sv, len(g.runs)]
+                     for xv, mv, sv in zip(xs, mean, sem)]
+        lr_text = f", lr {_fmt(g.lr)}" if plan.roles.has_lr else ""
+        _label_axes(ax, plan.xl, "mixing weight λ (1 = backprop)",
+                    f"{plan.mlabel[m]}{lr_text}" + (f" — {label}" if label else ""))
+    fig.suptitle("λ along training, mean ± SEM over seeds", fontsize=10)
+    return _finish(plt, fig, out, "lambda", ["panel", "method", "lr", "column", plan.x, "mean", "sem", "n_seeds"],
+                   rows)
+
+
+def _ablation_slices(plan: _Plan, a_i: int) -> dict[str, list[tuple]]:
+    """The panels grouped by their other ablation settings, keeping the groups where setting ``a_i`` varies."""
+    slices: dict[str, list[tuple]] = {}
+    for panel in plan.panels:
+        rest = tuple(v for i, v in enumerate(panel) if i != a_i)
+        slices.setdefault(_key(rest), []).append(panel)
+    return {k: v for k, v in slices.items() if len({_key(p[a_i]) for p in v}) > 1}
+
+
+def _ablation(plan: _Plan, plt, out: Path, a_i: int, key: str) -> dict[str, Path]:
+    """AUC and final value against the ablation setting ``key`` at each method's best lr, a line per
+    method and slice of the other ablation settings (Figures 6b, 6c); nothing when ``key`` never varies
+    with the others fixed."""
+    slices = _ablation_slices(plan, a_i)
+    if not slices:
+        return {}
+    others = [k for k in plan.roles.ablation_keys if k != key]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    rows = []
+    for s_i, members in enumerate(slices.values()):
+        slabel = _panel_label(tuple(v for i, v in enumerate(members[0]) if i != a_i), others)
+        for m in plan.methods:
+            rows += _ablation_line(plan, axes, members, a_i, m, slabel, ["-", "--", ":", "-."][s_i % 4])
+    for ax, what in zip(axes, (f"AUC of the {plan.yl} curve", f"final {plan.yl}")):
+        ax.set_xlabel(ABLATIONS.get(key, key))
+        ax.set_ylabel(what)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"ablation over {key}: mean ± SEM over seeds{plan.at_best_lr}", fontsize=10)
+    return _finish(plt, fig, out, f"ablation_{key}",
+                   ["slice", "method", key, "lr", "auc_mean", "auc_sem", "final_mean", "final_sem", "n_seeds"], rows)
+
+
+def _ablation_line(plan: _Plan, axes, members: list[tuple], a_i: int, m: str, slabel: str,
+                   style: str) -> list[list]:
+    """Draw method ``m``'s AUC and final value against ablation setting ``a_i`` over the panels ``members``;
+    its CSV rows (none with fewer than two points)."""
+    pts = [(p[a_i], plan.best[(_key(p), m)]) for p in members if (_key(p), m) in plan.best]
+    pts.sort(key=lambda t: _sortable(t[0]))
+    if len(pts) < 2:
+        return []
+    vals = [t[0] for t in pts]
+    auc = [mean_sem(t[1].aucs) for t in pts]
+    fin = [mean_sem(t[1].finals) for t in pts]
+    name = plan.mlabel[m] + (f" ({slabel})" if slabel else "")
+    for ax, stats in zip(axes, (auc, fin)):
+        ax.errorbar(vals, [s[0] for s in stats], yerr=np.nan_to_num([s[1] for s in stats]),
+                    marker="o", ms=3, capsize=2, color=plan.colors[m], linestyle=style, label=name)
+    return [[slabel, plan.mlabel[m], _fmt(v), _fmt(g.lr), a[0], a[1], f[0], f[1], len(g.runs)]
+            for (v, g), a, f in zip(pts, auc, fin)]
+
+
+def _label_axes(ax, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+
+
+def _finish(plt, fig, out: Path, name: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, Path]:
+    """Save ``fig`` as ``name.png`` and ``rows`` as ``name.csv``; returns both paths by file name."""
+    png = _save(fig, out / f"{name}.png")
+    plt.close(fig)
+    return {f"{name}.png": png, f"{name}.csv": _write_csv(out / f"{name}.csv", header, rows)}
