@@ -8,7 +8,7 @@ from reference import direct_lambda
 
 import sggraph
 from sggraph import LambdaError
-from sggraph.engine.lambdas import _block_lambda, batch_lambda_from_vectors
+from sggraph.engine.lambdas import batch_lambda_from_vectors, block_lambda
 
 
 @pytest.mark.parametrize("normalize", [True, False])
@@ -47,8 +47,8 @@ def test_fast_slot_path_equals_generic_torch_func_path(normalize):
     net = _array_net()
     _backward(net, 16)
     for name in ("h1", "h2"):
-        fast = _block_lambda(net.blocks[name], normalize, fast=True)
-        generic = _block_lambda(net.blocks[name], normalize, fast=False)
+        fast = block_lambda(net.blocks[name], normalize, fast=True)
+        generic = block_lambda(net.blocks[name], normalize, fast=False)
         torch.testing.assert_close(fast, generic, rtol=1e-5, atol=1e-8)
 
 
@@ -152,11 +152,11 @@ def test_feedback_normalisation_equals_the_authors_estimator_written_out():
     _backward(net, 9)
     for name in ("h1", "h2"):  # h2 is residual: the feedback is taken on h̄ (after 1 − tanh²)
         want = _authors_feedback_lambda(net, name)
-        got = _block_lambda(net.blocks[name], "feedback", fast=True)
+        got = block_lambda(net.blocks[name], "feedback", fast=True)
         torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-9)
     # and it is not the per-sample-gradient normalisation
-    assert not torch.allclose(_block_lambda(net.blocks["h2"], "gradient", fast=True),
-                              _block_lambda(net.blocks["h2"], "feedback", fast=True))
+    assert not torch.allclose(block_lambda(net.blocks["h2"], "gradient", fast=True),
+                              block_lambda(net.blocks["h2"], "feedback", fast=True))
 
 
 def test_unknown_normalisation_is_a_lambda_error():

@@ -14,7 +14,7 @@ import sggraph
 from sggraph.experiments.mnist_bandit import (
     AUTHORS_CLASSES,
     BanditConfig,
-    _build_policy,
+    build_policy,
     evaluation_steps,
     sparsenet_parameter_count,
 )
@@ -31,7 +31,7 @@ def _std_within(t: torch.Tensor, want: float, rel: float = 0.03) -> None:
 @pytest.fixture(scope="module")
 def sgprop_net():
     torch.manual_seed(0)
-    _, _, net = _build_policy(BanditConfig(method="sgprop"), len(AUTHORS_CLASSES))
+    net = build_policy(BanditConfig(method="sgprop"), len(AUTHORS_CLASSES))[2]
     return net
 
 
@@ -77,7 +77,7 @@ def test_bandit_generators_are_normal_with_std_one_over_sqrt_input_dim(sgprop_ne
 def test_zero_generator_init_stays_selectable():
     torch.manual_seed(0)
     cfg = BanditConfig(method="sgprop", generator_init="zero", width=8, layers=2, q=2, slots=2, n_parents=2)
-    _, _, net = _build_policy(cfg, 3)
+    net = build_policy(cfg, 3)[2]
     assert all(float(p.detach().abs().sum()) == 0.0 for p in net.generator_parameters())
 
 

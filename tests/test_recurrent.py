@@ -115,7 +115,8 @@ def _unrolled_grads(rnet, fnet, obs, fb):
     return [p.grad.clone() for p in params], torch.stack([out[f"act@{t + 1}"] for t in range(T)]).detach()
 
 
-def _random_generators(rnet, gen):
+def random_generators(rnet, gen):
+    """Give every generator parameter random weights (std 0.4) from ``gen``, so predictions are non-zero."""
     with torch.no_grad():
         for p in rnet.generator_parameters():
             p.copy_(0.4 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
@@ -126,7 +127,7 @@ def test_edge_grouping_random_lambda_equals_unrolled_feed_forward(seed):
     torch.manual_seed(seed)
     rnet = compile_cell(make_cell(), grouping="edge").double()
     gen = torch.Generator().manual_seed(seed)
-    _random_generators(rnet, gen)
+    random_generators(rnet, gen)
     with torch.no_grad():
         for block in rnet.blocks.values():
             block.lam.copy_(torch.rand(block.lam.shape, generator=gen, dtype=torch.float64))
@@ -161,7 +162,7 @@ def test_child_grouping_with_temporal_schedule_equals_unrolled_feed_forward():
     torch.manual_seed(0)
     rnet = compile_cell(make_cell(), grouping="child", rho=0.3).double()
     gen = torch.Generator().manual_seed(1)
-    _random_generators(rnet, gen)
+    random_generators(rnet, gen)
     rnet.set_lambda(torch.rand(N, generator=gen, dtype=torch.float64) * 0.8, node="h")
     rnet.set_lambda(0.6, node="emb")
     rnet.set_lambda(0.9, node="act")
@@ -209,7 +210,7 @@ def direct_bptt(rnet, obs, resets=None):
 def test_lambda_one_equals_direct_bptt_and_plain_autograd_bit_for_bit():
     torch.manual_seed(2)
     rnet = compile_cell(make_cell(), grouping="child").double()
-    _random_generators(rnet, torch.Generator().manual_seed(3))
+    random_generators(rnet, torch.Generator().manual_seed(3))
     obs, fb = _data(7)
     resets = torch.zeros(T, B, dtype=torch.bool)
     resets[2, 1] = True
@@ -275,7 +276,7 @@ def test_adaptive_lambda_on_the_state_stays_in_range():
     torch.manual_seed(0)
     rnet = compile_cell(make_cell(), grouping="child")
     rnet.set_lambda(0.8)
-    _random_generators(rnet, torch.Generator().manual_seed(1))
+    random_generators(rnet, torch.Generator().manual_seed(1))
     obs, fb = _data(3)
     out = rnet({"obs": obs.float()})
     (out["act"] * fb.float()).sum().backward()
@@ -310,7 +311,7 @@ def test_recurrent_closed_form_lambda_equals_per_sample_torch_func(normalize):
     torch.manual_seed(6)
     rnet = compile_cell(make_cell(), grouping="child").double()
     rnet.set_lambda(0.7)
-    _random_generators(rnet, torch.Generator().manual_seed(2))
+    random_generators(rnet, torch.Generator().manual_seed(2))
     obs, fb = _data(8)
     (rnet({"obs": obs})["act"] * fb).sum().backward()
     st = rnet.state
@@ -444,7 +445,7 @@ def test_state_lambda_from_forward_equals_the_closed_form(normalize, max_samples
     torch.manual_seed(6)
     rnet = compile_cell(make_cell(), grouping="child").double()
     rnet.set_lambda(0.7)
-    _random_generators(rnet, torch.Generator().manual_seed(2))
+    random_generators(rnet, torch.Generator().manual_seed(2))
     obs, fb = _data(8)
     valid = torch.ones(T, B, dtype=torch.bool)
     valid[2:, 0] = False

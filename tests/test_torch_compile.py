@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_recurrent import _random_generators, make_cell
+from test_recurrent import make_cell, random_generators
 
 import sggraph
 from sggraph.engine.recurrent import compile_cell
@@ -47,7 +47,7 @@ def _cell_net():
     torch.manual_seed(0)
     net = compile_cell(make_cell(), grouping="child")
     net.set_lambda(0.6, node="h")
-    _random_generators(net, torch.Generator().manual_seed(1))
+    random_generators(net, torch.Generator().manual_seed(1))
     return net
 
 

@@ -51,6 +51,7 @@ __all__ = [
     "adapt_lambda",
     "batch_lambda_from_stats",
     "batch_lambda_from_vectors",
+    "block_lambda",
     "feedback_lambda",
     "per_sample_param_grads",
     "recurrent_state_lambda",
@@ -335,8 +336,23 @@ def feedback_lambda(block, feedback: torch.Tensor, synthetic: torch.Tensor, norm
     return batch_lambda_from_vectors(p, s, normalize)
 
 
-def _block_lambda(block, normalize: bool | str, fast: bool) -> torch.Tensor | None:
-    """The ``child`` grouping's λ_batch of a block: its received feedback against its own prediction."""
+def block_lambda(block, normalize: bool | str, fast: bool) -> torch.Tensor | None:
+    """The ``child`` grouping's λ_batch of a block: its received feedback against its own prediction.
+
+    Parameters
+    ----------
+    block : Block
+        A compiled graph's block after a mixed forward and a backward.
+    normalize : bool or str
+        The normalisation before eq. 18 (:data:`NORMALIZATIONS`; ``True`` is ``"gradient"``).
+    fast : bool
+        The slot array's closed form where it applies, else the generic ``torch.func`` path.
+
+    Returns
+    -------
+    torch.Tensor or None
+        As :func:`feedback_lambda`; None when the block recorded no feedback or made no prediction.
+    """
     rec = block.record
     if rec is None or rec.received is None or block.prediction is None or block.last_inputs is None:
         return None
@@ -404,7 +420,7 @@ def adapt_lambda(net: CompiledGraph, momentum: float = 0.9, normalize: bool | st
     result = {}
     for name in names:
         block = net.block(name)
-        lam_batch = _block_lambda(block, normalize, fast)
+        lam_batch = block_lambda(block, normalize, fast)
         if lam_batch is None:
             continue
         lam_batch = lam_batch.reshape(block.lam_self.shape).to(block.lam_self)
