@@ -12,8 +12,13 @@ the generator's forward and weight gradient). The machine's fp32 matmul peak is 
 the same run.
 
 The recurrent section times forward + backward (+ generator update and adaptive λ for
-sgprop) of a 128-neuron recurrent cell over 80 steps for 20 sequences. The popgym section
-times whole POPGym batches (20 labyrinth_escape environments: rollout + update).
+sgprop) of the POPGym experiment's own policy
+(:func:`~sggraph.experiments.popgym.build_policy`: the 128-neuron recurrent SparseNet cell
+of ``sggraph train popgym``, sized for the labyrinth's 56-wide observations and 4 actions)
+over 80 steps for 20 sequences of random observations, with random feedback into the
+logits; its adaptive λ estimates from the default 128 samples (the experiment's own
+estimate from every valid sample is in the popgym section). The popgym section times whole
+POPGym batches (20 labyrinth_escape environments: rollout + update).
 
 JSON keys (later sections are added, never renamed)::
 
@@ -160,48 +165,33 @@ def bench_bandit_compiled(steps: int = 15, warmup: int = 3, batch: int = 64, see
     return out
 
 
-class _Embedding(torch.nn.Module):
-    """The POPGym input embedding: Linear(obs, 128) → LayerNorm (no affine) → Linear(128, 128) → LeakyReLU."""
-
-    def __init__(self, obs_dim: int, width: int = 128) -> None:
-        super().__init__()
-        self.first = torch.nn.Linear(obs_dim, width)
-        self.norm = torch.nn.LayerNorm(width, elementwise_affine=False)
-        self.second = torch.nn.Linear(width, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.leaky_relu(self.second(self.norm(self.first(x))))
-
-
 def _recurrent_step_timer(method: str, steps: int, sequences: int, seed: int):
-    from ..core.unroll import Cell
-    from ..engine.recurrent import compile_cell
+    """One forward + backward (+ adaptive θ and generator update for sgprop) of the POPGym experiment's
+    recurrent SparseNet policy (:func:`~sggraph.experiments.popgym.build_policy` with the experiment's
+    defaults, sized for its ``labyrinth_escape`` observations and actions) on ``steps`` random
+    observations of ``sequences`` sequences, with random feedback into the action logits."""
+    from ..envs.popgym import LabyrinthBatch
+    from .popgym import PopgymConfig, build_policy
 
-    obs_dim = 20
-    cell = Cell("popgym-sparsenet")
-    cell.add_input("obs", obs_dim)
-    cell.add_node("emb", 128, ["obs"])
-    cell.set_state("h", count=128, dim=6, fan_in=6, slots=6, seed=seed, input="emb", input_neurons=16)
-    cell.add_node("act", 4, ["h"], fn="linear")
+    cfg = PopgymConfig(model="sparsenet", method=method, seed=seed)
+    envs = LabyrinthBatch(cfg.env, 1)
+    obs_dim, n_actions = envs.obs_dim, envs.n_actions
+    envs.close()
     torch.manual_seed(seed)
-    net = compile_cell(cell, functions={"emb": _Embedding(obs_dim)}, grouping="child")
-    net.synthetic = method == "sgprop"
-    opt = torch.optim.Adam(net.model_parameters(), lr=1e-3)
-    gen_opt = torch.optim.Adam(net.generator_parameters(), lr=1e-5)
+    policy = build_policy(cfg, obs_dim, n_actions)
+    opt = torch.optim.Adam(list(policy.model_parameters()), lr=cfg.lr)
+    gen_opt = torch.optim.Adam(list(policy.generator_parameters()), lr=cfg.generator_lr)
     obs = torch.randn(steps, sequences, obs_dim)
-    resets = torch.zeros(steps, sequences, dtype=torch.bool)
-    resets[0] = True
-    feedback = torch.randn(steps, sequences, 4)
+    feedback = torch.randn(steps, sequences, n_actions)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        out = net({"obs": obs}, resets=resets)["act"]
-        (out * feedback).mean().backward()
-        if net.synthetic:
-            net.adapt_lambda(momentum=0.9)
+        (policy(obs) * feedback).mean().backward()
+        if policy.synthetic:
+            policy.net.adapt_lambda(momentum=cfg.lam_momentum)  # θ from the default 128 samples
         opt.step()
-        if net.synthetic:
-            net.update_generators(gen_opt)
+        if policy.synthetic:
+            policy.net.update_generators(gen_opt)
 
     return step
 
@@ -209,8 +199,9 @@ def _recurrent_step_timer(method: str, steps: int, sequences: int, seed: int):
 def bench_recurrent(repeats: int = 5, warmup: int = 1, steps: int = 80, sequences: int = 20,
                     seed: int = 0, tick: Callable[[], None] = _nothing) -> dict[str, float]:
     """Median milliseconds for forward + backward (+ generator update and adaptive λ for sgprop)
-    of a 128-neuron recurrent SparseNet cell (q = 6, 6 slots, 6 parents, 16 input neurons fed a
-    128-wide embedding) over ``steps`` steps for ``sequences`` sequences."""
+    of the POPGym experiment's recurrent SparseNet policy (128 neurons, q = 6, 6 slots, 6 parents,
+    16 input neurons fed a 128-wide embedding of the 56-wide labyrinth observation, a 6-slot actor
+    over 4 actions) over ``steps`` steps for ``sequences`` sequences."""
     timers = {m: _recurrent_step_timer(m, steps, sequences, seed) for m in ("backprop", "sgprop")}
     times: dict[str, list[float]] = {m: [] for m in timers}
     for _ in range(warmup):
