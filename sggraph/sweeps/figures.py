@@ -429,6 +429,7 @@ class _Plan:
 
 
 def _plan(runs: Sequence[Run], roles: _Roles, x: str, y: str) -> _Plan:
+    """Group the runs and fix each method's colour and label and the panels' order and labels."""
     groups = _groups(runs, roles, x, y)
     methods = list(dict.fromkeys(_key(g.method) for g in groups))
     method_of = {_key(g.method): g.method for g in groups}
@@ -587,6 +588,7 @@ def _ablation_line(plan: _Plan, axes, members: list[tuple], a_i: int, m: str, sl
 
 
 def _label_axes(ax, xlabel: str, ylabel: str, title: str) -> None:
+    """Axis labels, a title and a legend."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)

@@ -524,9 +524,11 @@ class _SettingsReader:
     value_lines: dict[tuple[str, str], int | None] = field(default_factory=dict)
 
     def _name(self, key: Any, place: str, line: int | None) -> str:
+        """The canonical name of the setting ``key`` written in ``place`` (see :func:`_canonical`)."""
         return _canonical(key, self.aliases, self.command, place, file=self.where.file, line=line)
 
     def _check(self, name: str, value: Any, line: int | None) -> Any:
+        """``value`` checked against the flag of setting ``name`` (see :func:`_check_value`)."""
         return _check_value(name, self.options[name], value, self.command, file=self.where.file, line=line)
 
     def read_fixed(self, settings: Any) -> None:
