@@ -461,3 +461,20 @@ def test_state_lambda_from_forward_equals_the_closed_form(normalize, max_samples
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(state_lambda_from_forward(st, steps, normalize), recurrent_state_lambda(
         st, steps, normalize), rtol=1e-9, atol=1e-12)
+
+
+def test_a_cell_whose_state_reads_no_input_unrolls_and_runs():
+    """A state without an external input (the observation only reaches a post node) has no pre
+    stage; its initial state must still land on layer 0 (it used to be placed on layer -1)."""
+
+    cell = Cell("no-input")
+    cell.add_input("obs", 4)
+    cell.set_state("h", count=8, dim=2, fan_in=2, slots=2, seed=0)
+    cell.add_node("act", 3, ["h", "obs"], fn="linear")
+    g = unroll(cell, 3)
+    assert [g.layer_of(n) for n in ("h@0:0", "obs@1", "h@1:0", "act@1")] == [0, 1, 1, 2]
+    net = compile_cell(cell)
+    out = net({"obs": torch.randn(3, 5, 4)})["act"]
+    assert out.shape == (3, 5, 3)
+    out.sum().backward()
+    assert net.state.function.proj.grad is not None

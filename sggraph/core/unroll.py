@@ -451,7 +451,8 @@ def unroll(cell: Cell, steps: int) -> Graph:
     level = cell.levels()
     st = cell.state
     assert st is not None
-    offset = -min(level.values()) - 1  # input levels at step 1 land on layer >= 0
+    # inputs at step 1 and the initial state (level 0 at step 0) land on layers >= 0
+    offset = max(0, -min(level.values()) - 1)
     table = st.parent_table()
     stage = cell.stages()
     for name in cell.feedback:
