@@ -137,7 +137,8 @@ def test_a_second_run_into_a_busy_directory_is_refused_and_a_dead_holders_lock_i
 def test_two_concurrent_trainings_into_one_directory_never_both_write(tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "sggraph", "train", "mnist-bandit", *TINY, "--out", str(out)]
-    first = subprocess.Popen([*args[:-2], "--steps", "400", "--out", str(out)], stdout=subprocess.DEVNULL,
+    # the first run is killed below; its step count only has to outlast the second's start-up on a loaded machine
+    first = subprocess.Popen([*args[:-2], "--steps", "1000000", "--out", str(out)], stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         deadline = time.time() + 120
@@ -148,7 +149,7 @@ def test_two_concurrent_trainings_into_one_directory_never_both_write(tmp_path):
         assert second.returncode == 2 and "in use by process" in second.stderr
     finally:
         _kill(first)
-    assert json.loads((out / "config.json").read_text())["steps"] == 400  # only the first run wrote here
+    assert json.loads((out / "config.json").read_text())["steps"] == 1000000  # only the first run wrote here
 
 
 def test_a_stale_lock_file_from_a_dead_process_or_an_old_version_is_taken_over(tmp_path):
