@@ -18,14 +18,16 @@ def test_worker_protocol_ready_start_result_stop():
     read_fd, write_fd = os.pipe()
     os.write(write_fd, b"go\n")
     os.close(write_fd)  # after its result the worker sees the end of input and stops
-    out = io.StringIO()
+    out, ticks = io.StringIO(), []
     with os.fdopen(read_fd) as stdin:
-        contention_worker(stdin, out, steps=1, warmup=1, batch=2)
+        contention_worker(stdin, out, steps=2, warmup=1, batch=2, tick=lambda: ticks.append(1))
     ready, result = out.getvalue().splitlines()
     assert ready == "ready"
     result = json.loads(result)
     assert set(result) == {f"{v}_ms" for v in CONTENTION_VARIANTS} | {"threads"}
     assert all(result[f"{v}_ms"] > 0 for v in CONTENTION_VARIANTS)
+    assert sum(result["threads"].values()) == 2 * len(CONTENTION_VARIANTS)  # timed steps per thread count
+    assert len(ticks) == 3  # once per round of the variants: one warm-up round, two timed
 
 
 def test_contention_bench_runs_briefly(capsys):
@@ -34,7 +36,8 @@ def test_contention_bench_runs_briefly(capsys):
     data = json.loads(capsys.readouterr().out)
     assert set(data) == {"cpus", "loadavg", "steps", "settings"} and list(data["settings"]) == ["1"]
     row = data["settings"]["1"]
-    assert row["alone"]["threads"] == row["busy"]["threads"] == 1 and len(row["side_by_side"]) == 2
+    assert row["alone"]["threads"] == row["busy"]["threads"] == {"1": len(CONTENTION_VARIANTS)}
+    assert len(row["side_by_side"]) == 2
     for key in ("busy_over_alone", "side_by_side_over_alone"):
         assert set(row[key]) == set(CONTENTION_VARIANTS) and all(x > 0 for x in row[key].values())
 

@@ -22,10 +22,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     if args.contention:
         return _cmd_contention(args)
-    threads.use_threads(threads.resolve_threads(args.threads, BanditConfig(batch=args.batch).typical_op_elements()))
-    if args.contention_worker:
-        contention_worker(sys.stdin, sys.stdout, steps=args.steps or DEFAULT_STEPS["contention"], batch=args.batch)
+    threads.configure_threads(args.threads, BanditConfig(batch=args.batch).typical_op_elements())
+    if args.contention_worker:  # between its steps it follows the load, as a training run does
+        contention_worker(sys.stdin, sys.stdout, steps=args.steps or DEFAULT_STEPS["contention"], batch=args.batch,
+                          tick=threads.follow_load)
         return 0
+    threads.stop_following()  # the bench's own sections time the thread count chosen at the start
     result = run_bench(steps=args.steps or DEFAULT_STEPS["bench"], progress=not args.quiet)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -64,16 +66,27 @@ def _cmd_contention(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(f"bandit step sharing the machine: median ms over {result['steps']} steps; {result['cpus']} CPUs "
-          f"available; load average before {result['loadavg'][0]}")
-    print(f"{'setting':9s} {'method':16s} {'threads':>7s} {'alone':>8s} {'+ busy process':>16s} "
-          f"{'two side by side':>22s}")
+          f"available; load average before {result['loadavg'][0]}; [torch threads the steps ran with]")
+    print(f"{'setting':8s} {'method':16s} {'alone':>14s} {'+ one busy process':>26s} {'two runs side by side':>34s}")
     for name, row in result["settings"].items():
+        pair = row["side_by_side"]
         for v in ("backprop", "sgprop_adaptive"):
-            pair = "/".join(f"{r[v + '_ms']:.0f}" for r in row["side_by_side"])
-            print(f"{name:9s} {v:16s} {row['alone']['threads']:>7d} {row['alone'][v + '_ms']:8.1f} "
-                  f"{row['busy'][v + '_ms']:8.1f} ({row['busy_over_alone'][v]:4.2f}x) "
-                  f"{pair:>13s} ({row['side_by_side_over_alone'][v]:4.2f}x)")
+            alone = f"{row['alone'][v + '_ms']:.1f} [{_threads_label(row['alone'])}]"
+            busy = f"{row['busy'][v + '_ms']:.1f} [{_threads_label(row['busy'])}] {row['busy_over_alone'][v]:.2f}x"
+            both = (f"{pair[0][v + '_ms']:.1f}/{pair[1][v + '_ms']:.1f} "
+                    f"[{_threads_label(pair[0])}/{_threads_label(pair[1])}] {row['side_by_side_over_alone'][v]:.2f}x")
+            print(f"{name:8s} {v:16s} {alone:>14s} {busy:>26s} {both:>34s}")
     return 0
+
+
+def _threads_label(measurement: dict) -> str:
+    """The thread counts a measurement's steps ran with: ``2``, or ``1:7,2:3`` (count: steps) when they changed.
+
+    >>> _threads_label({"threads": {"2": 20}}), _threads_label({"threads": {"1": 14, "2": 6}})
+    ('2', '1:14,2:6')
+    """
+    used = measurement["threads"]
+    return next(iter(used)) if len(used) == 1 else ",".join(f"{k}:{n}" for k, n in used.items())
 
 
 def add_parser(sub) -> None:

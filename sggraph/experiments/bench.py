@@ -103,7 +103,7 @@ def _bandit_step_timer(variant: str, batch: int, seed: int):
     return step
 
 
-def _run_rounds(steps_of: dict[str, Callable[[], None]], rounds: int, tick: Callable[[], None] = _nothing) -> None:
+def _run_rounds(steps_of: dict[str, Callable[[], None]], rounds: int, tick: Callable[[], object] = _nothing) -> None:
     """Run each of ``steps_of``'s steps ``rounds`` times, untimed (warm-up)."""
     for _ in range(rounds):
         for step in steps_of.values():
@@ -112,7 +112,7 @@ def _run_rounds(steps_of: dict[str, Callable[[], None]], rounds: int, tick: Call
 
 
 def _median_ms(steps_of: dict[str, Callable[[], None]], steps: int, warmup: int,
-               tick: Callable[[], None] = _nothing) -> dict[str, float]:
+               tick: Callable[[], object] = _nothing) -> dict[str, float]:
     """Median milliseconds of each of ``steps_of``'s steps over ``steps`` timed rounds after ``warmup``
     untimed ones; the steps are interleaved so drift in the machine's load hits all alike."""
     times: dict[str, list[float]] = {m: [] for m in steps_of}
@@ -294,25 +294,37 @@ def _stop_requested(stream: IO[str]) -> bool:
     return bool(select.select([stream], [], [], 0)[0])
 
 
-def contention_worker(stdin: IO[str], stdout: IO[str], steps: int = 10, warmup: int = 3, batch: int = 64,
-                      seed: int = 0) -> None:
+def contention_worker(stdin: IO[str], stdout: IO[str], steps: int = 10, warmup: int = 8, batch: int = 64,
+                      seed: int = 0, tick: Callable[[], object] = _nothing) -> None:
     """One measurement process of :func:`run_contention` (``sggraph bench --contention-worker``).
 
-    It warms up the :data:`CONTENTION_VARIANTS` bandit steps, writes ``ready`` on ``stdout``, waits for a
-    line on ``stdin`` (the start; end of input: stop), times ``steps`` interleaved rounds and writes one
-    JSON line (``{variant}_ms`` medians and ``threads``), then keeps training, so that it still loads the
-    machine while others finish, until ``stdin`` has input or closes.
+    It warms up the :data:`CONTENTION_VARIANTS` bandit steps for ``warmup`` rounds, writes ``ready`` on
+    ``stdout``, waits for a line on ``stdin`` (the start; end of input: stop), times ``steps``
+    interleaved rounds and writes one JSON line (``{variant}_ms`` medians, and ``threads``: the timed
+    steps per torch thread count), then keeps training, so that it still loads the machine while others
+    finish, until ``stdin`` has input or closes. ``tick`` runs after every round of the variants, as a
+    training loop calls :func:`~sggraph.threads.follow_load` between its steps (the CLI passes that).
     """
     timers = {v: _bandit_step_timer(v, batch, seed) for v in CONTENTION_VARIANTS}
-    _run_rounds(timers, warmup)
+    used: dict[str, int] = {}
+    calls = [0]
+
+    def after_step() -> None:  # count the thread count the step ran with; tick once per round
+        used[str(torch.get_num_threads())] = used.get(str(torch.get_num_threads()), 0) + 1
+        calls[0] += 1
+        if calls[0] % len(timers) == 0:
+            tick()
+
+    _run_rounds(timers, warmup, after_step)
     _say(stdout, "ready")
     if not stdin.readline():
         return
-    medians = _median_ms(timers, steps, 0)
+    used.clear()
+    medians = _median_ms(timers, steps, 0, after_step)
     result = {f"{v}_ms": round(ms, 2) for v, ms in medians.items()}
-    _say(stdout, json.dumps({**result, "threads": torch.get_num_threads()}))
+    _say(stdout, json.dumps({**result, "threads": dict(sorted(used.items()))}))
     while not _stop_requested(stdin):
-        _run_rounds(timers, 1)
+        _run_rounds(timers, 1, after_step)
 
 
 def _worker_env() -> dict[str, str]:
