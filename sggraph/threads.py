@@ -10,9 +10,9 @@ Every ``sggraph`` command that trains or times (``train``, ``demo``, ``bench``, 
    ``--threads`` of the sweep, by default the available CPUs divided among its workers);
 3. the default: the CPUs available to this process (:func:`available_cpus`: its CPU affinity,
    capped by a cgroup CPU quota) but no more threads than the work can keep busy
-   (:func:`threads_for_work`), and, while the run trains, no more than the CPUs that other
-   processes leave free (:class:`LoadAwareThreads`; :func:`configure_threads` sets it up and the
-   training loops call :func:`follow_load` between steps).
+   (:func:`threads_for_work`); within that, while the run trains, the count that makes its steps
+   fastest under the machine's load now (:class:`LoadAwareThreads`: :func:`configure_threads`
+   sets it up, the training loops call :func:`follow_load` between steps).
 
 Why the work size matters: PyTorch splits an elementwise operation into chunks of
 :data:`GRAIN` elements, one per thread, so an operation on ``n`` elements uses at most
@@ -20,15 +20,15 @@ Why the work size matters: PyTorch splits an elementwise operation into chunks o
 operation waits for its slowest thread, which on a shared machine may be descheduled: small
 operations run faster and far more steadily on fewer threads.
 
-Why the load matters: torch's OpenMP threads busy-wait between the thousands of small parallel
-operations of a training step (which is what makes two threads fast on a quiet machine). When
-another busy process shares the cores, a thread of ours is often descheduled while its sibling
-spins waiting for it: measured here (``sggraph bench --contention``), the bandit step at two
-threads took 3.6–4.9× its time alone beside one busy process and 4.3–6.2× with two runs side by
-side, while at one thread it took 1.0× either way. Sleeping instead of spinning
-(``OMP_WAIT_POLICY=PASSIVE``) removed the slowdown but made the quiet machine's two-thread step
-as slow as one thread. So the default keeps OpenMP as it is and uses fewer threads while other
-processes keep CPUs busy.
+Why the load matters: torch's OpenMP threads busy-wait between the many parallel operations of
+a training step, which is what makes two threads fast on a quiet machine. When another busy
+process shares the cores, a thread of ours is often descheduled while its sibling spins waiting
+for it: measured on a 2-CPU machine (``sggraph bench --contention``, README "Sharing the
+machine"), the bandit step at two threads took 2.8–4.9× its time alone beside one busy process
+and 4.4–6.2× with two runs side by side, at one thread 1.0× either way. Sleeping instead of
+spinning (``OMP_WAIT_POLICY=PASSIVE``) removed the slowdown but made the quiet machine's
+two-thread step as slow as one thread (waking a thread costs more than the work it takes over).
+So the default leaves OpenMP as it is and uses fewer threads while that is faster.
 
 >>> threads_for_work(640_000, cpus=2), threads_for_work(15_000, cpus=16), threads_for_work(92_160, cpus=16)
 (2, 1, 3)
