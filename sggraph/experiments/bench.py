@@ -21,6 +21,9 @@ JSON keys (later sections are added, never renamed)::
                                           "sgprop_adaptive_ms", "sgprop_adaptive_single_pass_ms", ...},
      "recurrent": {"backprop_ms", "sgprop_ms", "sgprop_over_backprop"},
      "popgym": {"backprop_s", "sgprop_s", "gru_s", "lstm_s", "*_rollout_s", "num_envs", "sgprop_over_backprop"}}
+
+``sggraph bench --contention`` (:func:`run_contention`) times the bandit step alone, beside one busy
+process and as two runs side by side, at 1 thread, 2 threads and the default thread count.
 """
 
 from __future__ import annotations
