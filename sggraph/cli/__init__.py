@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 from ..exceptions import SggraphError
 from ..sweeps.commands import CommandParser
+from ..threads import stop_following
 from . import bench, check, demo, draw, expert, mse, plot, sweep, train
 
 __all__ = ["build_parser", "main", "version_line"]
@@ -104,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     finally:  # a command may set torch's thread count (--threads); leave the calling process as it was
+        stop_following()
         if threads is not None:
             _torch_threads(threads)
 

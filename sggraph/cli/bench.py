@@ -4,18 +4,32 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
-from ..experiments.bench import run_bench
+from ..exceptions import ConfigError
+from ..experiments.bench import CONTENTION_SETTINGS, contention_worker, run_bench, run_contention
 from .options import add_run_flags
 
 __all__ = ["add_parser"]
+
+#: Timed steps per method when ``--steps`` is not given: the full bench, and each contention measurement.
+DEFAULT_STEPS = {"bench": 30, "contention": 10}
+
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .. import threads
     from ..experiments.mnist_bandit import BanditConfig
 
-    threads.use_threads(threads.resolve_threads(args.threads, BanditConfig().typical_op_elements()))
-    result = run_bench(steps=args.steps, progress=not args.quiet, compile_backend=args.compile)
+    if args.contention:
+        return _cmd_contention(args)
+    threads.configure_threads(args.threads, BanditConfig(batch=args.batch).typical_op_elements())
+    if args.contention_worker:  # between its steps it follows the load, as a training run does
+        contention_worker(sys.stdin, sys.stdout, steps=args.steps or DEFAULT_STEPS["contention"], batch=args.batch,
+                          tick=threads.follow_load)
+        return 0
+    threads.stop_following()  # the bench's own sections time the thread count chosen at the start
+    result = run_bench(steps=args.steps or DEFAULT_STEPS["bench"], progress=not args.quiet,
+                       compile_backend=args.compile)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -47,10 +61,55 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_contention(args: argparse.Namespace) -> int:
+    """``sggraph bench --contention``: the bandit step alone, beside a busy process, and two side by side."""
+    if args.threads is not None:
+        raise ConfigError("--contention compares thread settings itself; it takes no --threads",
+                          fix="drop --threads, or choose the settings with --settings 1,2,default")
+    settings = [s.strip() for s in args.settings.split(",") if s.strip()]
+    result = run_contention(steps=args.steps or DEFAULT_STEPS["contention"], settings=settings, batch=args.batch,
+                            progress=not args.quiet)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"bandit step sharing the machine: median ms over {result['steps']} steps; {result['cpus']} CPUs "
+          f"available; load average before {result['loadavg'][0]}; [torch threads the steps ran with]")
+    print(f"{'setting':8s} {'method':16s} {'alone':>14s} {'+ one busy process':>26s} {'two runs side by side':>34s}")
+    for name, row in result["settings"].items():
+        pair = row["side_by_side"]
+        for v in ("backprop", "sgprop_adaptive"):
+            alone = f"{row['alone'][v + '_ms']:.1f} [{_threads_label(row['alone'])}]"
+            busy = f"{row['busy'][v + '_ms']:.1f} [{_threads_label(row['busy'])}] {row['busy_over_alone'][v]:.2f}x"
+            both = (f"{pair[0][v + '_ms']:.1f}/{pair[1][v + '_ms']:.1f} "
+                    f"[{_threads_label(pair[0])}/{_threads_label(pair[1])}] {row['side_by_side_over_alone'][v]:.2f}x")
+            print(f"{name:8s} {v:16s} {alone:>14s} {busy:>26s} {both:>34s}")
+    return 0
+
+
+def _threads_label(measurement: dict) -> str:
+    """The thread counts a measurement's steps ran with: ``2``, or ``1:7,2:3`` (count: steps) when they changed.
+
+    >>> _threads_label({"threads": {"2": 20}}), _threads_label({"threads": {"1": 14, "2": 6}})
+    ('2', '1:14,2:6')
+    """
+    used = measurement["threads"]
+    return next(iter(used)) if len(used) == 1 else ",".join(f"{k}:{n}" for k, n in used.items())
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="time compiled training steps (ms/step, FLOPs, GFLOP/s)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.add_argument("--steps", type=int, default=30, help="timed steps per method (median reported)")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"timed steps per method, median reported (default {DEFAULT_STEPS['bench']}; with "
+                        f"--contention {DEFAULT_STEPS['contention']} per measurement)")
+    p.add_argument("--contention", action="store_true",
+                   help="time the bandit step alone, beside one busy process, and two runs side by side, at each "
+                        "thread setting of --settings (fresh processes; a few minutes)")
+    p.add_argument("--settings", default=",".join(CONTENTION_SETTINGS),
+                   help="with --contention: the thread settings to compare, of "
+                        f"{','.join(CONTENTION_SETTINGS)} (default: all)")
+    p.add_argument("--batch", type=int, default=64, help=argparse.SUPPRESS)  # smaller for the smoke tests
+    p.add_argument("--contention-worker", action="store_true", help=argparse.SUPPRESS)  # one measurement process
     p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
                    help="also time the bandit step with the policy under torch.compile (default backend: "
                         "inductor; its compilation takes about a minute per method)")

@@ -74,7 +74,7 @@ def _expert_table(args: argparse.Namespace) -> None:
 def _bandit_runs(args: argparse.Namespace, out: Path) -> dict[str, list[Path]]:
     """The MNIST bandit runs (2 seeds per method); method → run directories."""
     from ..experiments.mnist_bandit import BanditConfig, run_bandit
-    from ..threads import resolve_threads, use_threads
+    from ..threads import configure_threads
 
     print(f"MNIST bandit, {args.steps} steps, seeds 0-1, p_flip 0.4 (run directories under {out}/):", flush=True)
     runs: dict[str, list[Path]] = {}
@@ -82,7 +82,7 @@ def _bandit_runs(args: argparse.Namespace, out: Path) -> dict[str, list[Path]]:
     for method in ("sgprop", "backprop", "mlp"):
         for seed in (0, 1):
             cfg = BanditConfig(method=method, seed=seed, steps=args.steps, evaluations=5, eval_batch=1000)
-            use_threads(resolve_threads(args.threads, cfg.typical_op_elements()))
+            configure_threads(args.threads, cfg.typical_op_elements())
             run = out / f"{method}-seed{seed}"
             summary = run_bandit(cfg, run, progress=not args.quiet, checkpoints=False, overwrite=True)
             runs.setdefault(method, []).append(run)
@@ -99,7 +99,7 @@ def _bandit_runs(args: argparse.Namespace, out: Path) -> dict[str, list[Path]]:
 def _popgym_runs(args: argparse.Namespace, out: Path) -> dict[str, Path]:
     """The POPGym runs, one per model; label → run directory."""
     from ..experiments.popgym import PopgymConfig, run_popgym
-    from ..threads import resolve_threads, use_threads
+    from ..threads import configure_threads
 
     print()
     print(f"POPGym labyrinth_escape, {args.popgym_batches} batches of 8 episodes, seed 0 "
@@ -108,7 +108,7 @@ def _popgym_runs(args: argparse.Namespace, out: Path) -> dict[str, Path]:
     for model, method in (("sparsenet", "sgprop"), ("sparsenet", "backprop"), ("gru", "backprop"),
                           ("lstm", "backprop")):
         cfg = PopgymConfig(model=model, method=method, num_envs=8, batches=args.popgym_batches)
-        use_threads(resolve_threads(args.threads, cfg.typical_op_elements()))
+        configure_threads(args.threads, cfg.typical_op_elements())
         run = out / f"popgym-{model}-{method}"
         summary = run_popgym(cfg, run, progress=not args.quiet, checkpoints=False, overwrite=True)
         runs[f"SparseNet {method}" if model == "sparsenet" else model.upper()] = run

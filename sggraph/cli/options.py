@@ -15,6 +15,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     Namespace(threads=1, quiet=True)
     """
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads (default: OMP_NUM_THREADS if set, else the CPUs available to "
-                             "this process, but no more than the work keeps busy); recorded in config.json")
+                        help="torch intra-op threads (default: OMP_NUM_THREADS if set, else up to the CPUs available "
+                             "to this process that the work keeps busy, fewer while that is faster under the "
+                             "machine's load); recorded in config.json")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or progress lines on stderr")

@@ -76,12 +76,12 @@ def _validate_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ..threads import resolve_threads, use_threads
+    from ..threads import configure_threads
 
     cls, run, default_out, _ = _experiments()[args.experiment]
     cfg = _config_from(args, cls)
     cfg.validate()  # every setting checked before anything is created or written
-    use_threads(resolve_threads(args.threads, cfg.typical_op_elements()))
+    configure_threads(args.threads, cfg.typical_op_elements())
     out = args.out or default_out(cfg)
     summary = run(cfg, out, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
     print(json.dumps(summary, indent=2))

@@ -30,6 +30,7 @@ import torch
 
 from ..exceptions import ConfigError, GradientError
 from ..progress import Progress
+from ..threads import follow_load, threads_policy
 from .checkpoint_state import load_model_state, model_state, unused_parameters
 from .divergence import Diverged, check_step, train_guarded
 from .eventlog import EventLog
@@ -265,7 +266,7 @@ def run_bandit(cfg: BanditConfig, out: str | Path, resume: bool = False, progres
     :class:`~sggraph.GradientError`; ``checkpoint.pt`` then holds the step before it.
     """
     cfg.validate()
-    config = {**dataclasses.asdict(cfg), "threads": torch.get_num_threads()}
+    config = {**dataclasses.asdict(cfg), "threads": torch.get_num_threads(), "threads_policy": threads_policy()}
     fix = (f"lower the learning rate (--lr, now {cfg.policy_lr:g}"
            + (f"; --generator-lr, now {cfg.generator_lr:g}" if cfg.method == "sgprop" else "")
            + ") and start again with --overwrite")
@@ -343,6 +344,7 @@ def _train(cfg: BanditConfig, config: dict, rd: RunDir, resume: bool, progress: 
                      f"torch threads: {config['threads']}")
         row = rows[-1] if rows else None
         for step in range(start + 1, last + 1):
+            follow_load()  # fewer torch threads while other processes keep the CPUs busy (default threads)
             x, y = env.sample(cfg.batch, data_gen)
             stats: dict = {}
             t_step = time.perf_counter()

@@ -42,6 +42,7 @@ from ..engine.lambdas import NORMALIZATIONS
 from ..engine.recurrent import GENERATOR_TARGETS
 from ..exceptions import ConfigError, GradientError
 from ..progress import Progress
+from ..threads import follow_load, threads_policy
 from .checkpoint_state import load_model_state, model_state
 from .divergence import Diverged, check_step, train_guarded
 from .eventlog import EventLog
@@ -332,7 +333,7 @@ def run_popgym(cfg: PopgymConfig, out: str | Path, resume: bool = False, progres
     :class:`~sggraph.GradientError`; ``checkpoint.pt`` then holds the batch before it.
     """
     cfg.validate()
-    config = {**dataclasses.asdict(cfg), "threads": torch.get_num_threads()}
+    config = {**dataclasses.asdict(cfg), "threads": torch.get_num_threads(), "threads_policy": threads_policy()}
     fix = (f"lower the learning rate (--lr, now {cfg.lr:g}"
            + (f"; --generator-lr, now {cfg.generator_lr:g}" if cfg.method == "sgprop" else "")
            + f") or the gradient clip (--clip-norm, now {cfg.clip_norm:g}) and start again with --overwrite")
@@ -384,6 +385,7 @@ def _train(cfg: PopgymConfig, config: dict, rd: RunDir, resume: bool, progress: 
     bar = Progress(last, f"{cfg.env} {label} seed {cfg.seed}", unit="batch", quiet=not progress, initial=start)
     try:
         for b in range(start, last):
+            follow_load()  # fewer torch threads while other processes keep the CPUs busy (default threads)
             try:
                 row = train_batch(cfg, envs, policy, opt, gen_opt, b, sampler)
             except GradientError as err:  # a mixer met a NaN or infinite gradient

@@ -38,7 +38,7 @@ from ..exceptions import ConfigError, DataError
 __all__ = ["BOOKKEEPING_FILES", "LOCK_FILE", "RECORDED_ONLY", "RUN_FILES", "RunDir", "open_run"]
 
 #: ``config.json`` entries that record how a run ran (not what it computes): a resumed run may differ in them.
-RECORDED_ONLY = ("threads",)
+RECORDED_ONLY = ("threads", "threads_policy")
 #: The lock file of a run directory.
 LOCK_FILE = "run.lock"
 #: Files a run writes (glob patterns); ``--overwrite`` removes these, summary.json first.
