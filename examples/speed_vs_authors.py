@@ -39,6 +39,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -253,11 +254,17 @@ def time_process(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float,
     raises :class:`RuntimeError` with the end of its stderr."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = proc.communicate()
+    finally:  # interrupted or terminated (SIGTERM, see main): leave no timed process behind
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:6])} … exited with {proc.returncode}:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{' '.join(cmd[:6])} … exited with {proc.returncode}:\n{stderr[-3000:]}")
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
@@ -464,6 +471,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds through time_process, which kills the running child
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -478,8 +489,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = SpeedConfig(args.authors_dir, args.threads, args.steps_short, args.steps_long, args.repeats,
                               args.eval_batch)
             cfg.validate()
-            log = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
-            runs = measure(cfg, log)
+            signal.signal(signal.SIGTERM, _terminated)
+            runs = measure(cfg, lambda line: print(line, file=sys.stderr, flush=True))
             doc = report(runs, cfg.threads, cfg.steps_short, cfg.steps_long, repeats=cfg.repeats, commit=_commit(),
                          eval_batch=cfg.eval_batch,
                          date=time.strftime("%Y-%m-%d"), authors_dir=str(cfg.authors_dir.resolve()))

@@ -183,3 +183,31 @@ def test_main_prints_the_table_of_measured_runs(sva, authors_dir, monkeypatch, c
     assert sva.main([str(authors_dir), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["summary"]["sgprop"]["ratio"] == pytest.approx(3.0) and data["eval_batch"] == 64
+
+
+def test_a_terminated_measurement_leaves_no_timed_process_behind(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    driver = f"""
+import importlib.util, signal, sys
+spec = importlib.util.spec_from_file_location("speed_vs_authors", {str(ROOT / "examples" / "speed_vs_authors.py")!r})
+sva = importlib.util.module_from_spec(spec); sys.modules["speed_vs_authors"] = sva; spec.loader.exec_module(sva)
+signal.signal(signal.SIGTERM, sva._terminated)
+child = "import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+sva.time_process([sys.executable, "-c", child], {{}}, sva.Path({str(tmp_path)!r}))
+"""
+    proc = subprocess.Popen([sys.executable, "-c", driver])
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    with pytest.raises(ProcessLookupError):
+        for _ in range(100):  # reaped by the driver before it exits; allow the kernel a moment
+            os.kill(child, 0)
+            time.sleep(0.05)
