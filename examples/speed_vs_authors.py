@@ -98,6 +98,12 @@ class SpeedConfig:
     steps_long: int = 80
     repeats: int = 3
     eval_batch: int = 64  #: images per evaluation (both programs; cancels in the difference)
+    methods: tuple[str, ...] = METHODS  #: which methods to time (authors' and ours for each)
+
+    @property
+    def variants(self) -> tuple[Variant, ...]:
+        """The variants timed, in :data:`VARIANTS` order."""
+        return tuple(v for v in VARIANTS if v.method in self.methods)
 
     def validate(self) -> None:
         """Raise :class:`UsageError` for a setting that cannot give a fair measurement."""
@@ -108,6 +114,8 @@ class SpeedConfig:
             raise UsageError(f"--repeats {self.repeats}: need at least 1")
         if self.eval_batch < 1:
             raise UsageError(f"--eval-batch {self.eval_batch}: need at least 1")
+        if not self.methods or not set(self.methods) <= set(METHODS):
+            raise UsageError(f"--methods {' '.join(self.methods)}: choose from {', '.join(METHODS)}")
         check_lengths(self.steps_short, self.steps_long)
 
 
@@ -287,7 +295,7 @@ def measure(cfg: SpeedConfig, log=None) -> list[Run]:
     env = thread_env(cfg.threads)
     warm_up(env)
     runs = []
-    for repeat, variant, steps in schedule(cfg.repeats, cfg.steps_short, cfg.steps_long):
+    for repeat, variant, steps in schedule(cfg.repeats, cfg.steps_short, cfg.steps_long, cfg.variants):
         with tempfile.TemporaryDirectory(prefix="speed-vs-authors-", dir=work_base()) as tmp:
             wall, cpu = time_process(command(variant, cfg, steps, Path(tmp)), env, Path(tmp))
         runs.append(Run(variant.name, repeat, steps, round(wall, 4), round(cpu, 3)))
@@ -463,6 +471,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--steps-short", type=int, default=20, help="S1, at least 20 (default 20)")
     ap.add_argument("--steps-long", type=int, default=80, help="S2 > S1 (default 80)")
     ap.add_argument("--repeats", type=int, default=3, help="ABCD rounds; medians over them (default 3)")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), metavar="METHOD",
+                    help="time only these methods: backprop, sgprop (default both)")
     ap.add_argument("--eval-batch", type=int, default=64,
                     help="images per evaluation in both programs (default 64; the paper's 4000 only adds noise)")
     ap.add_argument("--json", action="store_true", help="print the result as JSON (with every run's wall time)")
@@ -487,12 +497,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.authors_dir is None:
                 raise UsageError("give the authors' exp-mnist-bandit folder (or --combine JSON…)")
             cfg = SpeedConfig(args.authors_dir, args.threads, args.steps_short, args.steps_long, args.repeats,
-                              args.eval_batch)
+                              args.eval_batch, tuple(args.methods))
             cfg.validate()
             signal.signal(signal.SIGTERM, _terminated)
             runs = measure(cfg, lambda line: print(line, file=sys.stderr, flush=True))
             doc = report(runs, cfg.threads, cfg.steps_short, cfg.steps_long, repeats=cfg.repeats, commit=_commit(),
-                         eval_batch=cfg.eval_batch,
+                         eval_batch=cfg.eval_batch, methods=list(cfg.methods),
                          date=time.strftime("%Y-%m-%d"), authors_dir=str(cfg.authors_dir.resolve()))
     except UsageError as err:
         print(f"speed_vs_authors: error: {err}", file=sys.stderr)

@@ -166,7 +166,8 @@ def test_a_usage_error_runs_nothing(sva, authors_dir, monkeypatch, capsys):
     monkeypatch.setattr(sva, "measure", refuse)
     for args, message in ((["--steps-short", "30", "--steps-long", "30"], "must be larger"),
                           (["--steps-short", "10"], "evaluates 10 times"), (["--threads", "0"], "--threads 0"),
-                          (["--repeats", "0"], "--repeats 0"), (["--eval-batch", "0"], "--eval-batch 0")):
+                          (["--repeats", "0"], "--repeats 0"), (["--eval-batch", "0"], "--eval-batch 0"),
+                          (["--methods", "mlp"], "--methods mlp")):
         assert sva.main([str(authors_dir), *args]) == 2
         assert message in capsys.readouterr().err
 
@@ -211,3 +212,21 @@ sva.time_process([sys.executable, "-c", child], {{}}, sva.Path({str(tmp_path)!r}
         for _ in range(100):  # reaped by the driver before it exits; allow the kernel a moment
             os.kill(child, 0)
             time.sleep(0.05)
+
+
+def test_methods_select_the_variants_timed(sva, authors_dir, monkeypatch, capsys):
+    cfg = sva.SpeedConfig(authors_dir, methods=("sgprop",))
+    assert [v.name for v in cfg.variants] == ["authors-sgprop", "ours-sgprop"]
+    seen = []
+
+    def fake_time(cmd, env, cwd):
+        seen.append(cmd)
+        return 1.0 + int(cmd[cmd.index("--train_steps" if sva.CHILD_FLAG in cmd else "--steps") + 1]) / 100, 0.5
+
+    monkeypatch.setattr(sva, "time_process", fake_time)
+    monkeypatch.setattr(sva, "warm_up", lambda env: None)
+    assert sva.main([str(authors_dir), "--methods", "backprop", "--repeats", "2", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(seen) == 2 * 2 * 2 and all("sgprop" not in c for c in seen)
+    assert set(data["summary"]) == {"backprop"} and data["summary"]["backprop"]["ratio"] == pytest.approx(1.0)
+    assert data["methods"] == ["backprop"]
