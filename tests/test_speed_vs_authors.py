@@ -121,7 +121,7 @@ def test_summary_medians_and_ratios(sva):
     assert (row["ratio_min"], row["ratio_max"]) == (pytest.approx(2.5), pytest.approx(4.0))
     assert row["repeats"] == 3
     text = sva.table(summary, 1, 20, 80)
-    assert "| sgprop | 500.0 ms | 200.0 ms | 2.50× | 2.50–4.00× |" in text and "at 1 thread:" in text
+    assert "| sgprop | 500.0 ms | 200.0 ms | 2.50× | 2.50–4.00× | 3 |" in text and "at 1 thread:" in text
 
 
 def test_a_repeat_missing_one_length_is_left_out(sva):
