@@ -27,6 +27,10 @@ and the medians over repeats are reported.
     python examples/speed_vs_authors.py PATH/TO/sgprop/exp-mnist-bandit --threads 2 \\
         --steps-short 20 --steps-long 80 --repeats 3 [--json]
 
+``--authors-allocator ours`` runs the authors' processes with the glibc malloc thresholds that the
+``sggraph`` command sets at its start (:func:`sggraph.cli.tune_allocator`): how much of the
+difference is that setting rather than the code.
+
 The authors' code is read from the path given and never copied into this project. Exit status 2:
 the path is not the authors' ``exp-mnist-bandit`` folder (or another usage error).
 ``--combine A.json B.json …`` prints the table of several earlier ``--json`` outputs (same
@@ -66,6 +70,8 @@ METHODS = ("backprop", "sgprop")
 WARM_IMPORTS = ("import numpy, torch, tqdm, matplotlib.pyplot, torch.utils.tensorboard, sggraph.cli, "
                 "sggraph.experiments.mnist_bandit, sggraph.envs.mnist")
 CODES = ("authors", "ours")
+#: glibc malloc settings of the authors' processes: theirs as shipped, or those the ``sggraph`` command sets.
+ALLOCATORS = ("default", "ours")
 
 
 class UsageError(Exception):
@@ -99,6 +105,7 @@ class SpeedConfig:
     repeats: int = 3
     eval_batch: int = 64  #: images per evaluation (both programs; cancels in the difference)
     methods: tuple[str, ...] = METHODS  #: which methods to time (authors' and ours for each)
+    authors_allocator: str = "default"  #: "ours": the authors' processes get our glibc malloc settings too
 
     @property
     def variants(self) -> tuple[Variant, ...]:
@@ -114,6 +121,8 @@ class SpeedConfig:
             raise UsageError(f"--repeats {self.repeats}: need at least 1")
         if self.eval_batch < 1:
             raise UsageError(f"--eval-batch {self.eval_batch}: need at least 1")
+        if self.authors_allocator not in ALLOCATORS:
+            raise UsageError(f"--authors-allocator {self.authors_allocator}: choose from {', '.join(ALLOCATORS)}")
         if not self.methods or not set(self.methods) <= set(METHODS):
             raise UsageError(f"--methods {' '.join(self.methods)}: choose from {', '.join(METHODS)}")
         check_lengths(self.steps_short, self.steps_long)
@@ -251,7 +260,8 @@ def command(variant: Variant, cfg: SpeedConfig, steps: int, work_dir: Path) -> l
     """The command line of one timed process (``work_dir``: a fresh folder for its outputs)."""
     if variant.code == "authors":
         return [sys.executable, str(Path(__file__).resolve()), CHILD_FLAG, str(cfg.authors_dir.resolve()),
-                str(cfg.threads), "--", *authors_main_args(variant.method, steps, work_dir, cfg.eval_batch)]
+                str(cfg.threads), cfg.authors_allocator, "--",
+                *authors_main_args(variant.method, steps, work_dir, cfg.eval_batch)]
     return [sys.executable, "-m", "sggraph", "train", "mnist-bandit", "--method", variant.method,
             "--steps", str(steps), "--seed", "0", "--threads", str(cfg.threads), "--eval-batch", str(cfg.eval_batch),
             "--quiet", "--checkpoint-every", str(cfg.steps_long), "--out", str(work_dir / "run")]
@@ -442,15 +452,20 @@ def install_embedded_mnist() -> None:
 
 
 def run_authors_child(argv: Sequence[str]) -> int:
-    """``CHILD_FLAG AUTHORS_DIR THREADS -- MAIN_ARGS…``: run the authors' ``main.py`` as ``__main__`` with
-    ``MAIN_ARGS`` at ``THREADS`` torch threads, on the embedded digits."""
+    """``CHILD_FLAG AUTHORS_DIR THREADS ALLOCATOR -- MAIN_ARGS…``: run the authors' ``main.py`` as ``__main__``
+    with ``MAIN_ARGS`` at ``THREADS`` torch threads, on the embedded digits; ``ALLOCATOR`` ``ours``: with the
+    glibc settings the ``sggraph`` command makes (:func:`sggraph.cli.tune_allocator`), ``default``: without."""
     import runpy
 
     import torch
 
-    authors_dir, threads, separator, *main_args = argv
-    if separator != "--":
-        raise UsageError(f"{CHILD_FLAG} AUTHORS_DIR THREADS -- MAIN_ARGS…")
+    authors_dir, threads, allocator, separator, *main_args = argv
+    if separator != "--" or allocator not in ALLOCATORS:
+        raise UsageError(f"{CHILD_FLAG} AUTHORS_DIR THREADS {{{','.join(ALLOCATORS)}}} -- MAIN_ARGS…")
+    if allocator == "ours":
+        from sggraph.cli import tune_allocator
+
+        tune_allocator()
     torch.set_num_threads(int(threads))
     install_embedded_mnist()
     sys.path.insert(0, authors_dir)  # their main imports `models` and `trainers` from its folder
@@ -472,6 +487,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=3, help="ABCD rounds; medians over them (default 3)")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), metavar="METHOD",
                     help="time only these methods: backprop, sgprop (default both)")
+    ap.add_argument("--authors-allocator", choices=ALLOCATORS, default="default",
+                    help="'ours': run the authors' code with the glibc malloc thresholds the sggraph command sets "
+                         "(sggraph.cli.tune_allocator) too; default: as they ship it")
     ap.add_argument("--eval-batch", type=int, default=64,
                     help="images per evaluation in both programs (default 64; the paper's 4000 only adds noise)")
     ap.add_argument("--json", action="store_true", help="print the result as JSON (with every run's wall time)")
@@ -496,12 +514,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.authors_dir is None:
                 raise UsageError("give the authors' exp-mnist-bandit folder (or --combine JSON…)")
             cfg = SpeedConfig(args.authors_dir, args.threads, args.steps_short, args.steps_long, args.repeats,
-                              args.eval_batch, tuple(args.methods))
+                              args.eval_batch, tuple(args.methods), args.authors_allocator)
             cfg.validate()
             signal.signal(signal.SIGTERM, _terminated)
             runs = measure(cfg, lambda line: print(line, file=sys.stderr, flush=True))
             doc = report(runs, cfg.threads, cfg.steps_short, cfg.steps_long, repeats=cfg.repeats, commit=_commit(),
                          eval_batch=cfg.eval_batch, methods=list(cfg.methods),
+                         authors_allocator=cfg.authors_allocator,
                          date=time.strftime("%Y-%m-%d"), authors_dir=str(cfg.authors_dir.resolve()))
     except UsageError as err:
         print(f"speed_vs_authors: error: {err}", file=sys.stderr)

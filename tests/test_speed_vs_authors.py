@@ -95,8 +95,10 @@ def test_commands(sva, authors_dir, tmp_path):
     assert flags["--out"].startswith(str(tmp_path))
 
     theirs = sva.command(sva.Variant("authors", "backprop"), cfg, 90, tmp_path)
-    assert theirs[2:6] == [sva.CHILD_FLAG, str(authors_dir.resolve()), "3", "--"]
-    assert theirs[6:] == sva.authors_main_args("backprop", 90, tmp_path, 32)
+    assert theirs[2:7] == [sva.CHILD_FLAG, str(authors_dir.resolve()), "3", "default", "--"]
+    assert theirs[7:] == sva.authors_main_args("backprop", 90, tmp_path, 32)
+    tuned = sva.SpeedConfig(authors_dir, authors_allocator="ours")
+    assert sva.command(sva.Variant("authors", "sgprop"), tuned, 20, tmp_path)[5] == "ours"
 
 
 def test_children_get_the_thread_count_and_this_checkout(sva):
@@ -170,6 +172,9 @@ def test_a_usage_error_runs_nothing(sva, authors_dir, monkeypatch, capsys):
                           (["--methods", "mlp"], "--methods mlp")):
         assert sva.main([str(authors_dir), *args]) == 2
         assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own refusal
+        sva.main([str(authors_dir), "--authors-allocator", "x"])
+    assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
 
 
 def test_main_prints_the_table_of_measured_runs(sva, authors_dir, monkeypatch, capsys):
