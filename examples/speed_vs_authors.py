@@ -380,20 +380,25 @@ def table(summary: dict[str, dict[str, float]], threads: int, steps_short: int, 
 def combine(documents: Sequence[dict]) -> dict:
     """Several ``--json`` outputs as one: their runs together (repeats renumbered), summarised again.
 
-    Raises :class:`UsageError` when they differ in threads or lengths.
+    Raises :class:`UsageError` when they differ in what was measured (threads, lengths, evaluation
+    size, the authors' allocator).
     """
     if not documents:
         raise UsageError("--combine needs at least one JSON file")
-    keys = ("threads", "steps_short", "steps_long")
-    first = {k: documents[0][k] for k in keys}
+    def measured(doc: dict) -> dict:  # (outputs older than --authors-allocator ran the default)
+        return {"threads": doc["threads"], "steps_short": doc["steps_short"], "steps_long": doc["steps_long"],
+                "eval_batch": doc.get("eval_batch"), "authors_allocator": doc.get("authors_allocator", "default")}
+
+    first = measured(documents[0])
     runs: list[Run] = []
     for doc in documents:
-        if {k: doc[k] for k in keys} != first:
-            raise UsageError(f"--combine: {({k: doc[k] for k in keys})} differs from {first}")
+        if measured(doc) != first:
+            raise UsageError(f"--combine: {measured(doc)} differs from {first}")
         offset = 1 + max((r.repeat for r in runs), default=-1)
         runs += [Run(r["variant"], offset + r["repeat"], r["steps"], r["wall_s"], r.get("cpu_s", float("nan")))
                  for r in doc["runs"]]
-    return report(runs, **first, sources=[doc.get("commit") for doc in documents])
+    dates = sorted({doc.get("date") for doc in documents if doc.get("date")})
+    return report(runs, **first, dates=dates, commits=[doc.get("commit") for doc in documents])
 
 
 def read_documents(paths: Sequence[Path]) -> list[dict]:

@@ -143,8 +143,13 @@ def test_combine_renumbers_repeats_and_refuses_other_settings(sva, tmp_path):
     assert merged["summary"]["backprop"]["ours_ms"] == pytest.approx(200)
     assert merged["summary"]["sgprop"]["ratio"] == pytest.approx(3.0) and merged["summary"]["sgprop"]["repeats"] == 3
     assert all(math.isnan(r["cpu_s"]) for r in merged["runs"])
+    assert merged["commits"] == ["abc"] * 3 and merged["authors_allocator"] == "default"
     with pytest.raises(sva.UsageError, match="differs"):
         sva.combine([doc(0.1), doc(0.1, threads=1)])
+    tuned = doc(0.1)
+    tuned["authors_allocator"] = "ours"
+    with pytest.raises(sva.UsageError, match="differs"):  # a different measurement is not another repeat
+        sva.combine([doc(0.1), tuned])
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     with pytest.raises(sva.UsageError, match="not a --json output"):
