@@ -25,7 +25,16 @@ longer than the training steps timed and would only add their noise. Both progra
 and the medians over repeats are reported.
 
     python examples/speed_vs_authors.py PATH/TO/sgprop/exp-mnist-bandit --threads 2 \\
-        --steps-short 20 --steps-long 80 --repeats 3 [--json]
+        --steps-short 20 --steps-long 220 --repeats 3 [--json]
+
+On 2 CPUs that is about 2.5 minutes per repeat (the authors' sgprop pair alone about one); start-up
+varies by ±0.5 s between processes, so ``S2 − S1`` should be a few hundred steps.
+
+Before the first timed process, one untimed process imports what both programs import (so the
+first is not the one that reads it from disk); the run folders go to ``/dev/shm`` where it exists
+(our runs ``fsync`` their files). ``--methods backprop`` (or ``sgprop``) times one method's pair
+only, for measurement windows too short for all four. With ``--json``, every run's wall and CPU
+time are printed too.
 
 ``--authors-allocator ours`` runs the authors' processes with the glibc malloc thresholds that the
 ``sggraph`` command sets at its start (:func:`sggraph.cli.tune_allocator`): how much of the
@@ -33,8 +42,9 @@ difference is that setting rather than the code.
 
 The authors' code is read from the path given and never copied into this project. Exit status 2:
 the path is not the authors' ``exp-mnist-bandit`` folder (or another usage error).
-``--combine A.json B.json …`` prints the table of several earlier ``--json`` outputs (same
-threads and lengths) taken together, for measurements split over several sessions.
+``--combine A.json B.json …`` prints the table of several earlier ``--json`` outputs of the same
+measurement (threads, lengths, evaluation size, allocator) taken together, for measurements split
+over several windows.
 """
 
 from __future__ import annotations
@@ -101,7 +111,7 @@ class SpeedConfig:
     authors_dir: Path
     threads: int = 2
     steps_short: int = 20
-    steps_long: int = 80
+    steps_long: int = 220
     repeats: int = 3
     eval_batch: int = 64  #: images per evaluation (both programs; cancels in the difference)
     methods: tuple[str, ...] = METHODS  #: which methods to time (authors' and ours for each)
@@ -488,7 +498,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="the authors' exp-mnist-bandit folder (their code is run from there, never copied)")
     ap.add_argument("--threads", type=int, default=2, help="torch / OpenMP threads of every process (default 2)")
     ap.add_argument("--steps-short", type=int, default=20, help="S1, at least 20 (default 20)")
-    ap.add_argument("--steps-long", type=int, default=80, help="S2 > S1 (default 80)")
+    ap.add_argument("--steps-long", type=int, default=220, help="S2 > S1 (default 220)")
     ap.add_argument("--repeats", type=int, default=3, help="ABCD rounds; medians over them (default 3)")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), metavar="METHOD",
                     help="time only these methods: backprop, sgprop (default both)")
