@@ -384,6 +384,9 @@ def table(summary: dict[str, dict[str, float]], threads: int, steps_short: int, 
     for method, row in summary.items():
         lines.append(f"| {method} | {row['authors_ms']:.1f} ms | {row['ours_ms']:.1f} ms | {row['ratio']:.2f}× | "
                      f"{row['ratio_min']:.2f}–{row['ratio_max']:.2f}× | {row['repeats']} |")
+    if any(row["authors_ms"] <= 0 or row["ours_ms"] <= 0 for row in summary.values()):
+        lines.append(f"(a step time ≤ 0: {steps_long - steps_short} extra steps are fewer than the start-up noise "
+                     f"needs; use a larger --steps-long)")
     return "\n".join(lines)
 
 

@@ -126,6 +126,12 @@ def test_summary_medians_and_ratios(sva):
     assert "| sgprop | 500.0 ms | 200.0 ms | 2.50× | 2.50–4.00× | 3 |" in text and "at 1 thread:" in text
 
 
+def test_the_table_says_when_the_difference_drowned_in_noise(sva):
+    row = {"authors_ms": -5.0, "ours_ms": 50.0, "ratio": -0.1, "ratio_min": -0.1, "ratio_max": -0.1, "repeats": 1}
+    assert "use a larger --steps-long" in sva.table({"backprop": row}, 1, 20, 21)
+    assert "use a larger" not in sva.table({"backprop": {**row, "authors_ms": 5.0}}, 1, 20, 21)
+
+
 def test_a_repeat_missing_one_length_is_left_out(sva):
     runs = [sva.Run("ours-backprop", 0, 20, 5.0), sva.Run("ours-backprop", 0, 80, 11.0),
             sva.Run("ours-backprop", 1, 20, 5.0)]  # repeat 1 was cut short
