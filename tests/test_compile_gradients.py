@@ -10,7 +10,7 @@ from reference import reference_gradients
 from torch import nn
 
 import sggraph
-from sggraph.engine.neuron import SlotNeuronArray, slot_neuron_reference
+from sggraph.engine.neuron import SlotNeuronArray, slot_neuron_reference, slot_routing
 
 
 class NoisyTanh(nn.Module):
@@ -213,6 +213,43 @@ def test_neuron_array_equals_per_neuron_loop():
     g_loop = torch.autograd.grad((loop * w).sum(), [u, r, arr.proj, arr.bias])
     for a, b in zip(g_vec, g_loop):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def _routing_by_autograd(out, bias, scale, slots):
+    """Eq. 140–142 with ATen's softmax, tanh and a matmul: what SlotRouting's backward replaces."""
+    n, b, _ = out.shape
+    alpha = torch.softmax(out[..., :slots] * scale, dim=-1)
+    y = torch.tanh(out[..., slots:] + bias.unsqueeze(1)).view(n, b, slots, -1)
+    return torch.matmul(alpha.unsqueeze(-2), y).squeeze(-2), alpha, y
+
+
+@pytest.mark.parametrize("per_neuron_scale", [False, True])
+def test_slot_routing_backward_equals_autograd(per_neuron_scale):
+    torch.manual_seed(1)
+    n, b, m, q = 4, 6, 3, 5
+    scale = torch.rand(n, 1, 1, dtype=torch.float64) + 0.2 if per_neuron_scale else 0.4
+    out = (2 * torch.randn(n, b, m + m * q, dtype=torch.float64)).requires_grad_()
+    bias = torch.randn(n, m * q, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda o, c: slot_routing(o, c, scale, m)[0], (out, bias))
+    got, want = slot_routing(out, bias, scale, m), _routing_by_autograd(out, bias, scale, m)
+    for a, w in zip(got, want):
+        torch.testing.assert_close(a, w, rtol=1e-12, atol=1e-12)
+    g = torch.randn(n, b, q, dtype=torch.float64)
+    for a, w in zip(torch.autograd.grad(got[0], (out, bias), g), torch.autograd.grad(want[0], (out, bias), g)):
+        torch.testing.assert_close(a, w, rtol=1e-12, atol=1e-12)
+    assert not got[1].requires_grad and not got[2].requires_grad  # α and y are forward quantities only
+
+
+def test_slot_routing_float32_agrees_with_autograd_and_saturates_safely():
+    torch.manual_seed(2)
+    out = (30 * torch.randn(50, 64, 5 + 50)).requires_grad_()  # large logits: the softmax must not overflow
+    bias = torch.randn(50, 50, requires_grad=True)
+    got, want = slot_routing(out, bias, 50 ** -0.5, 5), _routing_by_autograd(out, bias, 50 ** -0.5, 5)
+    assert bool(torch.isfinite(got[0]).all())
+    torch.testing.assert_close(got[0], want[0], rtol=1e-6, atol=1e-6)
+    g = torch.randn_like(got[0])
+    for a, w in zip(torch.autograd.grad(got[0], (out, bias), g), torch.autograd.grad(want[0], (out, bias), g)):
+        torch.testing.assert_close(a, w, rtol=1e-5, atol=1e-5)
 
 
 def test_generator_loss_targets_received_feedback():

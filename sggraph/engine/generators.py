@@ -152,7 +152,7 @@ class SlotGenerator(nn.Module):
         n, b, _ = u.shape
         pre = torch.baddbmm(self.bias.unsqueeze(1), u, self.weight.transpose(1, 2))
         alpha = aux["alpha"].detach()
-        return torch.matmul(alpha.unsqueeze(-2), pre.view(n, b, self.slots, self.dim)).squeeze(-2)
+        return (alpha.unsqueeze(-1) * pre.view(n, b, self.slots, self.dim)).sum(-2)  # not a 1×M matmul: slow on CPU
 
     def extra_repr(self) -> str:
         return f"count={self.count}, in_dim={self.in_dim}, dim={self.dim}, slots={self.slots}"
