@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from lambda_regression import train_on_linear_feedback
 from reference import direct_lambda
 
 import sggraph
@@ -76,17 +77,7 @@ def _regression_node(noise: float, generator_bias: float, steps: int = 30, norma
     g.add_node("y", 3, ["z"], fn="linear")
     net = sggraph.compile(g, grouping="child")
     net.set_lambda(0.5)
-    a = torch.randn(3, 4)
-    with torch.no_grad():
-        net.blocks["y"].generator.linear.weight.copy_(a)
-        net.blocks["y"].generator.linear.bias.fill_(generator_bias)
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(steps):
-        z = torch.randn(64, 4, generator=gen)
-        feedback = z @ a.T + noise * torch.randn(64, 3, generator=gen)
-        out = net({"z": z})
-        (out["y"] * feedback).sum().backward()
-        net.adapt_lambda(momentum=0.8, normalize=normalize)
+    train_on_linear_feedback(net, "z", noise, generator_bias, steps, normalize)
     return net.get_self_lambda("y")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from lambda_regression import train_on_linear_feedback
 from reference import direct_lambda
 
 import sggraph
@@ -252,19 +253,7 @@ def _regression_chain(grouping: str, noise: float, generator_bias: float, normal
     g.add_node("y", 3, ["h"], fn="identity")
     net = sggraph.compile(g, grouping=grouping)
     net.set_lambda(0.5, ("h", "y"))
-    a = torch.randn(3, 3)
-    with torch.no_grad():
-        net.blocks["y"].generator.linear.weight.copy_(a)
-        net.blocks["y"].generator.linear.bias.fill_(generator_bias)
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(steps):
-        z = torch.randn(64, 4, generator=gen)
-        with torch.no_grad():
-            h = net.activations({"z": z}, ["h"])["h"]
-        feedback = h @ a.T + noise * torch.randn(64, 3, generator=gen)
-        out = net({"z": z})
-        (out["y"] * feedback).sum().backward()
-        net.adapt_lambda(momentum=0.8, normalize=normalize)
+    train_on_linear_feedback(net, "h", noise, generator_bias, steps, normalize)
     return float(net.get_lambda(("h", "y")))
 
 

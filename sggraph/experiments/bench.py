@@ -158,8 +158,26 @@ def bench_bandit(steps: int = 30, warmup: int = 5, batch: int = 64, seed: int = 
     return out
 
 
-def bench_bandit_compiled(steps: int = 15, warmup: int = 3, batch: int = 64, seed: int = 0,
-                          backend: str = "inductor", variants: tuple[str, ...] = ("backprop", "sgprop_adaptive"),
+#: :func:`bench_bandit_compiled`'s defaults: timed steps and untimed warm-up steps per variant, and the
+#: variants (keys of :data:`BANDIT_VARIANTS`). :func:`run_bench` sizes its progress bar from them.
+COMPILED_STEPS = 15
+COMPILED_WARMUP = 3
+COMPILED_VARIANTS = ("backprop", "sgprop_adaptive")
+
+
+def _compiled_calls(steps: int = COMPILED_STEPS, warmup: int = COMPILED_WARMUP,
+                    variants: Sequence[str] = COMPILED_VARIANTS) -> int:
+    """How many times :func:`bench_bandit_compiled` ticks: per variant, the compilation, then an eager and a
+    compiled step per warm-up and timed round.
+
+    >>> _compiled_calls()
+    74
+    """
+    return len(variants) * (1 + 2 * (warmup + steps))
+
+
+def bench_bandit_compiled(steps: int = COMPILED_STEPS, warmup: int = COMPILED_WARMUP, batch: int = 64, seed: int = 0,
+                          backend: str = "inductor", variants: tuple[str, ...] = COMPILED_VARIANTS,
                           tick: Callable[[], None] = _nothing) -> dict[str, float]:
     """Median milliseconds per bandit step, eager and with the policy under ``torch.compile``.
 
@@ -295,7 +313,7 @@ def run_bench(steps: int = 30, progress: bool = False, compile_backend: str | No
 
     total = (5 + steps) * len(BANDIT_VARIANTS) + (1 + 5) * 2 + (1 + 5) * 4
     if compile_backend is not None:
-        total += 2 * (1 + 2 * (3 + 15))
+        total += _compiled_calls()
     with Progress(total, "bench", unit="call", quiet=not progress) as bar:
         peak = round(matmul_peak_gflops(), 1)
         bar.set_metrics({"section": "bandit"})
