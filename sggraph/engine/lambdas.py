@@ -195,11 +195,10 @@ def _lambda_from_rows(rows_p, rows_s, x2: torch.Tensor, inputs: list[torch.Tenso
         return ((a[0] * b[0]).sum(-1) + bias) * x2 + bias
 
     pp, ps, ss = dot(rows_p, rows_p), dot(rows_p, rows_s), dot(rows_s, rows_s)
+    wp = ws = None  # per-sample weights (None: all ones, no pass spent on them)
     if normalization_mode(normalize) == "gradient":
         wp, ws = 1 / (pp.clamp_min(0).sqrt() + eps), 1 / (ss.clamp_min(0).sqrt() + eps)
         pp, ps, ss = pp * wp * wp, ps * wp * ws, ss * ws * ws
-    else:
-        wp = ws = torch.ones_like(x2)
 
     def means():
         """Both batch means: the per-sample weights fold into the inputs, one bmm per row block."""
@@ -207,14 +206,14 @@ def _lambda_from_rows(rows_p, rows_s, x2: torch.Tensor, inputs: list[torch.Tenso
         for x in inputs:
             k = x.shape[0]
             for rows, w, parts in ((rows_p, wp, parts_p), (rows_s, ws, parts_s)):
-                xw = x * w[:k].unsqueeze(-1)
+                xw = x if w is None else x * w[:k].unsqueeze(-1)
                 for row in rows:
                     block = torch.bmm(row[:k].transpose(1, 2), xw).reshape(k, -1)
                     if k < n:
                         block = torch.cat([block, block.new_zeros(n - k, block.shape[1])], dim=0)
                     parts.append(block)
-        parts_p.append((rows_p[1] * wp.unsqueeze(-1)).sum(1))
-        parts_s.append((rows_s[1] * ws.unsqueeze(-1)).sum(1))
+        for rows, w, parts in ((rows_p, wp, parts_p), (rows_s, ws, parts_s)):
+            parts.append((rows[1] if w is None else rows[1] * w.unsqueeze(-1)).sum(1))
         return torch.cat(parts_p, dim=-1) / r, torch.cat(parts_s, dim=-1) / r
 
     p_mean, s_mean = means()
