@@ -52,6 +52,7 @@ from typing import IO
 
 import torch
 
+from ..engine.training import adam
 from ..exceptions import ConfigError, SggraphError
 
 __all__ = ["CONTENTION_SETTINGS", "bench_bandit", "bench_bandit_compiled", "bench_popgym", "bench_recurrent",
@@ -224,8 +225,8 @@ def _recurrent_step_timer(method: str, steps: int, sequences: int, seed: int):
     envs.close()
     torch.manual_seed(seed)
     policy = build_policy(cfg, obs_dim, n_actions)
-    opt = torch.optim.Adam(list(policy.model_parameters()), lr=cfg.lr)
-    gen_opt = torch.optim.Adam(list(policy.generator_parameters()), lr=cfg.generator_lr)
+    opt = adam(list(policy.model_parameters()), lr=cfg.lr)
+    gen_opt = adam(list(policy.generator_parameters()), lr=cfg.generator_lr)
     obs = torch.randn(steps, sequences, obs_dim)
     feedback = torch.randn(steps, sequences, n_actions)
 
@@ -282,9 +283,9 @@ def bench_popgym(repeats: int = 5, warmup: int = 1, num_envs: int = 20, seed: in
         envs = LabyrinthBatch(cfg.env, cfg.num_envs)
         torch.manual_seed(seed)
         policy = build_policy(cfg, envs.obs_dim, envs.n_actions)
-        opt = torch.optim.Adam(list(policy.model_parameters()), lr=cfg.lr)
+        opt = adam(list(policy.model_parameters()), lr=cfg.lr)
         gen = list(policy.generator_parameters())
-        gen_opt = torch.optim.Adam(gen, lr=cfg.generator_lr) if method == "sgprop" else None
+        gen_opt = adam(gen, lr=cfg.generator_lr) if method == "sgprop" else None
         runs[key] = (cfg, envs, policy, opt, gen_opt, torch.Generator().manual_seed(seed))
     times: dict[str, list[float]] = {k: [] for k in runs}
     rollout: dict[str, list[float]] = {k: [] for k in runs}

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from ..engine.training import adam
 from ..exceptions import ConfigError, GradientError
 from ..progress import Progress
 from ..threads import follow_load, threads_policy
@@ -192,8 +193,8 @@ def build_policy(cfg: BanditConfig, n_actions: int):
     """
     model, policy, net = _build_policy(cfg, n_actions)
     params = list(net.model_parameters()) if net is not None else list(model.parameters())
-    opt = torch.optim.Adam(params, lr=cfg.policy_lr)
-    gen_opt = torch.optim.Adam(net.generator_parameters(), lr=cfg.generator_lr) if net is not None else None
+    opt = adam(params, lr=cfg.policy_lr)
+    gen_opt = adam(net.generator_parameters(), lr=cfg.generator_lr) if net is not None else None
     return model, policy, net, opt, gen_opt
 
 

@@ -9,6 +9,7 @@ import torch
 from ..core.graph import Graph
 from ..engine.compile import compile as compile_graph
 from ..engine.diagnostics import NodeProfile, profile
+from ..engine.training import adam
 from ..exceptions import ConfigError
 from ..progress import Progress
 
@@ -54,7 +55,7 @@ def profile_yaml(file: str, *, n: int = 1, noise: float = 1.0, lam: float = 0.5,
         return inputs, feedback, groups
 
     gen = torch.Generator().manual_seed(seed + 2)
-    opt = torch.optim.Adam(net.generator_parameters(), lr=generator_lr)
+    opt = adam(net.generator_parameters(), lr=generator_lr)
     with Progress(fit_steps + 1, f"mse {graph.name}", unit="step", quiet=not progress) as bar:
         for _ in range(fit_steps):  # fit the generators on their bootstrapped targets
             inputs, feedback, _ = sampler(64, gen)

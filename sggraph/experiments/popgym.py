@@ -40,6 +40,7 @@ import torch
 
 from ..engine.lambdas import NORMALIZATIONS
 from ..engine.recurrent import GENERATOR_TARGETS
+from ..engine.training import adam
 from ..exceptions import ConfigError, GradientError
 from ..progress import Progress
 from ..threads import follow_load, threads_policy
@@ -351,9 +352,9 @@ def _train(cfg: PopgymConfig, config: dict, rd: RunDir, resume: bool, progress: 
     envs = LabyrinthBatch(cfg.env, cfg.num_envs, cfg.maze_size, cfg.episode_length, cfg.explore_drop_prob)
     torch.manual_seed(cfg.seed)
     policy = build_policy(cfg, envs.obs_dim, envs.n_actions)
-    opt = torch.optim.Adam(list(policy.model_parameters()), lr=cfg.lr)
+    opt = adam(list(policy.model_parameters()), lr=cfg.lr)
     gen_params = list(policy.generator_parameters())
-    gen_opt = torch.optim.Adam(gen_params, lr=cfg.generator_lr) if cfg.method == "sgprop" else None
+    gen_opt = adam(gen_params, lr=cfg.generator_lr) if cfg.method == "sgprop" else None
     unused = gen_params if cfg.method != "sgprop" else []  # a backprop SparseNet never uses its generators
     sampler = torch.Generator().manual_seed(cfg.seed)
     rows: list[dict] = []
