@@ -144,3 +144,41 @@ def test_bench_table_prints_the_compiled_section(monkeypatch, capsys):
     assert "under torch.compile (backend inductor)" in table
     assert "backprop" in table and "compiled   31.50 ms" in table and "(compilation 46 s)" in table
     assert "sgprop_adaptive" in table and "compiled  128.00 ms" in table
+
+
+def test_bench_progress_total_counts_every_tick(monkeypatch):
+    """``run_bench``'s progress total is the number of ticks its sections make, at their default warm-up,
+    repeat and variant counts (each section run for real, every step replaced by a 1 ms sleep)."""
+    import time
+
+    from sggraph import progress
+    from sggraph.experiments import bench, popgym
+
+    def timer(*args, **kwargs):
+        return lambda: time.sleep(1e-3)  # long enough for every median to round above 0
+
+    def train_batch(*args, **kwargs):
+        time.sleep(1e-3)
+        return {"rollout_seconds": 1e-3}
+
+    monkeypatch.setattr(bench, "_bandit_step_timer", timer)
+    monkeypatch.setattr(bench, "_recurrent_step_timer", timer)
+    monkeypatch.setattr(popgym, "train_batch", train_batch)
+    bars = []
+
+    class Counting(progress.Progress):
+        def __init__(self, total, *args, **kwargs):
+            super().__init__(total, *args, **kwargs)
+            self.total, self.ticks = total, 0
+            bars.append(self)
+
+        def update(self, n=1, /, **kwargs):
+            self.ticks += n
+            super().update(n, **kwargs)
+
+    monkeypatch.setattr(progress, "Progress", Counting)
+    for steps, backend in ((1, None), (3, "aot_eager")):
+        result = bench.run_bench(steps=steps, compile_backend=backend)
+        assert ("compiled" in result) == (backend is not None)
+        bar = bars.pop()
+        assert bar.ticks == bar.total

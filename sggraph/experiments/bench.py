@@ -143,7 +143,22 @@ def _median_ms(steps_of: dict[str, Callable[[], None]], steps: int, warmup: int,
     return {m: statistics.median(t) * 1e3 for m, t in times.items()}
 
 
-def bench_bandit(steps: int = 30, warmup: int = 5, batch: int = 64, seed: int = 0,
+#: :func:`bench_bandit`'s default untimed warm-up rounds (each runs every variant of :data:`BANDIT_VARIANTS`
+#: once). :func:`run_bench` sizes its progress bar from it.
+BANDIT_WARMUP = 5
+
+
+def _bandit_calls(steps: int, warmup: int = BANDIT_WARMUP) -> int:
+    """How many times :func:`bench_bandit` ticks: once per variant of :data:`BANDIT_VARIANTS` per warm-up
+    and timed round.
+
+    >>> _bandit_calls(30)  # sggraph bench's default 30 timed steps
+    140
+    """
+    return len(BANDIT_VARIANTS) * (warmup + steps)
+
+
+def bench_bandit(steps: int = 30, warmup: int = BANDIT_WARMUP, batch: int = 64, seed: int = 0,
                  tick: Callable[[], None] = _nothing) -> dict[str, float]:
     """Median milliseconds per bandit step for backprop and sgprop, with GFLOP/s (``tick`` after each step)."""
     flops = bandit_flops(batch)
@@ -242,13 +257,29 @@ def _recurrent_step_timer(method: str, steps: int, sequences: int, seed: int):
     return step
 
 
-def bench_recurrent(repeats: int = 5, warmup: int = 1, steps: int = 80, sequences: int = 20,
-                    seed: int = 0, tick: Callable[[], None] = _nothing) -> dict[str, float]:
+#: :func:`bench_recurrent`'s defaults: timed and untimed warm-up rounds, and the methods it times (each
+#: round runs each once). :func:`run_bench` sizes its progress bar from them.
+RECURRENT_REPEATS = 5
+RECURRENT_WARMUP = 1
+RECURRENT_METHODS = ("backprop", "sgprop")
+
+
+def _recurrent_calls(repeats: int = RECURRENT_REPEATS, warmup: int = RECURRENT_WARMUP) -> int:
+    """How many times :func:`bench_recurrent` ticks: once per method per warm-up and timed round.
+
+    >>> _recurrent_calls()
+    12
+    """
+    return len(RECURRENT_METHODS) * (warmup + repeats)
+
+
+def bench_recurrent(repeats: int = RECURRENT_REPEATS, warmup: int = RECURRENT_WARMUP, steps: int = 80,
+                    sequences: int = 20, seed: int = 0, tick: Callable[[], None] = _nothing) -> dict[str, float]:
     """Median milliseconds for forward + backward (+ generator update and adaptive λ for sgprop)
     of the POPGym experiment's recurrent SparseNet policy (128 neurons, q = 6, 6 slots, 6 parents,
     16 input neurons fed a 128-wide embedding of the 56-wide labyrinth observation, a 6-slot actor
     over 4 actions) over ``steps`` steps for ``sequences`` sequences."""
-    timers = {m: _recurrent_step_timer(m, steps, sequences, seed) for m in ("backprop", "sgprop")}
+    timers = {m: _recurrent_step_timer(m, steps, sequences, seed) for m in RECURRENT_METHODS}
     times: dict[str, list[float]] = {m: [] for m in timers}
     for _ in range(warmup):
         for step in timers.values():
@@ -265,7 +296,25 @@ def bench_recurrent(repeats: int = 5, warmup: int = 1, steps: int = 80, sequence
     return out
 
 
-def bench_popgym(repeats: int = 5, warmup: int = 1, num_envs: int = 20, seed: int = 0,
+#: :func:`bench_popgym`'s defaults: timed and untimed warm-up batches per configuration, and the
+#: configurations (name: model and method; each round runs each once). :func:`run_bench` sizes its progress
+#: bar from them.
+POPGYM_REPEATS = 5
+POPGYM_WARMUP = 1
+POPGYM_VARIANTS = {"backprop": ("sparsenet", "backprop"), "sgprop": ("sparsenet", "sgprop"),
+                   "gru": ("gru", "backprop"), "lstm": ("lstm", "backprop")}
+
+
+def _popgym_calls(repeats: int = POPGYM_REPEATS, warmup: int = POPGYM_WARMUP) -> int:
+    """How many times :func:`bench_popgym` ticks: once per configuration per warm-up and timed batch.
+
+    >>> _popgym_calls()
+    24
+    """
+    return len(POPGYM_VARIANTS) * (warmup + repeats)
+
+
+def bench_popgym(repeats: int = POPGYM_REPEATS, warmup: int = POPGYM_WARMUP, num_envs: int = 20, seed: int = 0,
                  tick: Callable[[], None] = _nothing) -> dict[str, float]:
     """Median seconds per POPGym batch (``labyrinth_escape``, ``num_envs`` environments, episode
     length 80): the rollout through the real environments plus one update, exactly as in
@@ -275,10 +324,8 @@ def bench_popgym(repeats: int = 5, warmup: int = 1, num_envs: int = 20, seed: in
     from ..envs.popgym import LabyrinthBatch
     from .popgym import PopgymConfig, build_policy, train_batch
 
-    variants = {"backprop": ("sparsenet", "backprop"), "sgprop": ("sparsenet", "sgprop"),
-                "gru": ("gru", "backprop"), "lstm": ("lstm", "backprop")}
     runs = {}
-    for key, (model, method) in variants.items():
+    for key, (model, method) in POPGYM_VARIANTS.items():
         cfg = PopgymConfig(model=model, method=method, num_envs=num_envs, seed=seed)
         envs = LabyrinthBatch(cfg.env, cfg.num_envs)
         torch.manual_seed(seed)
@@ -312,7 +359,7 @@ def run_bench(steps: int = 30, progress: bool = False, compile_backend: str | No
     """
     from ..progress import Progress
 
-    total = (5 + steps) * len(BANDIT_VARIANTS) + (1 + 5) * 2 + (1 + 5) * 4
+    total = _bandit_calls(steps) + _recurrent_calls() + _popgym_calls()
     if compile_backend is not None:
         total += _compiled_calls()
     with Progress(total, "bench", unit="call", quiet=not progress) as bar:
