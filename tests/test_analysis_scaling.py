@@ -78,18 +78,19 @@ def ladder(n: int) -> Graph:
 
 
 def _seconds(make, n: int) -> float:
+    """CPU seconds of this process (not wall time: other jobs on the machine must not count)."""
     g = make(n)
     g.lint()  # the structure is derived outside the timing: it is the analysis that is timed
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     check_conditions(g)
-    return time.perf_counter() - t0
+    return time.process_time() - t0
 
 
 @pytest.mark.parametrize("make", [chain, wide, ladder])
 def test_the_condition_check_grows_linearly(make):
-    small = min(_seconds(make, 3_000) for _ in range(2))
-    large = min(_seconds(make, 12_000) for _ in range(2))
-    assert large < 10 * max(small, 0.01), (small, large)  # 4x the nodes; quadratic growth would be 16x
+    small = min(_seconds(make, 3_000) for _ in range(3))
+    large = min(_seconds(make, 12_000) for _ in range(3))
+    assert large < 10 * max(small, 0.02), (small, large)  # 4x the nodes; quadratic growth would be 16x
 
 
 def test_a_40000_layer_chain_and_a_50000_node_wide_graph_in_seconds():
