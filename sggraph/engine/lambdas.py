@@ -220,11 +220,9 @@ def _lambda_from_rows(rows_p, rows_s, x2: torch.Tensor, inputs: list[torch.Tenso
     return batch_lambda_from_stats(p_mean, s_mean, pp, ps, ss)
 
 
-def _slot_forward(out: torch.Tensor, bias: torch.Tensor, slots: int, dim: int, scale):
-    n, r, _ = out.shape
-    alpha = torch.softmax(out[..., :slots] * scale, dim=-1)
-    y = torch.tanh(out[..., slots:] + bias.unsqueeze(1)).view(n, r, slots, dim)
-    return alpha, y, alpha.unsqueeze(-1) * (1 - y * y)
+def _routing_gate(alpha: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``α_s (1 − y_s²)`` ``[N, R, M, q]``: ∂ slot pre-activation / ∂ h̄, shared by both cotangents' rows."""
+    return alpha.unsqueeze(-1) * (1 - y * y)
 
 
 @torch.no_grad()
@@ -246,19 +244,11 @@ def slot_array_lambda(array, u: torch.Tensor, residual: torch.Tensor | None, cot
     aux : dict, optional
         The forward's ``alpha``, ``y`` (and ``squashed``): reused instead of recomputed.
     """
-    if aux is not None and "y" in aux:
-        alpha, y = aux["alpha"], aux["y"]
-        alpha_dtanh = alpha.unsqueeze(-1) * (1 - y * y)
-    else:
-        alpha, y, alpha_dtanh = _slot_forward(torch.bmm(u, array.proj.transpose(1, 2)), array.bias, array.slots,
-                                              array.dim, array.scale)
-    squash = None
-    if array.residual:
-        if aux is not None and "squashed" in aux:
-            squash = 1 - aux["squashed"] ** 2
-        else:
-            hbar = torch.matmul(alpha.unsqueeze(-2), y).squeeze(-2)
-            squash = 1 - torch.tanh(hbar) ** 2
+    if aux is None or "y" not in aux or (array.residual and "squashed" not in aux):
+        aux = array(u, residual)[1]  # the forward's quantities, recomputed
+    alpha, y = aux["alpha"], aux["y"]
+    alpha_dtanh = _routing_gate(alpha, y)
+    squash = 1 - aux["squashed"] ** 2 if array.residual else None
     unit = normalization_mode(normalize) == "feedback"
     rows_p = _slot_rows(alpha, y, alpha_dtanh, squash, array.scale, cot_p, unit)
     rows_s = _slot_rows(alpha, y, alpha_dtanh, squash, array.scale, cot_s, unit)
@@ -293,11 +283,10 @@ def recurrent_state_lambda(state, steps: list[int], normalize: bool | str = True
             u, cot_p, cot_s = u[:, keep_cols], cot_p[:, keep_cols], cot_s[:, keep_cols]
             e = None if e is None else e[keep_cols]
     k = fn.input_neurons
-    out = torch.bmm(u, fn.proj.transpose(1, 2))
-    if e is not None:
-        out = torch.cat([out[:k] + fn.project_input(e), out[k:]], dim=0)
+    forward = fn.step(u, None if e is None else fn.project_input(e))[1]  # the step's α and y, recomputed
+    alpha, y = forward["alpha"], forward["y"]
+    alpha_dtanh = _routing_gate(alpha, y)
     scale = fn.scale.view(-1, 1, 1)
-    alpha, y, alpha_dtanh = _slot_forward(out, fn.bias, fn.slots, fn.dim, scale)
     x2 = (u * u).sum(-1)
     inputs = [u]
     if e is not None:
