@@ -213,16 +213,8 @@ def bench_bandit_compiled(steps: int = COMPILED_STEPS, warmup: int = COMPILED_WA
         compiled()
         out[f"{variant}_compile_s"] = round(time.perf_counter() - t0, 1)
         tick()
-        times: dict[str, list[float]] = {"eager": [], "compiled": []}
-        for i in range(warmup + steps):
-            for key, step in (("eager", eager), ("compiled", compiled)):
-                t0 = time.perf_counter()
-                step()
-                if i >= warmup:
-                    times[key].append(time.perf_counter() - t0)
-                tick()
-        for key, values in times.items():
-            out[f"{variant}_{key}_ms"] = round(statistics.median(values) * 1e3, 2)
+        for key, ms in _median_ms({"eager": eager, "compiled": compiled}, steps, warmup, tick).items():
+            out[f"{variant}_{key}_ms"] = round(ms, 2)
     return out
 
 
@@ -280,18 +272,7 @@ def bench_recurrent(repeats: int = RECURRENT_REPEATS, warmup: int = RECURRENT_WA
     16 input neurons fed a 128-wide embedding of the 56-wide labyrinth observation, a 6-slot actor
     over 4 actions) over ``steps`` steps for ``sequences`` sequences."""
     timers = {m: _recurrent_step_timer(m, steps, sequences, seed) for m in RECURRENT_METHODS}
-    times: dict[str, list[float]] = {m: [] for m in timers}
-    for _ in range(warmup):
-        for step in timers.values():
-            step()
-            tick()
-    for _ in range(repeats):
-        for m, step in timers.items():
-            t0 = time.perf_counter()
-            step()
-            times[m].append(time.perf_counter() - t0)
-            tick()
-    out = {f"{m}_ms": round(statistics.median(times[m]) * 1e3, 1) for m in timers}
+    out = {f"{m}_ms": round(ms, 1) for m, ms in _median_ms(timers, repeats, warmup, tick).items()}
     out["sgprop_over_backprop"] = round(out["sgprop_ms"] / out["backprop_ms"], 3)
     return out
 
