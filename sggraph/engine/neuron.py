@@ -43,10 +43,11 @@ class SlotRouting(torch.autograd.Function):
         ∂L/∂pre_s = α_s g ⊙ (1 − y_s²)       ∂L/∂bias = Σ_b ∂L/∂pre
 
     The same numbers as autograd through ``softmax``, ``tanh`` and a ``matmul``, with the
-    softmax over ``M`` written out (ATen's is slow on rows of 5) and the α-weighted sum and its
-    backward as broadcast products (a batched 1×M by M×q ``matmul`` is a slow kernel on CPU),
-    in half the memory passes: a SparseNet layer's forward and backward take about 60 % of the
-    time here. Tested against autograd through the literal formulas (values and ``gradcheck``).
+    softmax over ``M`` written out (ATen's is slow on rows of 5: 1.2 → 0.25 ms on a
+    ``[200, 64, 5]`` array, 1 thread) and the α-weighted sum and its backward as broadcast
+    products (a batched 1×M by M×q ``matmul`` is a slow kernel on CPU: forward + backward
+    3.2 → 2.0 ms on ``[200, 64, 5, 10]``). Tested against autograd through the literal formulas
+    (values and ``gradcheck``).
     """
 
     generate_vmap_rule = True  # torch.func (per-sample gradients) may vmap through it
