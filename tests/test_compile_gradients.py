@@ -10,7 +10,14 @@ from reference import reference_gradients
 from torch import nn
 
 import sggraph
-from sggraph.engine.neuron import SlotNeuronArray, slot_neuron_reference, slot_routing
+from sggraph.engine.generators import SlotGenerator
+from sggraph.engine.neuron import (
+    SlotNeuronArray,
+    gather_by_table,
+    is_batch_last,
+    slot_neuron_reference,
+    slot_routing,
+)
 
 
 class NoisyTanh(nn.Module):
@@ -223,15 +230,24 @@ def _routing_by_autograd(out, bias, scale, slots):
     return torch.matmul(alpha.unsqueeze(-2), y).squeeze(-2), alpha, y
 
 
+def _batch_last(t: torch.Tensor) -> torch.Tensor:
+    """The same values stored batch-last: a transposed view of ``[N, ·, B]`` memory."""
+    return t.movedim(1, -1).contiguous().movedim(-1, 1)
+
+
+@pytest.mark.parametrize("batch_last", [False, True])
 @pytest.mark.parametrize("per_neuron_scale", [False, True])
-def test_slot_routing_backward_equals_autograd(per_neuron_scale):
+def test_slot_routing_backward_equals_autograd(per_neuron_scale, batch_last):
     torch.manual_seed(1)
     n, b, m, q = 4, 6, 3, 5
     scale = torch.rand(n, 1, 1, dtype=torch.float64) + 0.2 if per_neuron_scale else 0.4
-    out = (2 * torch.randn(n, b, m + m * q, dtype=torch.float64)).requires_grad_()
+    out = 2 * torch.randn(n, b, m + m * q, dtype=torch.float64)
+    out = (_batch_last(out) if batch_last else out).requires_grad_()
+    assert is_batch_last(out) == batch_last
     bias = torch.randn(n, m * q, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda o, c: slot_routing(o, c, scale, m)[0], (out, bias))
     got, want = slot_routing(out, bias, scale, m), _routing_by_autograd(out, bias, scale, m)
+    assert all(is_batch_last(t) == batch_last for t in got)  # the outputs keep the input's layout
     for a, w in zip(got, want):
         torch.testing.assert_close(a, w, rtol=1e-12, atol=1e-12)
     g = torch.randn(n, b, q, dtype=torch.float64)
@@ -250,6 +266,27 @@ def test_slot_routing_float32_agrees_with_autograd_and_saturates_safely():
     g = torch.randn_like(got[0])
     for a, w in zip(torch.autograd.grad(got[0], (out, bias), g), torch.autograd.grad(want[0], (out, bias), g)):
         torch.testing.assert_close(a, w, rtol=1e-5, atol=1e-5)
+
+
+def test_batch_last_gather_and_slot_generator_equal_the_plain_layout():
+    torch.manual_seed(3)
+    count, parents, fan_in, q, b, m = 6, 9, 3, 4, 7, 2
+    prev = torch.randn(parents, b, q)
+    table = torch.randint(0, parents, (count * fan_in,))
+    plain = gather_by_table(prev, table, count, fan_in)
+    strided = gather_by_table(_batch_last(prev), table, count, fan_in)
+    assert plain.is_contiguous() and is_batch_last(strided)
+    assert torch.equal(plain, strided)
+    gen = SlotGenerator(count, fan_in * q, q, m, init_std=0.3)
+    alpha = torch.softmax(torch.randn(count, b, m), dim=-1)
+    want = gen(plain, {"alpha": alpha})
+    got = gen(strided, {"alpha": _batch_last(alpha)})
+    assert is_batch_last(got) and not is_batch_last(want)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    arr = SlotNeuronArray(count, fan_in * q, q, m)
+    h, aux = arr(strided)  # an array's output and forward quantities are batch-last
+    assert is_batch_last(h) and is_batch_last(aux["alpha"]) and is_batch_last(aux["y"])
+    torch.testing.assert_close(h, arr(plain)[0], rtol=1e-6, atol=1e-6)
 
 
 def test_generator_loss_targets_received_feedback():

@@ -25,6 +25,8 @@ import sys
 import torch
 from torch import nn
 
+from .neuron import is_batch_last
+
 __all__ = ["GENERATOR_INITS", "LinearGenerator", "SlotGenerator", "TabularGenerator", "call_generator",
            "generator_init_std", "takes_aux"]
 
@@ -150,8 +152,12 @@ class SlotGenerator(nn.Module):
         if aux is None or "alpha" not in aux:
             raise ValueError("SlotGenerator needs the template's routing weights (aux['alpha'])")
         n, b, _ = u.shape
-        pre = torch.baddbmm(self.bias.unsqueeze(1), u, self.weight.transpose(1, 2))
         alpha = aux["alpha"].detach()
+        if is_batch_last(alpha):  # the array's own layout (samples last): mix along rows of B, return a view
+            pre = torch.baddbmm(self.bias.unsqueeze(-1), self.weight, u.transpose(1, 2))  # [N, M q, B]
+            alpha = alpha.transpose(1, 2).unsqueeze(2)  # [N, M, 1, B]
+            return (alpha * pre.view(n, self.slots, self.dim, b)).sum(1).transpose(1, 2)
+        pre = torch.baddbmm(self.bias.unsqueeze(1), u, self.weight.transpose(1, 2))
         return (alpha.unsqueeze(-1) * pre.view(n, b, self.slots, self.dim)).sum(-2)  # not a 1×M matmul: slow on CPU
 
     def extra_repr(self) -> str:

@@ -246,13 +246,24 @@ def slot_array_lambda(array, u: torch.Tensor, residual: torch.Tensor | None, cot
     """
     if aux is None or "y" not in aux or (array.residual and "squashed" not in aux):
         aux = array(u, residual)[1]  # the forward's quantities, recomputed
+    mode = normalization_mode(normalize)
+    n, batch, _ = u.shape
+    if batch < 2:
+        return torch.full((n,), float("nan"), dtype=u.dtype, device=u.device)
+    cot = torch.stack([cot_p.transpose(1, 2), cot_s.transpose(1, 2)], dim=1)  # [N, 2, q, B]: samples last
+    if array.residual:  # the feedback on h̄: g ⊙ (1 − tanh² h̄)
+        cot = cot * (1 - aux["squashed"] ** 2).transpose(1, 2).unsqueeze(1)
+    if mode == "feedback":
+        cot = cot / (cot * cot).sum(2, keepdim=True).sqrt_().clamp_min_(_DIRECTION_EPS)
+    ut = u.transpose(1, 2)  # [N, d, B]: contiguous when u is batch-last (the array's own layout)
+    x2 = (ut * ut).sum(1)  # [N, B] ‖u_b‖² (a reduction across rows: vector_norm is slow on strided data)
+    scale = torch.as_tensor(array.scale, dtype=u.dtype, device=u.device).reshape(-1).expand(n)
     alpha, y = aux["alpha"], aux["y"]
-    alpha_dtanh = _routing_gate(alpha, y)
-    squash = 1 - aux["squashed"] ** 2 if array.residual else None
-    unit = normalization_mode(normalize) == "feedback"
-    rows_p = _slot_rows(alpha, y, alpha_dtanh, squash, array.scale, cot_p, unit)
-    rows_s = _slot_rows(alpha, y, alpha_dtanh, squash, array.scale, cot_s, unit)
-    return _lambda_from_rows(rows_p, rows_s, (u * u).sum(-1), [u], normalize)
+    parts = [_state_chunk_stats(mode, u[a:b], alpha[a:b], y[a:b], cot[a:b], x2[a:b], scale[a:b], None, 0)
+             for a, b in _neuron_chunks(n, y.shape[1] * y.shape[2] * y.shape[3])]
+    means = torch.cat([p[0] for p in parts], dim=0) / batch  # [N, 2, P]
+    pp, ps, ss = (torch.cat([p[i] for p in parts], dim=0) for i in (1, 2, 3))
+    return batch_lambda_from_stats(means[:, 0], means[:, 1], pp, ps, ss)
 
 
 @torch.no_grad()
