@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from sggraph.experiments.bench import bandit_flops, bench_bandit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,11 +23,18 @@ def test_train_custom_dag_example_runs():
 
 def test_bench_section_runs_and_counts_flops():
     out = bench_bandit(steps=1, warmup=0, batch=8)
-    for key in ("backprop_ms", "sgprop_ms", "backprop_gflops", "sgprop_gflops", "sgprop_adaptive_ms"):
-        assert out[key] > 0
+    for key in ("backprop", "sgprop", "sgprop_adaptive", "sgprop_adaptive_single_pass"):
+        assert out[key + "_ms"] > 0 and out[key + "_gflops"] > 0
+    assert out["adaptive_over_backprop"] == pytest.approx(out["sgprop_adaptive_ms"] / out["backprop_ms"], abs=2e-3)
     flops = bandit_flops(64)
-    assert 0.9e9 < flops["backprop"] < 1.3e9  # ≈ 1.1 GFLOP per backprop step (the bandit's 200×5 SparseNet)
-    assert flops["sgprop"] > flops["backprop"]
+    assert 0.9e9 < flops["backprop"] < 1.1e9  # ≈ 1 GFLOP per backprop step (the bandit's 200×5 SparseNet)
+    # the generator-first step adds the feedback pass (input gradients), three generator passes, and λ's
+    # two batch-mean bmm's (2 P per array): counted by hand for one array of the default sizes
+    p, g = 2 * 64 * 200 * 50 * 55, 2 * 64 * 200 * 50 * 50
+    head = 2 * 64 * 2000 * 10
+    assert flops["backprop"] == 5 * p + head + (5 * p + head) + (4 * p + head)
+    assert flops["sgprop_adaptive"] - flops["sgprop"] == 5 * 2 * p
+    assert flops["sgprop"] - flops["backprop"] == 3 * 5 * g + 4 * p + head
 
 
 def test_bench_cli_json_keys(monkeypatch, capsys):

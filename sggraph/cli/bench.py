@@ -36,12 +36,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     print(f"fp32 matmul peak: {result['matmul_peak_gflops']} GFLOP/s ({result['threads']} threads)")
     b = result["bandit"]
     print("bandit SparseNet step (5x200 neurons, q=10, 5 slots, 5 parents, batch 64):")
-    for m in ("backprop", "sgprop"):
-        print(f"  {m:16s}: {b[m + '_ms']:7.2f} ms/step  {b[m + '_gflop_per_step']:.3f} GFLOP  "
-              f"{b[m + '_gflops']:6.1f} GFLOP/s")
-    print(f"  {'sgprop_adaptive':16s}: {b['sgprop_adaptive_ms']:7.2f} ms/step  (sgprop + adaptive λ, eq. 18)")
-    print(f"  {'  single pass':16s}: {b['sgprop_adaptive_single_pass_ms']:7.2f} ms/step  (generator update after "
-          "the one backward)")
+    labels = {"backprop": "backprop", "sgprop": "sgprop, λ = 0.9, generator-first",
+              "sgprop_adaptive": "sgprop, adaptive λ (eq. 18), generator-first", "sgprop_adaptive_single_pass":
+              "sgprop, adaptive λ, generator update after the one backward"}
+    for m, label in labels.items():
+        print(f"  {b[m + '_ms']:7.2f} ms/step  {b[m + '_gflop_per_step']:.3f} GFLOP  {b[m + '_gflops']:6.1f} GFLOP/s  "
+              f"{label}")
+    print(f"  adaptive / backprop: {b['adaptive_over_backprop']:.2f}× the time, "
+          f"{b['adaptive_over_backprop_flops']:.2f}× the matmul FLOPs")
     r = result["recurrent"]
     print("recurrent SparseNet cell (128 neurons, q=6, 6 slots, 6 parents, 16 input neurons; T=80, 20 sequences):")
     print(f"  backprop: {r['backprop_ms']:7.1f} ms   sgprop: {r['sgprop_ms']:7.1f} ms   "

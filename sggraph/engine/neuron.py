@@ -117,20 +117,25 @@ def _routing_batch_last(out_t: torch.Tensor, bias: torch.Tensor, scale, slots: i
     logits = out_t[:, :slots] * scale  # [N, M, B]
     e = (logits - logits.amax(1, keepdim=True)).exp_()
     alpha = e.div_(e.sum(1, keepdim=True))
-    y = torch.tanh(out_t[:, slots:] + bias.unsqueeze(-1)).view(n, slots, -1, b)  # [N, M, q, B]
-    hbar = (alpha.unsqueeze(2) * y).sum(1)  # [N, q, B]
+    y = torch.add(out_t[:, slots:], bias.unsqueeze(-1)).tanh_().view(n, slots, -1, b)  # [N, M, q, B]
+    hbar = y[:, 0] * alpha[:, :1]  # [N, q, B]: Σ_s α_s y_s slot by slot (no [N, M, q, B] product)
+    for s in range(1, slots):
+        hbar.addcmul_(y[:, s], alpha[:, s:s + 1])
     return hbar.transpose(1, 2), alpha.transpose(1, 2), y.permute(0, 3, 1, 2)
 
 
 def _routing_backward_batch_last(alpha: torch.Tensor, y: torch.Tensor, grad_hbar: torch.Tensor, scale):
     """:class:`SlotRouting`'s backward on batch-last ``alpha [N, M, B]``, ``y [N, M, q, B]`` and
     ``grad_hbar [N, q, B]``; returns ``∂L/∂out`` (a batch-last view ``[N, B, M + M·q]``) and ``∂L/∂bias``."""
+    n, slots, q, b = y.shape
+    grad_out = alpha.new_empty(n, slots + slots * q, b)  # [∂L/∂logit; ∂L/∂pre], written in place (no cat)
+    dpre = grad_out[:, slots:].view(n, slots, q, b)
     g = grad_hbar.unsqueeze(1)  # [N, 1, q, B]
-    dalpha = (y * g).sum(2)  # [N, M, B]
-    dlogit = alpha * (dalpha - (alpha * dalpha).sum(1, keepdim=True)) * scale
-    a = alpha.unsqueeze(2)
-    dpre = (torch.addcmul(a, a, y * y, value=-1) * g).flatten(1, 2)  # [N, M q, B]
-    return torch.cat([dlogit, dpre], dim=1).transpose(1, 2), dpre.sum(-1)
+    torch.mul(y, g, out=dpre)  # y_s ⊙ g, reduced over q for ∂L/∂α
+    dalpha = dpre.sum(2)  # [N, M, B]
+    dpre.mul_(y).neg_().add_(g).mul_(alpha.unsqueeze(2))  # α_s (g − y_s² g) = α_s g (1 − y_s²)
+    torch.mul(alpha, dalpha - (alpha * dalpha).sum(1, keepdim=True), out=grad_out[:, :slots]).mul_(scale)
+    return grad_out.transpose(1, 2), grad_out[:, slots:].sum(-1)
 
 
 def slot_routing(out: torch.Tensor, bias: torch.Tensor, scale, slots: int

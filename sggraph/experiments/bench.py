@@ -7,8 +7,10 @@ The bandit section times the MNIST-bandit experiment's own training step
 into the action head) adds the authors' generator-first order (the feedback pass, the
 generator update, refreshed predictions); sgprop_adaptive also adaptive λ (eq. 18, closed
 form), as in the bandit runs; sgprop_adaptive_single_pass the same with the generator update
-after the one backward. FLOPs count the matmuls (forward ``F``; backward ``2F``; sgprop adds
-the generator's forward and weight gradient). The machine's fp32 matmul peak is measured in
+after the one backward. FLOPs count the matmuls of each variant (:func:`bandit_flops`): the
+adaptive sgprop step does 2.96× the matmul work of the backprop step (the feedback pass, three
+generator passes and λ's batch means), so ``adaptive_over_backprop``, the measured ratio, is
+reported beside ``adaptive_over_backprop_flops``. The machine's fp32 matmul peak is measured in
 the same run.
 
 The recurrent section times forward + backward (+ generator update and adaptive λ for
@@ -23,7 +25,8 @@ POPGym batches (20 labyrinth_escape environments: rollout + update).
 JSON keys (later sections are added, never renamed)::
 
     {"matmul_peak_gflops": ..., "bandit": {"backprop_ms", "sgprop_ms", "backprop_gflops", "sgprop_gflops",
-                                          "sgprop_adaptive_ms", "sgprop_adaptive_single_pass_ms", ...},
+                                          "sgprop_adaptive_ms", "sgprop_adaptive_single_pass_ms",
+                                          "adaptive_over_backprop", "adaptive_over_backprop_flops", ...},
      "recurrent": {"backprop_ms", "sgprop_ms", "sgprop_over_backprop"},
      "popgym": {"backprop_s", "sgprop_s", "gru_s", "lstm_s", "*_rollout_s", "num_envs", "sgprop_over_backprop"},
      "compiled": {"backend", "backprop_eager_ms", "backprop_compiled_ms", "backprop_compile_s",
@@ -78,16 +81,32 @@ def matmul_peak_gflops(size: int = 1024, repeats: int = 20) -> float:
 
 def bandit_flops(batch: int = 64, width: int = 200, layers: int = 5, q: int = 10, slots: int = 5,
                  n_parents: int = 5, n_actions: int = 10) -> dict[str, float]:
-    """Matmul FLOPs of one bandit training step (backprop and sgprop)."""
-    fwd = gen = 0.0
-    for _ in range(layers):
-        d = q * n_parents  # layer 1 reads q*n_parents pixels, later layers n_parents neurons of dim q
-        fwd += 2 * batch * width * d * (slots + slots * q) + 2 * batch * width * slots * q
-        gen += 2 * batch * width * d * slots * q + 2 * batch * width * slots * q
-    fwd += 2 * batch * width * q * n_actions
-    backprop = 3 * fwd
-    sgprop = backprop + 2 * gen
-    return {"backprop": backprop, "sgprop": sgprop}
+    """Matmul FLOPs of one bandit training step, per variant of :data:`BANDIT_VARIANTS`.
+
+    Per array: ``P = 2 B W d (M + M q)`` for the policy's one ``bmm`` (keys and slot maps, ``d = q ·
+    n_parents``) and ``G = 2 B W d M q`` for its slot generator; ``H = 2 B (W q) A`` for the action
+    layer. A backward that forms parameter gradients costs ``ΣP + H`` for them plus ``Σ_{l≥2} P_l + H`` for
+    the input gradients (the pixels need none); the feedback pass of the generator-first order costs
+    the input gradients only; the generator update ``ΣG`` (weight gradients), the refreshed
+    predictions ``ΣG``, and the adaptive λ statistics ``2 ΣP`` (the batch means of both cotangents' rows,
+    one ``bmm`` each). Elementwise work is not counted.
+
+    >>> f = bandit_flops()
+    >>> round(f["backprop"] / 1e9, 3), round(f["sgprop_adaptive"] / f["backprop"], 2)
+    (0.993, 2.96)
+    """
+    d = q * n_parents  # layer 1 reads q·n_parents pixels, later layers n_parents neurons of dim q
+    policy = 2 * batch * width * d * (slots + slots * q)
+    gen = 2 * batch * width * d * slots * q
+    head = 2 * batch * width * q * n_actions
+    forward = layers * policy + head
+    input_grads = (layers - 1) * policy + head
+    backward = forward + input_grads
+    backprop = forward + backward
+    generator_first = backprop + layers * gen + input_grads + 2 * layers * gen  # prediction, feedback pass,
+    adaptive = 2 * layers * policy  # generator update and refresh; adaptive λ's two batch-mean bmm's
+    return {"backprop": backprop, "sgprop": generator_first, "sgprop_adaptive": generator_first + adaptive,
+            "sgprop_adaptive_single_pass": backprop + 2 * layers * gen + adaptive}
 
 
 #: The bandit configurations timed by :func:`bench_bandit` (the experiment's own step).
@@ -168,9 +187,11 @@ def bench_bandit(steps: int = 30, warmup: int = BANDIT_WARMUP, batch: int = 64, 
     for m in steps_of:
         ms = medians[m]
         out[f"{m}_ms"] = round(ms, 2)
-        if m in flops:  # adaptive λ's and the feedback pass's extra work are not counted
-            out[f"{m}_gflops"] = round(flops[m] / (ms / 1e3) / 1e9, 2)
-            out[f"{m}_gflop_per_step"] = round(flops[m] / 1e9, 4)
+        out[f"{m}_gflops"] = round(flops[m] / (ms / 1e3) / 1e9, 2)
+        out[f"{m}_gflop_per_step"] = round(flops[m] / 1e9, 4)
+    # the ratio the issue's target is stated in, beside the same ratio of the matmul work alone
+    out["adaptive_over_backprop"] = round(medians["sgprop_adaptive"] / medians["backprop"], 3)
+    out["adaptive_over_backprop_flops"] = round(flops["sgprop_adaptive"] / flops["backprop"], 3)
     return out
 
 
