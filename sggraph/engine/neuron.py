@@ -27,12 +27,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..exceptions import CompileError
 
-__all__ = ["SlotNeuronArray", "SlotRouting", "is_batch_last", "slot_neuron_reference", "slot_routing"]
+__all__ = ["SlotNeuronArray", "SlotRouting", "is_batch_last", "slot_neuron_reference", "slot_routing", "tanh_"]
 
 
 class SlotRouting(torch.autograd.Function):
@@ -67,7 +68,7 @@ class SlotRouting(torch.autograd.Function):
         logits = logits * scale
         e = (logits - logits.amax(-1, keepdim=True)).exp_()
         alpha = e.div_(e.sum(-1, keepdim=True))
-        y = torch.tanh(pre + bias.unsqueeze(-2)).view(n, b, slots, -1)
+        y = tanh_(pre + bias.unsqueeze(-2)).view(n, b, slots, -1)
         hbar = (alpha.unsqueeze(-1) * y).sum(-2)
         return hbar, alpha, y
 
@@ -110,6 +111,30 @@ def is_batch_last(t: torch.Tensor) -> bool:
         return False
 
 
+def tanh_(t: torch.Tensor) -> torch.Tensor:
+    """``t.tanh_()``, through NumPy's vectorised ``tanh`` where it can: a contiguous float32/float64
+    CPU tensor outside ``torch.compile`` and ``torch.func`` transforms.
+
+    ATen's CPU ``tanh`` runs about one element per 2.5 ns here (1.6 ms for a bandit layer's 640,000
+    slot pre-activations, 1 thread), NumPy's SIMD one 0.26 ms, within 1.4 ulp of the float64 value
+    in float32 (ATen: 0.5 ulp); measured on this project's machine. Used on tensors no autograd graph
+    reads (inside :class:`SlotRouting`, which writes its own backward).
+
+    >>> t = torch.tensor([-30.0, -0.5, 0.0, 1e-30, 2.0])
+    >>> torch.allclose(tanh_(t.clone()), torch.tanh(t), rtol=2e-7, atol=0)
+    True
+    """
+    if t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and not torch.compiler.is_compiling():
+        try:
+            if t.is_contiguous() and not t.requires_grad:
+                array = t.numpy()
+                np.tanh(array, out=array)
+                return t
+        except (RuntimeError, TypeError):  # a functorch-wrapped tensor has no storage to hand NumPy
+            pass
+    return t.tanh_()
+
+
 def _routing_batch_last(out_t: torch.Tensor, bias: torch.Tensor, scale, slots: int):
     """:class:`SlotRouting`'s forward on ``out_t [N, M + M·q, B]`` (the sample axis last, so every
     elementwise pass runs along rows of ``B``); returns batch-last views shaped as the plain path's."""
@@ -117,7 +142,7 @@ def _routing_batch_last(out_t: torch.Tensor, bias: torch.Tensor, scale, slots: i
     logits = out_t[:, :slots] * scale  # [N, M, B]
     e = (logits - logits.amax(1, keepdim=True)).exp_()
     alpha = e.div_(e.sum(1, keepdim=True))
-    y = torch.add(out_t[:, slots:], bias.unsqueeze(-1)).tanh_().view(n, slots, -1, b)  # [N, M, q, B]
+    y = tanh_(torch.add(out_t[:, slots:], bias.unsqueeze(-1))).view(n, slots, -1, b)  # [N, M, q, B]
     hbar = y[:, 0] * alpha[:, :1]  # [N, q, B]: Σ_s α_s y_s slot by slot (no [N, M, q, B] product)
     for s in range(1, slots):
         hbar.addcmul_(y[:, s], alpha[:, s:s + 1])
