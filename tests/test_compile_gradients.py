@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import torch
 from reference import reference_gradients
@@ -17,6 +18,7 @@ from sggraph.engine.neuron import (
     is_batch_last,
     slot_neuron_reference,
     slot_routing,
+    tanh_,
 )
 
 
@@ -303,3 +305,24 @@ def test_generator_loss_targets_received_feedback():
     assert net.generator_loss().item() == pytest.approx(total)
     term = [n for n in net.terminal_blocks if n in fb][0]
     torch.testing.assert_close(net.received(term), fb[term])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fast_tanh_is_within_two_ulp_and_keeps_special_values(dtype):
+    x = torch.cat([torch.linspace(-12, 12, 200001, dtype=dtype), torch.randn(100000, dtype=dtype) * 1e-4,
+                   torch.tensor([0.0, -0.0, 1e-30, -1e-30, float("inf"), -float("inf")], dtype=dtype)])
+    got = tanh_(x.clone())
+    exact = torch.tanh(x.to(torch.float64))  # float64: ATen's own (0.5 ulp) as the reference
+    ulp = torch.from_numpy(np.spacing(np.abs(exact.to(dtype).numpy()))).to(torch.float64)
+    assert float(((got.to(torch.float64) - exact).abs() / ulp).max()) <= 2.0
+    assert torch.equal(torch.signbit(got[x == 0]), torch.signbit(x[x == 0]))  # tanh(−0) = −0
+    assert bool(torch.isnan(tanh_(torch.tensor([float("nan")], dtype=dtype))).all())
+
+
+def test_fast_tanh_falls_back_inside_torch_func_and_for_strided_tensors():
+    x = torch.randn(4, 6)
+    per_row = torch.func.vmap(lambda r: tanh_(r.clone()))(x)  # functorch tensors have no storage for NumPy
+    torch.testing.assert_close(per_row, torch.tanh(x))
+    view = x.t()  # not contiguous: ATen's in-place tanh
+    want = torch.tanh(view)
+    assert torch.equal(tanh_(view), want)
