@@ -285,6 +285,10 @@ def test_batch_last_gather_and_slot_generator_equal_the_plain_layout():
     got = gen(strided, {"alpha": _batch_last(alpha)})
     assert is_batch_last(got) and not is_batch_last(want)
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    g = torch.randn_like(want)
+    for a, w in zip(torch.autograd.grad(got, list(gen.parameters()), g),
+                    torch.autograd.grad(want, list(gen.parameters()), g)):  # the batch-last mix's own backward
+        torch.testing.assert_close(a, w, rtol=1e-5, atol=1e-5)
     arr = SlotNeuronArray(count, fan_in * q, q, m)
     h, aux = arr(strided)  # an array's output and forward quantities are batch-last
     assert is_batch_last(h) and is_batch_last(aux["alpha"]) and is_batch_last(aux["y"])

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "NORMALIZATIONS",
     "adapt_lambda",
+    "batch_lambda_from_moments",
     "batch_lambda_from_stats",
     "batch_lambda_from_vectors",
     "block_lambda",
@@ -101,12 +102,17 @@ def batch_lambda_from_stats(p_mean: torch.Tensor, s_mean: torch.Tensor, pp: torc
     -------
     Tensor ``[U]``; NaN where ``B < 2`` or ``v + b² = 0`` (λ is then kept).
     """
+    u_mean = s_mean - p_mean
+    return batch_lambda_from_moments((u_mean * u_mean).sum(-1), (p_mean * u_mean).sum(-1), pp, ps, ss)
+
+
+def batch_lambda_from_moments(mean_uu: torch.Tensor, mean_pu: torch.Tensor, pp: torch.Tensor, ps: torch.Tensor,
+                              ss: torch.Tensor) -> torch.Tensor:
+    """:func:`batch_lambda_from_stats` from ``‖ū‖²`` and ``⟨p̄, ū⟩`` (``[U]``, ``ū = s̄ − p̄``) instead of
+    the means themselves: what the slot arrays' closed form accumulates chunk by chunk."""
     b = pp.shape[-1]
     if b < 2:
         return torch.full(pp.shape[:-1], float("nan"), dtype=pp.dtype, device=pp.device)
-    u_mean = s_mean - p_mean
-    mean_uu = (u_mean * u_mean).sum(-1)  # ‖ū‖²
-    mean_pu = (p_mean * u_mean).sum(-1)  # ⟨p̄, ū⟩
     diag_uu = (ss - 2 * ps + pp).sum(-1)  # Σ_b ‖u_b‖²
     diag_pu = (ps - pp).sum(-1)  # Σ_b ⟨p_b, u_b⟩
     denom = b * (b - 1)
@@ -261,9 +267,8 @@ def slot_array_lambda(array, u: torch.Tensor, residual: torch.Tensor | None, cot
     alpha, y = aux["alpha"], aux["y"]
     parts = [_state_chunk_stats(mode, u[a:b], alpha[a:b], y[a:b], cot[a:b], x2[a:b], scale[a:b], None, 0)
              for a, b in _neuron_chunks(n, y.shape[1] * y.shape[2] * y.shape[3])]
-    means = torch.cat([p[0] for p in parts], dim=0) / batch  # [N, 2, P]
-    pp, ps, ss = (torch.cat([p[i] for p in parts], dim=0) for i in (1, 2, 3))
-    return batch_lambda_from_stats(means[:, 0], means[:, 1], pp, ps, ss)
+    mean_uu, mean_pu, pp, ps, ss = (torch.cat([p[i] for p in parts], dim=0) for i in range(5))
+    return batch_lambda_from_moments(mean_uu / batch ** 2, mean_pu / batch ** 2, pp, ps, ss)
 
 
 @torch.no_grad()
@@ -495,10 +500,9 @@ def state_lambda_from_forward(st, steps: list[int], normalize: bool | str = True
     parts = [_state_chunk_stats(mode, u[a:b], alpha_all[a:b], y[a:b], cot[a:b], x2[a:b],  # type: ignore[index]
                                 scale[a:b], e, max(0, min(k, b) - a))
              for a, b in _neuron_chunks(n, y.shape[1] * y.shape[2] * y.shape[3])]
-    means = torch.cat([p[0] for p in parts], dim=0) / r  # [N, 2, P]
-    pp, ps, ss = (torch.cat([p[i] for p in parts], dim=0) for i in (1, 2, 3))
+    mean_uu, mean_pu, pp, ps, ss = (torch.cat([p[i] for p in parts], dim=0) for i in range(5))
     pick = (lambda x: x) if r == mask.numel() else (lambda x: x.index_select(1, cols))
-    return batch_lambda_from_stats(means[:, 0], means[:, 1], pick(pp), pick(ps), pick(ss))
+    return batch_lambda_from_moments(mean_uu / r ** 2, mean_pu / r ** 2, pick(pp), pick(ps), pick(ss))
 
 
 _CHUNK_ELEMENTS = 1 << 19  # elements of one neuron chunk's largest intermediate (2 MiB in float32)
@@ -512,7 +516,10 @@ def _neuron_chunks(count: int, per_neuron: int) -> list[tuple[int, int]]:
 
 
 def _state_chunk_stats(mode: str, u, alpha_rows, y_rows, cot, x2, scale, e, k: int):
-    """Batch sums ``[C, 2, P]`` and per-sample products ``pp, ps, ss: [C, R]`` of ``C`` neurons.
+    """Moments of the batch sums and per-sample products ``pp, ps, ss: [C, R]`` of ``C`` neurons.
+
+    Returns ``(uu, pu, pp, ps, ss)``: ``uu = ‖Σ_b (s̃_b − p̃_b)‖²`` and ``pu = ⟨Σ_b p̃_b, Σ_b (s̃_b − p̃_b)⟩``
+    ``[C]``, summed block by block of the parameters (so the ``[C, 2, P]`` sums are never joined).
 
     ``u [C, R, F q]``, ``alpha_rows [C, R, M]``, ``y_rows [C, R, M, q]``, ``cot [C, 2, q, R]``
     (received, predicted; already normalised and masked), ``x2 [C, R]``, ``scale [C]`` (routing
@@ -540,12 +547,20 @@ def _state_chunk_stats(mode: str, u, alpha_rows, y_rows, cot, x2, scale, e, k: i
         pp, ps, ss = pp * w[:, 0] ** 2, ps * w[:, 0] * w[:, 1], ss * w[:, 1] ** 2
         cot, dlogit = cot * w.unsqueeze(2), dlogit * w.unsqueeze(2)
     dpre = gate.unsqueeze(1) * cot.unsqueeze(2)  # [C, 2, M, q, R]
-    blocks = []  # per parameter block: the batch sums of both cotangents, [C, 2, ·]
+    uu = pu = None  # Σ over parameter blocks of ‖Σ_b ū_b‖² and ⟨Σ_b p̃_b, Σ_b ū_b⟩, ū = s̃ − p̃: [C]
+
+    def add(block: torch.Tensor, rows: slice = slice(None)) -> None:  # block [·, 2, ·]: both cotangents' sums
+        nonlocal uu, pu
+        diff = block[:, 1] - block[:, 0]
+        parts = (diff * diff).sum(-1), (block[:, 0] * diff).sum(-1)
+        if rows != slice(None):  # the input block of the first k neurons only
+            parts = tuple(torch.cat([x, x.new_zeros(c - x.shape[0])]) for x in parts)
+        uu, pu = (parts[0], parts[1]) if uu is None else (uu + parts[0], pu + parts[1])
+
     for rows in (dlogit, dpre):  # keys, slot maps: Σ_b rows_b ⊗ x_b
         flat = rows.reshape(c, -1, rows.shape[-1])  # [C, 2 W, R]
-        blocks.append(torch.bmm(flat, u).view(c, 2, -1))
-        if e is not None:
-            on_e = torch.matmul(flat[:k], e).view(k, 2, flat.shape[1] // 2 * e.shape[1])
-            blocks.append(torch.cat([on_e, on_e.new_zeros(c - k, 2, on_e.shape[-1])], dim=0))
-    blocks.append(dpre.sum(-1).flatten(2))  # biases
-    return torch.cat(blocks, dim=-1), pp, ps, ss
+        add(torch.bmm(flat, u).view(c, 2, -1))
+        if e is not None and k:
+            add(torch.matmul(flat[:k], e).view(k, 2, flat.shape[1] // 2 * e.shape[1]), slice(0, k))
+    add(dpre.sum(-1).flatten(2))  # biases
+    return uu, pu, pp, ps, ss
