@@ -338,14 +338,18 @@ def bench_popgym(repeats: int = POPGYM_REPEATS, warmup: int = POPGYM_WARMUP, num
         runs[key] = (cfg, envs, policy, opt, gen_opt, torch.Generator().manual_seed(seed))
     times: dict[str, list[float]] = {k: [] for k in runs}
     rollout: dict[str, list[float]] = {k: [] for k in runs}
-    for i in range(warmup + repeats):
-        for key, (cfg, envs, policy, opt, gen_opt, sampler) in runs.items():
-            t0 = time.perf_counter()
-            row = train_batch(cfg, envs, policy, opt, gen_opt, i, sampler)
-            if i >= warmup:
-                times[key].append(time.perf_counter() - t0)
-                rollout[key].append(row["rollout_seconds"])
-            tick()
+    try:
+        for i in range(warmup + repeats):
+            for key, (cfg, envs, policy, opt, gen_opt, sampler) in runs.items():
+                t0 = time.perf_counter()
+                row = train_batch(cfg, envs, policy, opt, gen_opt, i, sampler)
+                if i >= warmup:
+                    times[key].append(time.perf_counter() - t0)
+                    rollout[key].append(row["rollout_seconds"])
+                tick()
+    finally:
+        for run in runs.values():
+            run[1].close()  # the environments
     out = {f"{k}_s": round(statistics.median(v), 3) for k, v in times.items()}
     out.update({f"{k}_rollout_s": round(statistics.median(v), 3) for k, v in rollout.items()})
     out["num_envs"] = num_envs
