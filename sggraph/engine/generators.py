@@ -25,7 +25,7 @@ import sys
 import torch
 from torch import nn
 
-from .neuron import is_batch_last
+from .neuron import is_batch_last, mix_slots
 
 __all__ = ["GENERATOR_INITS", "LinearGenerator", "SlotGenerator", "TabularGenerator", "call_generator",
            "generator_init_std", "takes_aux"]
@@ -126,10 +126,7 @@ class _SlotMix(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pre: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         ctx.save_for_backward(alpha)
-        out = pre[:, 0] * alpha[:, :1]
-        for s in range(1, pre.shape[1]):
-            out.addcmul_(pre[:, s], alpha[:, s:s + 1])
-        return out
+        return mix_slots(pre, alpha)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]

@@ -549,11 +549,11 @@ def _state_chunk_stats(mode: str, u, alpha_rows, y_rows, cot, x2, scale, e, k: i
     dpre = gate.unsqueeze(1) * cot.unsqueeze(2)  # [C, 2, M, q, R]
     uu = pu = None  # Σ over parameter blocks of ‖Σ_b ū_b‖² and ⟨Σ_b p̃_b, Σ_b ū_b⟩, ū = s̃ − p̃: [C]
 
-    def add(block: torch.Tensor, rows: slice = slice(None)) -> None:  # block [·, 2, ·]: both cotangents' sums
+    def add(block: torch.Tensor) -> None:  # block [·, 2, ·]: both cotangents' sums
         nonlocal uu, pu
         diff = block[:, 1] - block[:, 0]
         parts = (diff * diff).sum(-1), (block[:, 0] * diff).sum(-1)
-        if rows != slice(None):  # the input block of the first k neurons only
+        if block.shape[0] < c:  # the input block: the chunk's first k neurons only
             parts = tuple(torch.cat([x, x.new_zeros(c - x.shape[0])]) for x in parts)
         uu, pu = (parts[0], parts[1]) if uu is None else (uu + parts[0], pu + parts[1])
 
@@ -561,6 +561,6 @@ def _state_chunk_stats(mode: str, u, alpha_rows, y_rows, cot, x2, scale, e, k: i
         flat = rows.reshape(c, -1, rows.shape[-1])  # [C, 2 W, R]
         add(torch.bmm(flat, u).view(c, 2, -1))
         if e is not None and k:
-            add(torch.matmul(flat[:k], e).view(k, 2, flat.shape[1] // 2 * e.shape[1]), slice(0, k))
+            add(torch.matmul(flat[:k], e).view(k, 2, flat.shape[1] // 2 * e.shape[1]))
     add(dpre.sum(-1).flatten(2))  # biases
     return uu, pu, pp, ps, ss

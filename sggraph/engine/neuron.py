@@ -33,7 +33,7 @@ from torch import nn
 
 from ..exceptions import CompileError
 
-__all__ = ["SlotNeuronArray", "SlotRouting", "is_batch_last", "slot_neuron_reference", "slot_routing", "tanh_"]
+__all__ = ["SlotNeuronArray", "SlotRouting", "is_batch_last", "mix_slots", "slot_neuron_reference", "slot_routing", "tanh_"]
 
 
 class SlotRouting(torch.autograd.Function):
@@ -143,10 +143,17 @@ def _routing_batch_last(out_t: torch.Tensor, bias: torch.Tensor, scale, slots: i
     e = (logits - logits.amax(1, keepdim=True)).exp_()
     alpha = e.div_(e.sum(1, keepdim=True))
     y = tanh_(torch.add(out_t[:, slots:], bias.unsqueeze(-1))).view(n, slots, -1, b)  # [N, M, q, B]
-    hbar = y[:, 0] * alpha[:, :1]  # [N, q, B]: Σ_s α_s y_s slot by slot (no [N, M, q, B] product)
-    for s in range(1, slots):
-        hbar.addcmul_(y[:, s], alpha[:, s:s + 1])
-    return hbar.transpose(1, 2), alpha.transpose(1, 2), y.permute(0, 3, 1, 2)
+    return mix_slots(y, alpha).transpose(1, 2), alpha.transpose(1, 2), y.permute(0, 3, 1, 2)
+
+
+def mix_slots(values: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """``Σ_s α_s values_s`` on batch-last ``values [N, M, q, B]`` and ``α [N, M, B]`` → ``[N, q, B]``, slot by
+    slot (no ``[N, M, q, B]`` product): the routing's mix of the slot outputs and the slot generator's mix
+    of its predictions."""
+    out = values[:, 0] * alpha[:, :1]
+    for s in range(1, values.shape[1]):
+        out.addcmul_(values[:, s], alpha[:, s:s + 1])
+    return out
 
 
 def _routing_backward_batch_last(alpha: torch.Tensor, y: torch.Tensor, grad_hbar: torch.Tensor, scale):

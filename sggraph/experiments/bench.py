@@ -103,10 +103,11 @@ def bandit_flops(batch: int = 64, width: int = 200, layers: int = 5, q: int = 10
     input_grads = (layers - 1) * policy + head
     backward = forward + input_grads
     backprop = forward + backward
-    generator_first = backprop + layers * gen + input_grads + 2 * layers * gen  # prediction, feedback pass,
-    adaptive = 2 * layers * policy  # generator update and refresh; adaptive λ's two batch-mean bmm's
+    predictions = layers * gen  # the generators' forward (each further pass over them costs the same)
+    generator_first = backprop + predictions + input_grads + 2 * predictions  # + feedback pass, update, refresh
+    adaptive = 2 * layers * policy  # adaptive λ's two batch-mean bmm's per array
     return {"backprop": backprop, "sgprop": generator_first, "sgprop_adaptive": generator_first + adaptive,
-            "sgprop_adaptive_single_pass": backprop + 2 * layers * gen + adaptive}
+            "sgprop_adaptive_single_pass": backprop + 2 * predictions + adaptive}
 
 
 #: The bandit configurations timed by :func:`bench_bandit` (the experiment's own step).
