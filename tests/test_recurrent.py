@@ -478,3 +478,32 @@ def test_a_cell_whose_state_reads_no_input_unrolls_and_runs():
     assert out.shape == (3, 5, 3)
     out.sum().backward()
     assert net.state.function.proj.grad is not None
+
+
+@pytest.mark.parametrize("input_neurons", [0, 2, 5])
+def test_recurrent_slot_generator_is_eq_144_with_its_gradients(input_neurons):
+    """ĥ_i = Σ_s α_{i,s} (Ã_{i,s} [u_i, e] + b̃_{i,s}) from the literal formula, values and parameter
+    gradients, whether none, some or all neurons read the input; computed samples last, returned as a
+    ``[N, R, q]`` view."""
+    from sggraph.engine.neuron import RecurrentSlotGenerator
+
+    torch.manual_seed(4)
+    count, samples, rec_dim, slots, dim, in_dim = 5, 7, 6, 3, 2, 4
+    gen = RecurrentSlotGenerator(count, rec_dim, dim, slots, input_neurons, in_dim).double()
+    for p in gen.parameters():
+        nn.init.normal_(p)
+    u = torch.randn(count, samples, rec_dim, dtype=torch.float64)
+    e = torch.randn(samples, in_dim, dtype=torch.float64)
+    alpha = torch.softmax(torch.randn(count, samples, slots, dtype=torch.float64), -1)
+    got = gen.step(u, gen.project_input(e) if input_neurons else None, alpha)
+    assert got.shape == (count, samples, dim)
+    pre = torch.einsum("nrf,nof->nro", u, gen.weight) + gen.bias.unsqueeze(1)
+    wired = torch.einsum("rd,nod->nro", e, gen.weight_in)
+    pre = torch.cat([pre[:input_neurons] + wired, pre[input_neurons:]])
+    want = torch.einsum("nrs,nrsq->nrq", alpha, pre.view(count, samples, slots, dim))
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    w = torch.randn(count, samples, dim, dtype=torch.float64)
+    params = [p for p in gen.parameters() if p.numel()]
+    for g_got, g_want in zip(torch.autograd.grad((got * w).sum(), params),
+                             torch.autograd.grad((want * w).sum(), params)):
+        torch.testing.assert_close(g_got, g_want, rtol=1e-12, atol=1e-12)

@@ -25,7 +25,7 @@ import sys
 import torch
 from torch import nn
 
-from .neuron import is_batch_last, mix_slots
+from .neuron import SlotMix, is_batch_last
 
 __all__ = ["GENERATOR_INITS", "LinearGenerator", "SlotGenerator", "TabularGenerator", "call_generator",
            "generator_init_std", "takes_aux"]
@@ -118,25 +118,6 @@ class LinearGenerator(nn.Module):
         return f"LinearGenerator({self.linear.in_features} -> {self.linear.out_features})"
 
 
-class _SlotMix(torch.autograd.Function):
-    """``Σ_s α_s pre_s`` on batch-last ``pre [N, M, q, B]`` and ``α [N, M, B]`` (no gradient) → ``[N, q, B]``,
-    slot by slot; the backward writes ``∂/∂pre = α_s g`` into one contiguous buffer (autograd through a
-    broadcast product and a sum left a strided gradient that the ``view`` before it had to copy)."""
-
-    @staticmethod
-    def forward(ctx, pre: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(alpha)
-        return mix_slots(pre, alpha)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        (alpha,) = ctx.saved_tensors
-        n, m, b = alpha.shape
-        out = alpha.new_empty(n, m, grad.shape[1], b)
-        torch.mul(alpha.unsqueeze(2), grad.contiguous().unsqueeze(1), out=out)
-        return out, None
-
-
 class SlotGenerator(nn.Module):
     """The SparseNet neuron's generator (eq. 144): ``ĥ_i = Σ_s α_{i,s} (Ã_{i,s} u_i + b̃_{i,s})``.
 
@@ -174,7 +155,7 @@ class SlotGenerator(nn.Module):
         alpha = aux["alpha"].detach()
         if is_batch_last(alpha):  # the array's own layout (samples last): mix along rows of B, return a view
             pre = torch.baddbmm(self.bias.unsqueeze(-1), self.weight, u.transpose(1, 2))  # [N, M q, B]
-            return _SlotMix.apply(pre.view(n, self.slots, self.dim, b), alpha.transpose(1, 2)).transpose(1, 2)
+            return SlotMix.apply(pre.view(n, self.slots, self.dim, b), alpha.transpose(1, 2)).transpose(1, 2)
         pre = torch.baddbmm(self.bias.unsqueeze(1), u, self.weight.transpose(1, 2))
         return (alpha.unsqueeze(-1) * pre.view(n, b, self.slots, self.dim)).sum(-2)  # not a 1×M matmul: slow on CPU
 

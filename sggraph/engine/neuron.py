@@ -33,7 +33,7 @@ from torch import nn
 
 from ..exceptions import CompileError
 
-__all__ = ["SlotNeuronArray", "SlotRouting", "is_batch_last", "mix_slots", "slot_neuron_reference", "slot_routing", "tanh_"]
+__all__ = ["SlotMix", "SlotNeuronArray", "SlotRouting", "is_batch_last", "mix_slots", "slot_neuron_reference", "slot_routing", "tanh_"]
 
 
 class SlotRouting(torch.autograd.Function):
@@ -154,6 +154,25 @@ def mix_slots(values: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     for s in range(1, values.shape[1]):
         out.addcmul_(values[:, s], alpha[:, s:s + 1])
     return out
+
+
+class SlotMix(torch.autograd.Function):
+    """``Σ_s α_s pre_s`` on batch-last ``pre [N, M, q, B]`` and ``α [N, M, B]`` (no gradient) → ``[N, q, B]``,
+    slot by slot; the backward writes ``∂/∂pre = α_s g`` into one contiguous buffer (autograd through a
+    broadcast product and a sum left a strided gradient that the ``view`` before it had to copy)."""
+
+    @staticmethod
+    def forward(ctx, pre: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(alpha)
+        return mix_slots(pre, alpha)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (alpha,) = ctx.saved_tensors
+        n, m, b = alpha.shape
+        out = alpha.new_empty(n, m, grad.shape[1], b)
+        torch.mul(alpha.unsqueeze(2), grad.contiguous().unsqueeze(1), out=out)
+        return out, None
 
 
 def _routing_backward_batch_last(alpha: torch.Tensor, y: torch.Tensor, grad_hbar: torch.Tensor, scale):
@@ -405,7 +424,9 @@ class RecurrentSlotGenerator(nn.Module):
         """``u [N, R, F·q]``, ``e_proj [n_in, R, M·q]`` (or None), ``alpha [N, R, M]`` → ``ĥ [N, R, q]``.
 
         The wired neurons and the rest are computed apart and joined after the slot mixing, so
-        the input projection never costs a copy of the ``[N, R, M·q]`` pre-activations.
+        the input projection never costs a copy of the ``[N, R, M·q]`` pre-activations. The
+        pre-activations are computed samples last (``[N, M·q, R]``), so the slot mix runs along rows
+        of ``R``; the result is a ``[N, R, q]`` view of ``[N, q, R]`` memory.
         """
         k = 0 if e_proj is None else e_proj.shape[0]
         n = u.shape[0]
@@ -414,9 +435,10 @@ class RecurrentSlotGenerator(nn.Module):
         for (u_part, weight, bias, alpha_part), e_part in ((wired, e_proj), (rest, None)):
             if u_part.shape[0] == 0:
                 continue
-            pre = torch.baddbmm(bias.unsqueeze(1), u_part, weight.transpose(1, 2))
+            pre = torch.baddbmm(bias.unsqueeze(-1), weight, u_part.transpose(1, 2))  # [c, M q, R]: samples last
             if e_part is not None:
-                pre = pre + e_part
+                pre.add_(e_part.transpose(1, 2))
             c, b, _ = u_part.shape
-            out.append((alpha_part.detach().unsqueeze(-1) * pre.view(c, b, self.slots, self.dim)).sum(2))
-        return out[0] if len(out) == 1 else torch.cat(out, dim=0)
+            alpha_rows = alpha_part.detach().transpose(1, 2).contiguous()  # [c, M, R]
+            out.append(SlotMix.apply(pre.view(c, self.slots, self.dim, b), alpha_rows))
+        return (out[0] if len(out) == 1 else torch.cat(out, dim=0)).transpose(1, 2)
