@@ -262,3 +262,26 @@ def test_a_wrong_yaml_type_says_what_is_expected():
     with pytest.raises(SpecError) as err:
         sggraph.Graph.from_dict({"nodes": [{"name": "z", "dim": "two"}]})
     assert "integers" in str(err.value) and "DESIGN" not in str(err.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_all_finite_agrees_with_the_elementwise_test(dtype):
+    """The sum-first check gives isfinite(x).all() on every case: clean, one NaN / +inf / -inf anywhere,
+    +inf and -inf together (sum NaN), finite elements whose sum overflows, empty, integer, complex, requires_grad."""
+    from sggraph.engine.mixing import all_finite
+
+    gen = torch.Generator().manual_seed(0)
+    big = torch.finfo(dtype).max
+    cases = [torch.randn(7, 5, generator=gen).to(dtype), torch.empty(0, dtype=dtype),
+             torch.full((4,), big, dtype=dtype), torch.tensor([big, -big, big], dtype=dtype),
+             torch.arange(6), torch.randn(3, requires_grad=True).to(dtype), torch.tensor([1 + 1j, complex("nan")])]
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        for where in (0, 17, 34):
+            x = torch.randn(7, 5, generator=gen).to(dtype)
+            x.view(-1)[where] = bad
+            cases.append(x)
+    both = torch.randn(10, generator=gen).to(dtype)
+    both[2], both[7] = float("inf"), -float("inf")
+    cases.append(both)
+    for x in cases:
+        assert all_finite(x) == bool(torch.isfinite(x).all()), x

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..exceptions import CompileError, DataError, DimensionError, LambdaError
 from .generators import call_generator, takes_aux
-from .mixing import InMix, OutMix, ParamMix, Record, RecordGrad
+from .mixing import InMix, OutMix, ParamMix, Record, RecordGrad, all_finite
 from .neuron import gather_by_table
 
 __all__ = ["GROUPINGS", "ArrayBlock", "Block", "NodeBlock", "SourceBlock", "block_parameters", "check_generators",
@@ -88,7 +88,7 @@ def check_inputs(inputs: object, sources: Sequence[str], what: str, finite: bool
         if not isinstance(x, torch.Tensor):
             raise DimensionError(f"the input is a {type(x).__name__}, not a tensor", node=name,
                                  fix="pass a torch tensor (torch.as_tensor(...) converts arrays and lists)")
-        if finite and x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        if finite and x.is_floating_point() and not all_finite(x):
             raise DataError("the input holds NaN or infinite values", node=name,
                             fix="clean the data before it reaches the net (the NaN/inf is in the input batch, not "
                                 "in training); set net.check_finite = False to let it through")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from ..engine.mixing import all_finite
 from ..engine.training import adam
 from ..exceptions import ConfigError, GradientError
 from ..progress import Progress
@@ -210,7 +211,7 @@ def bandit_update(cfg: BanditConfig, policy: Callable, net, opt: torch.optim.Opt
     """
     opt.zero_grad(set_to_none=True)
     log_probs = torch.log_softmax(policy(x), dim=-1)
-    if not bool(torch.isfinite(log_probs).all()):
+    if not all_finite(log_probs):
         raise GradientError("the policy's action probabilities are NaN or infinite (its weights grew too large)",
                             fix="lower the learning rate")
     actions = torch.multinomial(log_probs.detach().exp(), 1, generator=generator).squeeze(1)

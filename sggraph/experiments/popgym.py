@@ -40,6 +40,7 @@ import torch
 
 from ..engine.lambdas import NORMALIZATIONS
 from ..engine.recurrent import GENERATOR_TARGETS
+from ..engine.mixing import all_finite
 from ..engine.training import adam
 from ..exceptions import ConfigError, GradientError
 from ..progress import Progress
@@ -225,7 +226,7 @@ def collect_batch(envs, policy, seed: int, batch: int, generator: torch.Generato
     with torch.no_grad():
         for _ in range(horizon):
             logits, state = policy.step(obs, state)
-            if not bool(torch.isfinite(logits).all()):
+            if not all_finite(logits):
                 raise GradientError("the policy's action logits are NaN or infinite (its weights grew too large)",
                                     fix="lower the learning rate")
             actions = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
