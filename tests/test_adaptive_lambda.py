@@ -155,3 +155,21 @@ def test_unknown_normalisation_is_a_lambda_error():
     _backward(net, 4)
     with pytest.raises(LambdaError, match="feedback"):
         net.adapt_lambda(normalize="unit")
+
+
+@pytest.mark.parametrize("dim", [0, 1, 2, -1])
+def test_unit_feedback_normalises_over_the_given_dim(dim):
+    """unit_feedback over any dim (sample-last layouts normalise across rows) is the last-dim one moved
+    there, with and without a gain; the gained feedback has unit norm."""
+    from sggraph.engine.lambdas import unit_feedback
+
+    gen = torch.Generator().manual_seed(3)
+    cot = torch.randn(3, 4, 5, generator=gen, dtype=torch.float64)
+    cot.select(dim, 1).zero_()
+    gain = torch.rand(3, 4, 5, generator=gen, dtype=torch.float64)
+    for g in (None, gain):
+        want = unit_feedback(cot.movedim(dim, -1), None if g is None else g.movedim(dim, -1)).movedim(-1, dim)
+        torch.testing.assert_close(unit_feedback(cot, g, dim=dim), want, rtol=1e-12, atol=0)
+    eff = unit_feedback(cot, gain, dim=dim) * gain
+    norms = eff.norm(dim=dim)
+    torch.testing.assert_close(norms[norms > 0], torch.ones_like(norms[norms > 0]))

@@ -77,14 +77,17 @@ def normalization_mode(normalize: bool | str) -> str:
     return str(normalize)
 
 
-def unit_feedback(cot: torch.Tensor, gain: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-row direction of the feedback: ``cot / ‖gain ⊙ cot‖`` over the last dim.
+def unit_feedback(cot: torch.Tensor, gain: torch.Tensor | None = None, dim: int = -1) -> torch.Tensor:
+    """Per-sample direction of the feedback: ``cot / ‖gain ⊙ cot‖`` over ``dim`` (the feedback's
+    features; ``dim`` other than the last for sample-last layouts, where the norm is a sum across rows).
 
     With ``gain`` (e.g. a residual neuron's ``1 − tanh² h̄``) the feedback on the nonlinear part
     ``gain ⊙ cot`` gets unit norm; rows of zero feedback stay zero.
     """
     eff = cot if gain is None else cot * gain
-    return cot / eff.norm(dim=-1, keepdim=True).clamp_min(_DIRECTION_EPS)
+    if dim in (-1, cot.dim() - 1):
+        return cot / eff.norm(dim=-1, keepdim=True).clamp_min(_DIRECTION_EPS)
+    return cot / (eff * eff).sum(dim, keepdim=True).sqrt_().clamp_min_(_DIRECTION_EPS)
 
 
 def batch_lambda_from_stats(p_mean: torch.Tensor, s_mean: torch.Tensor, pp: torch.Tensor, ps: torch.Tensor,
@@ -260,7 +263,7 @@ def slot_array_lambda(array, u: torch.Tensor, residual: torch.Tensor | None, cot
     if array.residual:  # the feedback on h̄: g ⊙ (1 − tanh² h̄)
         cot = cot * (1 - aux["squashed"] ** 2).transpose(1, 2).unsqueeze(1)
     if mode == "feedback":
-        cot = cot / (cot * cot).sum(2, keepdim=True).sqrt_().clamp_min_(_DIRECTION_EPS)
+        cot = unit_feedback(cot, dim=2)
     ut = u.transpose(1, 2)  # [N, d, B]: contiguous when u is batch-last (the array's own layout)
     x2 = (ut * ut).sum(1)  # [N, B] ‖u_b‖² (a reduction across rows: vector_norm is slow on strided data)
     scale = torch.as_tensor(array.scale, dtype=u.dtype, device=u.device).reshape(-1).expand(n)
@@ -489,10 +492,12 @@ def state_lambda_from_forward(st, steps: list[int], normalize: bool | str = True
         u, fed, alpha_all, y, received = (x.index_select(1, cols) for x in (u, fed, alpha_all, y, received))
         e = None if e is None else e.index_select(0, cols)
         mask = torch.ones(r, dtype=torch.bool, device=device)
-    cot = torch.stack([received, fed], dim=2) * mask.to(dtype)[:, None, None]  # [N, R, 2, q]
+    cot = received.new_empty(n, 2, received.shape[2], received.shape[1])  # [N, 2, q, R]: the sample axis last
+    cot[:, 0].copy_(received.transpose(1, 2))
+    cot[:, 1].copy_(fed.transpose(1, 2))  # fed is stored samples last (the generator's layout): a plain copy
+    cot.mul_(mask.to(dtype))
     if mode == "feedback":
-        cot = unit_feedback(cot)
-    cot = cot.permute(0, 2, 3, 1).contiguous()  # [N, 2, q, R]: the sample axis last
+        cot = unit_feedback(cot, dim=2)
     x2 = torch.linalg.vector_norm(u, dim=-1).square()  # [N, R] ‖x_b‖²
     if e is not None:
         x2 = torch.cat([x2[:k] + torch.linalg.vector_norm(e, dim=-1).square(), x2[k:]], dim=0)
