@@ -39,8 +39,8 @@ import numpy as np
 import torch
 
 from ..engine.lambdas import NORMALIZATIONS
-from ..engine.recurrent import GENERATOR_TARGETS
 from ..engine.mixing import all_finite
+from ..engine.recurrent import GENERATOR_TARGETS
 from ..engine.training import adam
 from ..exceptions import ConfigError, GradientError
 from ..progress import Progress
