@@ -534,13 +534,18 @@ def _state_chunk_stats(mode: str, u, alpha_rows, y_rows, cot, x2, scale, e, k: i
     c = u.shape[0]
     alpha = alpha_rows.transpose(1, 2).unsqueeze(2)  # [C, M, 1, R]
     y = y_rows.permute(0, 2, 3, 1).contiguous()  # [C, M, q, R]
+    slots, q, r = y.shape[1:]
     gate = torch.addcmul(alpha, alpha, y * y, value=-1)  # [C, M, q, R] α_s (1 − y_s²) = ∂ pre / ∂ h̄
     gate2 = (gate * gate).sum(1)  # [C, q, R]
-    dalpha = cot[:, :, :1] * y[:, None, :, 0]  # [C, 2, M, R]: ∂/∂ α_s = ⟨c, y_s⟩
-    for j in range(1, y.shape[2]):
-        dalpha.addcmul_(cot[:, :, j:j + 1], y[:, None, :, j])
+    # both cotangents' gradient rows in one buffer, so that the batch means are one matmul per input block
+    rows = cot.new_empty(c, 2, slots + slots * q, r)  # [C, 2, M + M q, R]: routing logits, then slot maps
+    dlogit = rows[:, :, :slots]  # [C, 2, M, R]
+    dpre = rows[:, :, slots:].view(c, 2, slots, q, r)  # [C, 2, M, q, R]
+    torch.mul(cot[:, :, :1], y[:, None, :, 0], out=dlogit)  # ∂/∂ α_s = ⟨c, y_s⟩, summed over q in place
+    for j in range(1, q):
+        dlogit.addcmul_(cot[:, :, j:j + 1], y[:, None, :, j])
     a = alpha.squeeze(2).unsqueeze(1)  # [C, 1, M, R]
-    dlogit = a * (dalpha - (a * dalpha).sum(2, keepdim=True)) * scale.view(-1, 1, 1, 1)  # [C, 2, M, R] ∂/∂ routing logits
+    dlogit.sub_((a * dlogit).sum(2, keepdim=True)).mul_(a).mul_(scale.view(-1, 1, 1, 1))  # ∂/∂ routing logits
 
     def inner(i, j):  # ⟨p̃_b, s̃_b⟩-type products per sample, without forming the slot-map rows
         pre = (gate2 * cot[:, i] * cot[:, j]).sum(1)
@@ -550,8 +555,9 @@ def _state_chunk_stats(mode: str, u, alpha_rows, y_rows, cot, x2, scale, e, k: i
     if mode == "gradient":  # unit per-sample gradients: scale each cotangent by 1/‖p̃_b‖ (the map is linear)
         w = torch.stack([pp, ss], dim=1).clamp_min(0).sqrt().add(1e-12).reciprocal()  # [C, 2, R]
         pp, ps, ss = pp * w[:, 0] ** 2, ps * w[:, 0] * w[:, 1], ss * w[:, 1] ** 2
-        cot, dlogit = cot * w.unsqueeze(2), dlogit * w.unsqueeze(2)
-    dpre = gate.unsqueeze(1) * cot.unsqueeze(2)  # [C, 2, M, q, R]
+        cot = cot * w.unsqueeze(2)
+        dlogit.mul_(w.unsqueeze(2))
+    torch.mul(gate.unsqueeze(1), cot.unsqueeze(2), out=dpre)
     uu = pu = None  # Σ over parameter blocks of ‖Σ_b ū_b‖² and ⟨Σ_b p̃_b, Σ_b ū_b⟩, ū = s̃ − p̃: [C]
 
     def add(block: torch.Tensor) -> None:  # block [·, 2, ·]: both cotangents' sums
@@ -562,10 +568,9 @@ def _state_chunk_stats(mode: str, u, alpha_rows, y_rows, cot, x2, scale, e, k: i
             parts = tuple(torch.cat([x, x.new_zeros(c - x.shape[0])]) for x in parts)
         uu, pu = (parts[0], parts[1]) if uu is None else (uu + parts[0], pu + parts[1])
 
-    for rows in (dlogit, dpre):  # keys, slot maps: Σ_b rows_b ⊗ x_b
-        flat = rows.reshape(c, -1, rows.shape[-1])  # [C, 2 W, R]
-        add(torch.bmm(flat, u).view(c, 2, -1))
-        if e is not None and k:
-            add(torch.matmul(flat[:k], e).view(k, 2, flat.shape[1] // 2 * e.shape[1]))
+    flat = rows.view(c, -1, r)  # [C, 2 W, R]: keys and slot maps, Σ_b rows_b ⊗ x_b
+    add(torch.bmm(flat, u).view(c, 2, -1))
+    if e is not None and k:
+        add(torch.matmul(flat[:k], e).view(k, 2, -1))
     add(dpre.sum(-1).flatten(2))  # biases
     return uu, pu, pp, ps, ss
