@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ..engine.mixing import all_finite as tensor_finite
 from ..exceptions import GradientError
 
 __all__ = ["Diverged", "all_finite", "check_step", "divergence_error", "keep_last_good", "train_guarded"]
@@ -37,9 +38,8 @@ class Diverged(Exception):
 
 
 def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
-    """Whether every element of every tensor is finite (one synchronisation)."""
-    sums = [t.detach().sum(dtype=torch.float64) for t in tensors if t.numel()]
-    return not sums or bool(torch.isfinite(torch.stack(sums)).all())
+    """Whether every element of every tensor is finite (:func:`sggraph.engine.mixing.all_finite` on each)."""
+    return all(tensor_finite(t) for t in tensors)
 
 
 def check_step(step: int, parameters: Iterable[torch.Tensor], loss: float | None = None) -> None:
