@@ -69,6 +69,37 @@ def test_bandit_mechanism_example_runs(tmp_path):
     assert (tmp_path / "fig" / "bandit_mechanism.png").stat().st_size > 0
 
 
+def test_bandit_generalization_example_matches_the_runs_own_evaluation(tmp_path):
+    """The script's held-out reward of a run's final checkpoint is the run's last evaluation when that
+    evaluation covers the whole held-out set (so the script loads the final parameters, not fresh ones)."""
+    import csv
+
+    from sggraph.experiments.mnist_bandit import BanditConfig, run_bandit
+
+    small = dict(steps=6, lr=0.02, evaluations=2, eval_size=300, eval_batch=300, width=8, layers=2, q=2, slots=2, n_parents=2)
+    finals = {}
+    for method, seed in (("sgprop", 0), ("backprop", 0), ("backprop", 1)):
+        run = tmp_path / "sweep" / f"method={method},seed={seed}"
+        finals[run.name] = run_bandit(BanditConfig(method=method, seed=seed, **small), run)["final_eval_reward"]
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "bandit_generalization.py"),
+                           str(tmp_path / "sweep"), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    with (tmp_path / "out" / "generalization_per_run.csv").open() as fh:
+        rows = {r["run"]: r for r in csv.DictReader(fh)}
+    assert set(rows) == set(finals)
+    for name, row in rows.items():
+        assert float(row["held_out_reward"]) == pytest.approx(finals[name], abs=2e-6)
+        assert int(row["n_held_out"]) == 300 and int(row["step"]) == 6
+        assert float(row["gap"]) == pytest.approx(float(row["train_reward"]) - float(row["held_out_reward"]))
+    with (tmp_path / "out" / "generalization.csv").open() as fh:
+        summary = {r["method"]: r for r in csv.DictReader(fh)}
+    assert set(summary) == {"sgprop λ=adaptive lr=0.02", "backprop lr=0.02"}
+    backprop = [float(rows[f"method=backprop,seed={s}"]["train_reward"]) for s in (0, 1)]
+    assert float(summary["backprop lr=0.02"]["train_reward_mean"]) == pytest.approx(sum(backprop) / 2)
+    assert float(summary["backprop lr=0.02"]["train_reward_sem"]) == pytest.approx(abs(backprop[0] - backprop[1]) / 2)
+
+
 def test_popgym_paired_analysis_matches_a_direct_computation(tmp_path):
     import csv
     import importlib.util
