@@ -84,6 +84,25 @@ def test_smoke_run_writes_a_complete_run_directory(method, tmp_path):
     assert (tmp_path / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_generator_rate_zero_freezes_the_generators_at_their_initialisation(tmp_path):
+    """The frozen-generator control (``--generator-lr 0``): after training, every generator weight is
+    still its seeded initialisation while the policy's weights have moved."""
+    from sggraph.experiments.mnist_bandit import build_policy
+
+    cfg = _small("sgprop", generator_lr=0.0)
+    run_bandit(cfg, tmp_path)
+    trained = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"]
+    torch.manual_seed(cfg.seed)
+    model, _, net, _, _ = build_policy(cfg, 9)
+    generator_ids = {id(p) for p in net.generator_parameters()}
+    names = {name: id(p) in generator_ids for name, p in model.named_parameters()}
+    assert any(names.values()) and not all(names.values())
+    initial = dict(model.named_parameters())
+    for name, is_generator in names.items():
+        moved = not torch.equal(trained[name], initial[name].detach())
+        assert moved != is_generator, name
+
+
 def test_same_seed_same_metrics(tmp_path):
     a = run_bandit(_small("sgprop"), tmp_path / "a")
     b = run_bandit(_small("sgprop"), tmp_path / "b")
