@@ -147,7 +147,7 @@ def test_shipped_specs_validate():
     assert counts["bandit-fig5"] == 4 * 6
     assert counts["bandit-lr"] == 4 * 5 * 3
     assert counts["bandit-ablations"] == (4 * 5 + 3 * 5 - 3) * 2  # (p_flip 0.4, 5 parents) cells shared by 6(b), 6(c)
-    assert counts["bandit-frozen-generators"] == 3
+    assert counts["bandit-frozen-generators"] == counts["bandit-zero-init-generators"] == 3
     for name in ("popgym-escape-20", "popgym-escape-40", "popgym-explore-20", "popgym-explore-40"):
         assert counts[name] == 4 * 5 * 6
 
