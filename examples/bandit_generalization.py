@@ -19,60 +19,35 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import math
 from pathlib import Path
 
 import torch
 
-from sggraph.envs.mnist import MnistBandit, load_mnist
 from sggraph.experiments.checkpoint_state import load_model_state, unused_parameters
-from sggraph.experiments.mnist_bandit import BanditConfig, build_policy
-from sggraph.experiments.rundir import RECORDED_ONLY
+from sggraph.experiments.mnist_bandit import BanditConfig, bandit_env, build_policy, expected_reward, load_run_config
+from sggraph.sweeps.figures import mean_sem
 
 
-def expected_reward(policy, contexts: torch.Tensor, targets: torch.Tensor, chunk: int = 500) -> float:
-    """``mean π(target | x)`` over ``contexts [B, 784]`` with their class indices ``targets [B]``."""
-    with torch.no_grad():
-        right = [torch.softmax(policy(x), dim=-1).gather(1, y.unsqueeze(1))
-                 for x, y in zip(contexts.split(chunk), targets.split(chunk))]
-    return float(torch.cat(right).mean())
-
-
-def method_label(cfg: dict) -> str:
+def method_label(cfg: BanditConfig) -> str:
     """``sgprop λ=adaptive``, ``sgprop λ=0.9``, ``backprop`` or ``mlp``, with a non-default rate."""
-    label = cfg["method"] + (f" λ={cfg['lam']}" if cfg["method"] == "sgprop" else "")
-    return label + (f" lr={cfg['lr']}" if cfg.get("lr") is not None else "")
+    label = cfg.method + (f" λ={cfg.lam}" if cfg.method == "sgprop" else "")
+    return label + (f" lr={cfg.lr}" if cfg.lr is not None else "")
 
 
 def measure_run(run: Path) -> dict:
     """Training and held-out expected reward of a finished run's final parameters."""
-    config = json.loads((run / "config.json").read_text())
-    for key in RECORDED_ONLY:
-        config.pop(key, None)
-    config["classes"] = tuple(config["classes"])
-    cfg = BanditConfig(**config)
-    images, labels = load_mnist(cfg.data_dir)
-    env = MnistBandit(images, labels, classes=cfg.classes, p_flip=cfg.p_flip, eval_size=cfg.eval_size,
-                      seed=cfg.seed)
+    cfg = load_run_config(run)
+    env = bandit_env(cfg)
     torch.manual_seed(cfg.seed)
     model, policy, net, _, _ = build_policy(cfg, env.n_actions)
     state = torch.load(run / "checkpoint.pt", weights_only=False)
     load_model_state(model, state["model"], unused_parameters(net))
     train = expected_reward(policy, env.train_contexts, env.train_targets)
     held_out = expected_reward(policy, env.eval_contexts, env.eval_targets)
-    return {"run": run.name, "method": method_label(config), "seed": cfg.seed, "step": int(state["step"]),
+    return {"run": run.name, "method": method_label(cfg), "seed": cfg.seed, "step": int(state["step"]),
             "n_train": env.n_train, "n_held_out": env.n_eval,
             "passes_over_train": cfg.steps * cfg.batch / env.n_train,
             "train_reward": train, "held_out_reward": held_out, "gap": train - held_out}
-
-
-def _mean_sem(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, math.nan
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return mean, math.sqrt(var / len(values))
 
 
 def main() -> None:
@@ -100,7 +75,7 @@ def main() -> None:
         mine = [r for r in rows if r["method"] == method]
         entry = {"method": method, "n_seeds": len(mine)}
         for key in ("train_reward", "held_out_reward", "gap"):
-            entry[f"{key}_mean"], entry[f"{key}_sem"] = _mean_sem([r[key] for r in mine])
+            entry[f"{key}_mean"], entry[f"{key}_sem"] = mean_sem([r[key] for r in mine])
         summary.append(entry)
     with (args.out / "generalization.csv").open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(summary[0]))

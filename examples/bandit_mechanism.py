@@ -28,16 +28,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import re
 from pathlib import Path
 
 import torch
 
 from sggraph.engine.diagnostics import profile
-from sggraph.envs.mnist import MnistBandit, load_mnist
-from sggraph.experiments.mnist_bandit import BanditConfig, build_policy
-from sggraph.experiments.rundir import RECORDED_ONLY
+from sggraph.envs.mnist import MnistBandit
+from sggraph.experiments.mnist_bandit import bandit_env, build_policy, load_run_config
 
 
 def bandit_sampler(env: MnistBandit, policy, n: int):
@@ -81,13 +79,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=256, help="samples that estimate the moments")
     args = ap.parse_args()
 
-    config = json.loads((args.run / "config.json").read_text())
-    for key in RECORDED_ONLY:  # how the run ran (its thread count), not a setting
-        config.pop(key, None)
-    config["classes"] = tuple(config["classes"])
-    cfg = BanditConfig(**config)
-    images, labels = load_mnist(cfg.data_dir)
-    env = MnistBandit(images, labels, classes=cfg.classes, p_flip=cfg.p_flip, eval_size=cfg.eval_size, seed=cfg.seed)
+    cfg = load_run_config(args.run)
+    env = bandit_env(cfg)
     snaps = sorted(args.run.glob("snapshot-step*.pt"), key=lambda p: int(re.findall(r"\d+", p.stem)[-1]))
     if not snaps:
         raise SystemExit(f"no snapshot-step*.pt in {args.run}: train with --snapshots 3")

@@ -17,7 +17,7 @@ import torch
 
 import sggraph
 from sggraph.cli import main
-from sggraph.experiments.mnist_bandit import BanditConfig, run_bandit
+from sggraph.experiments.mnist_bandit import BanditConfig, load_run_config, run_bandit
 from sggraph.models.baselines import MLP
 from sggraph.models.sparsenet import sparsenet_graph
 
@@ -82,6 +82,7 @@ def test_smoke_run_writes_a_complete_run_directory(method, tmp_path):
         assert "lambda_h1" in rows[0] and 0.0 <= float(rows[-1]["lambda_h2"]) <= 1.0
     assert json.loads((tmp_path / "summary.json").read_text())["final_eval_reward"] == summary["final_eval_reward"]
     assert (tmp_path / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert load_run_config(tmp_path) == _small(method)  # config.json gives back the run's settings
 
 
 def test_generator_rate_zero_freezes_the_generators_at_their_initialisation(tmp_path):

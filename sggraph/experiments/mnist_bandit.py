@@ -21,6 +21,7 @@ evaluation images (the exact mean of the authors' sampled reward, without sampli
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from ..threads import follow_load, threads_policy
 from .checkpoint_state import load_model_state, model_state, unused_parameters
 from .divergence import Diverged, check_step, train_guarded
 from .eventlog import EventLog
-from .rundir import RunDir
+from .rundir import RECORDED_ONLY, RunDir
 from .settings import (
     MAX_RATE,
     MAX_STEPS,
@@ -48,8 +49,8 @@ from .settings import (
     check_types,
 )
 
-__all__ = ["AUTHORS_CLASSES", "PAPER_LR", "UPDATE_ORDERS", "BanditConfig", "bandit_update", "build_policy",
-           "evaluation_steps", "run_bandit", "sparsenet_parameter_count"]
+__all__ = ["AUTHORS_CLASSES", "PAPER_LR", "UPDATE_ORDERS", "BanditConfig", "bandit_env", "bandit_update", "build_policy",
+           "evaluation_steps", "expected_reward", "load_run_config", "run_bandit", "sparsenet_parameter_count"]
 
 #: Table 1's learning rates per method.
 PAPER_LR = {"sgprop": 0.005, "backprop": 0.001, "mlp": 2e-5}
@@ -255,6 +256,33 @@ def _live_metrics(row: dict | None, train_reward: float, stats: dict) -> dict:
     return live
 
 
+def bandit_env(cfg: BanditConfig):
+    """The :class:`~sggraph.envs.mnist.MnistBandit` of ``cfg`` (its data, classes, p_flip, held-out split, seed)."""
+    from ..envs.mnist import MnistBandit, load_mnist
+
+    images, labels = load_mnist(cfg.data_dir)
+    return MnistBandit(images, labels, classes=cfg.classes, p_flip=cfg.p_flip, eval_size=cfg.eval_size, seed=cfg.seed)
+
+
+def load_run_config(run: str | Path) -> BanditConfig:
+    """The :class:`BanditConfig` a run directory's ``config.json`` records (less how it ran: its threads)."""
+    config = json.loads((Path(run) / "config.json").read_text())
+    for key in RECORDED_ONLY:
+        config.pop(key, None)
+    config["classes"] = tuple(config["classes"])
+    return BanditConfig(**config)
+
+
+def expected_reward(policy: Callable, contexts: torch.Tensor, targets: torch.Tensor, chunk: int = 500) -> float:
+    """The noiseless expected reward ``mean π(target | x)`` over ``contexts [B, 784]`` and class indices
+    ``targets [B]``, in chunks of ``chunk`` (a 4,000-image forward at once makes 100+ MB activations, far
+    slower per image)."""
+    with torch.no_grad():
+        right = [torch.softmax(policy(x), dim=-1).gather(1, y.unsqueeze(1))
+                 for x, y in zip(contexts.split(chunk), targets.split(chunk))]
+    return float(torch.cat(right).mean())
+
+
 def run_bandit(cfg: BanditConfig, out: str | Path, resume: bool = False, progress: bool = False,
                checkpoints: bool = True, overwrite: bool = False) -> dict:
     """Train one run; writes ``config.json`` (with the torch thread count it ran with), ``metrics.csv``,
@@ -280,11 +308,8 @@ def _train(cfg: BanditConfig, config: dict, rd: RunDir, resume: bool, progress: 
            stop: int | None = None) -> dict | None:
     """The training of :func:`run_bandit` in a claimed run directory (``stop``: replay up to that step, checking
     every step, and end with a checkpoint and no summary)."""
-    from ..envs.mnist import MnistBandit, load_mnist
-
     last = cfg.steps if stop is None else stop
-    images, labels = load_mnist(cfg.data_dir)
-    env = MnistBandit(images, labels, classes=cfg.classes, p_flip=cfg.p_flip, eval_size=cfg.eval_size, seed=cfg.seed)
+    env = bandit_env(cfg)
     torch.manual_seed(cfg.seed)
     model, policy, net, opt, gen_opt = build_policy(cfg, env.n_actions)
     params = list(net.model_parameters()) if net is not None else list(model.parameters())
@@ -311,11 +336,7 @@ def _train(cfg: BanditConfig, config: dict, rd: RunDir, resume: bool, progress: 
     watched = params + (list(net.generator_parameters()) if net is not None else [])
 
     def evaluate() -> float:
-        # in chunks: a 4,000-image forward at once makes 100+ MB activations, far slower per image
-        with torch.no_grad():
-            correct = [torch.softmax(policy(x), dim=-1).gather(1, y.unsqueeze(1))
-                       for x, y in zip(eval_x.split(500), eval_y.split(500))]
-        return float(torch.cat(correct).mean())
+        return expected_reward(policy, eval_x, eval_y)
 
     def checkpoint(step: int) -> None:
         if checkpoints:
