@@ -51,6 +51,13 @@ def sync(sweep_dir: Path, dest: Path) -> list[Path]:
     return changed
 
 
+def uncommitted(dest: Path) -> list[Path]:
+    """Files under ``dest`` that git does not have as committed (untracked or changed)."""
+    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", str(dest)],
+                         check=True, capture_output=True, text=True).stdout
+    return sorted(Path(line[3:].strip('"')) for line in out.splitlines() if line[3:])
+
+
 def commit(paths: list[Path], message: str) -> None:
     """``git add`` then commit exactly ``paths`` (other staged or unstaged work is left alone)."""
     names = [str(p) for p in paths]
@@ -71,8 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     runs = sorted({p.parent.name for p in changed})
     for name in runs:
         print(f"synced {args.dest / name}")
-    if changed and args.commit:
-        commit(changed, f"{args.dest.parent.name}: records of {len(runs)} finished run(s): " + "; ".join(runs))
+    if args.commit:
+        pending = uncommitted(args.dest)  # also what an earlier call copied but could not commit
+        if pending:
+            names = sorted({p.parent.name for p in pending})
+            commit(pending, f"{args.dest.parent.name}: records of {len(names)} finished run(s): " + "; ".join(names))
     return 0
 
 
