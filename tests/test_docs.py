@@ -76,6 +76,17 @@ def _python_commands(path: Path) -> list[str]:
     return [c for c in cmds if re.match(r"python3? examples/\S+\.py", c)]
 
 
+def _strict_parser():
+    """The real parser, with abbreviations off: a shown ``--unrol`` must not pass as ``--unroll``."""
+    parser = build_parser()
+    stack = [parser]
+    while stack:
+        p = stack.pop()
+        p.allow_abbrev = False
+        stack += list(p.commands.values())
+    return parser
+
+
 def _subparser(parser, words: list[str]):
     """The (sub)parser of a command path such as ``["train", "popgym"]``."""
     for w in words:
@@ -129,7 +140,7 @@ def check_command(line: str) -> list[str]:
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            build_parser().parse_args(tokens)
+            _strict_parser().parse_args(tokens)
     except SystemExit as e:
         if e.code not in (0, None):  # --help and --version exit 0
             return [f"{line!r}: {err.getvalue().strip().splitlines()[-1]}"]
@@ -244,6 +255,7 @@ def test_the_checks_catch_a_renamed_flag_and_command():
     """The parser checks above can fail: a misspelt flag or command is reported."""
     assert check_command("sggraph check-conditions examples/expert-net.yaml --node e1") == []
     assert check_command("sggraph check-conditions examples/expert-net.yaml --nodes e1")
+    assert check_command("sggraph check-conditions examples/popgym-sparsenet-cell.yaml --unrol 80")  # no abbreviations
     assert check_command("sggraph draw MODEL.yaml -o OUT.svg [--unrol T]")
     assert check_command("sggraph trian popgym --seed 0")
     assert check_command("sggraph train popgym|mnist-bandit [--num-envs 20]")  # mnist-bandit has no --num-envs
