@@ -100,42 +100,6 @@ def test_bandit_generalization_example_matches_the_runs_own_evaluation(tmp_path)
     assert float(summary["backprop lr=0.02"]["train_reward_sem"]) == pytest.approx(abs(backprop[0] - backprop[1]) / 2)
 
 
-def test_popgym_paired_analysis_matches_a_direct_computation(tmp_path):
-    import csv
-    import importlib.util
-
-    import numpy as np
-
-    spec = importlib.util.spec_from_file_location("popgym_paired", ROOT / "examples" / "popgym_paired.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    rng = np.random.default_rng(0)
-    success = {}
-    for n in (20, 40):
-        for method in ("sgprop", "backprop"):
-            for seed in range(4):
-                curve = rng.uniform(0, 1, size=60)
-                success[(n, method, seed)] = curve
-                run = tmp_path / f"s{n}" / f"{method}-{seed}"
-                run.mkdir(parents=True)
-                (run / "config.json").write_text(json.dumps({"model": "sparsenet", "method": method, "lr": 0.001,
-                                                             "seed": seed, "num_envs": n}))
-                (run / "summary.json").write_text("{}")
-                with (run / "metrics.csv").open("w", newline="") as fh:
-                    w = csv.writer(fh)
-                    w.writerow(["batch", "success_rate"])
-                    w.writerows([[i + 1, v] for i, v in enumerate(curve)])
-    rows = mod.paired_table(mod.load_runs([tmp_path / "s20", tmp_path / "s40"], 0.001), 20, 40)
-    did = [(success[(20, "sgprop", s)][-30:].mean() - success[(20, "backprop", s)][-30:].mean())
-           - (success[(40, "sgprop", s)][-30:].mean() - success[(40, "backprop", s)][-30:].mean()) for s in range(4)]
-    np.testing.assert_allclose([r["final_did"] for r in rows], did, rtol=1e-12)
-    summary = {s["quantity"]: s for s in mod.summarize(rows, 20, 40)}
-    assert summary["final_did"]["mean"] == np.mean(did)
-    assert summary["final_did"]["ci_low"] <= np.mean(did) <= summary["final_did"]["ci_high"]
-    auc = [success[(20, "sgprop", s)].mean() - success[(20, "backprop", s)].mean() for s in range(4)]
-    np.testing.assert_allclose(summary["auc_diff_20"]["mean"], np.mean(auc), rtol=1e-12)
-
-
 def _small_bench(monkeypatch):
     """The bench's sections shrunk to a few tiny steps."""
     from sggraph.experiments import bench

@@ -15,7 +15,10 @@ runs are plotted. The settings that vary across runs take these roles:
 
 The AUC of a run is the area under its learning curve divided by the span of the x axis
 (the mean height of the curve, trapezoid rule): ``Σ (y_i + y_{i+1})/2 · (x_{i+1} − x_i) /
-(x_last − x_first)`` (the single value for a one-point curve).
+(x_last − x_first)`` (the single value for a one-point curve). Its *final* value is the y value
+of its last row (the bandit: the last evaluation; POPGym: the last batch). These two are the
+project's only definitions of "AUC" and "final" (:func:`auc_and_final`): every figure, CSV and
+script that reports them calls it.
 
 Figures (PNG) and the numbers they plot (CSV) written to ``--out`` (default
 ``SWEEP_DIR/figures``):
@@ -60,6 +63,7 @@ __all__ = [
     "X_COLUMNS",
     "Y_COLUMNS",
     "Run",
+    "auc_and_final",
     "curve_auc",
     "load_runs",
     "mean_sem",
@@ -164,6 +168,21 @@ def curve_auc(x: Sequence[float], y: Sequence[float]) -> float:
     if len(x) == 1 or x[-1] == x[0]:
         return float(y.mean())
     return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / (x[-1] - x[0]))
+
+
+def auc_and_final(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """A run's AUC (:func:`curve_auc`) and final value (``y`` at the last row) from its learning curve.
+
+    Parameters
+    ----------
+    x, y : sequences of float, shape [rows]
+        The x column (samples, episodes, ...) and the y column (evaluation reward, success rate, ...)
+        of the run's ``metrics.csv``, in row order.
+
+    >>> auc_and_final([0, 1, 3], [0.0, 1.0, 0.5])
+    (0.6666666666666666, 0.5)
+    """
+    return curve_auc(x, y), float(np.asarray(y, dtype=float)[-1])
 
 
 def mean_sem(values: Sequence[float] | np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -279,8 +298,9 @@ def _groups(runs: Sequence[Run], roles: _Roles, x: str, y: str) -> list[_Group]:
     groups = []
     for key, members in buckets.items():
         panel, method, lr = labels[key]
-        aucs = np.array([curve_auc(r.metrics[x], r.metrics[y]) for r in members])
-        finals = np.array([r.metrics[y][-1] for r in members])
+        pairs = [auc_and_final(r.metrics[x], r.metrics[y]) for r in members]
+        aucs = np.array([auc for auc, _ in pairs])
+        finals = np.array([final for _, final in pairs])
         groups.append(_Group(panel, method, lr, members, aucs, finals))
     return groups
 
