@@ -50,6 +50,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed_vs_authors import CLASSES, check_authors_dir, thread_env  # noqa: E402
 
+from sggraph.sweeps.stats import t_quantile  # noqa: E402
+
 #: authors' variant -> (our train flags, their policy lr, their extra flags); run_sweeps.sh's run_one.
 METHODS = {
     "sparse_backprop": (["--method", "backprop"], "0.001",
@@ -208,22 +210,6 @@ def read_curve(run: Path) -> tuple[np.ndarray, np.ndarray]:
     return rows["samples"].astype(float), rows["eval_reward"].astype(float)
 
 
-#: Two-sided 95 % quantiles of Student's t for 1..30 degrees of freedom (beyond 30: 1.96 is within 0.08).
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
-
-def t975(df: float) -> float:
-    """The 97.5 % quantile of Student's t at ``df`` degrees of freedom (rounded down to an integer df, which
-    widens the interval slightly).
-
-    >>> t975(4), t975(7.6), t975(100)
-    (2.776, 2.365, 1.96)
-    """
-    k = int(df)
-    return T975[k - 1] if 1 <= k <= len(T975) else 1.96
-
-
 def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float]:
     """``mean(a) - mean(b)``, its standard error, and its Welch 95 % t-interval (low, high).
 
@@ -235,7 +221,8 @@ def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float]:
     se = float(np.sqrt(va + vb))
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if va + vb > 0 else len(a) + len(b) - 2
     diff = float(a.mean() - b.mean())
-    return diff, se, diff - t975(df) * se, diff + t975(df) * se
+    t = t_quantile(0.975, df)
+    return diff, se, diff - t * se, diff + t * se
 
 
 def report(args: argparse.Namespace) -> int:
