@@ -17,8 +17,8 @@ DEFAULT_STEPS = {"bench": 30, "contention": 10}
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .. import threads
     from ..experiments.mnist_bandit import BanditConfig
+    from ..runtime import threads
 
     if args.contention:
         return _cmd_contention(args)

@@ -365,7 +365,7 @@ def run_bench(steps: int = 30, progress: bool = False, compile_backend: str | No
     ``compile_backend``: also the ``compiled`` section, :func:`bench_bandit_compiled` with that
     ``torch.compile`` backend (e.g. ``"inductor"``; its compilation takes about a minute per variant).
     """
-    from ..progress import Progress
+    from ..runtime.progress import Progress
 
     total = _bandit_calls(steps) + _recurrent_calls() + _popgym_calls()
     if compile_backend is not None:
@@ -423,7 +423,7 @@ def contention_worker(stdin: IO[str], stdout: IO[str], steps: int = 10, warmup: 
     interleaved rounds and writes one JSON line (``{variant}_ms`` medians, and ``threads``: the timed
     steps per torch thread count), then keeps training, so that it still loads the machine while others
     finish, until ``stdin`` has input or closes. ``tick`` runs after every round of the variants, as a
-    training loop calls :func:`~sggraph.threads.follow_load` between its steps (the CLI passes that).
+    training loop calls :func:`~sggraph.runtime.threads.follow_load` between its steps (the CLI passes that).
     """
     timers = {v: _bandit_step_timer(v, batch, seed) for v in CONTENTION_VARIANTS}
     used: dict[str, int] = {}
@@ -522,8 +522,8 @@ def run_contention(steps: int = 10, settings: Sequence[str] = tuple(CONTENTION_S
     ConfigError
         A name in ``settings`` is not one of :data:`CONTENTION_SETTINGS`, or ``steps`` is below 1.
     """
-    from ..progress import Progress
-    from ..threads import available_cpus
+    from ..runtime.progress import Progress
+    from ..runtime.threads import available_cpus
 
     unknown = [s for s in settings if s not in CONTENTION_SETTINGS]
     if unknown or not settings:

@@ -11,7 +11,7 @@ from ..engine.compile import compile as compile_graph
 from ..engine.diagnostics import NodeProfile, profile
 from ..engine.training import adam
 from ..exceptions import ConfigError
-from ..progress import Progress
+from ..runtime.progress import Progress
 
 __all__ = ["profile_yaml"]
 
