@@ -112,7 +112,7 @@ def draw(graph_or_net: Any, *, node: str | None = None, expand_arrays: int | Non
     net = cnet = None
     cell: Cell | None = None
     graph: Graph | None = None
-    from ..engine.protocol import CompiledNet  # the torch layer, only when drawing a compiled net
+    from ..engine import CompiledNet  # the torch layer, only when drawing a compiled net
 
     obj = graph_or_net
     if isinstance(obj, CompiledNet) and isinstance(getattr(obj, "cell", None), Cell):

@@ -55,7 +55,7 @@ from typing import IO
 
 import torch
 
-from ..engine.training import adam
+from ..engine import adam
 from ..exceptions import ConfigError, SggraphError
 
 __all__ = ["CONTENTION_SETTINGS", "bench_bandit", "bench_bandit_compiled", "bench_popgym", "bench_recurrent",

@@ -29,8 +29,7 @@ from pathlib import Path
 
 import torch
 
-from ..engine.mixing import all_finite
-from ..engine.training import adam
+from ..engine import adam, all_finite
 from ..exceptions import ConfigError, GradientError
 from ..runtime.progress import Progress
 from ..runtime.threads import follow_load, threads_policy
@@ -163,7 +162,7 @@ def _sparsenet_graph(cfg: BanditConfig, n_actions: int):
 
 
 def _build_policy(cfg: BanditConfig, n_actions: int):
-    from ..engine.compile import compile as compile_graph
+    from ..engine import compile as compile_graph
     from ..models.baselines import MLP
 
     if cfg.method == "mlp":

@@ -7,9 +7,8 @@ from __future__ import annotations
 import torch
 
 from ..core.graph import Graph
-from ..engine.compile import compile as compile_graph
-from ..engine.diagnostics import NodeProfile, profile
-from ..engine.training import adam
+from ..engine import NodeProfile, adam, profile
+from ..engine import compile as compile_graph
 from ..exceptions import ConfigError
 from ..runtime.progress import Progress
 

@@ -38,10 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine.lambdas import NORMALIZATIONS
-from ..engine.mixing import all_finite
-from ..engine.recurrent import GENERATOR_TARGETS
-from ..engine.training import adam
+from ..engine import GENERATOR_TARGETS, NORMALIZATIONS, adam, all_finite
 from ..exceptions import ConfigError, GradientError
 from ..runtime.progress import Progress
 from ..runtime.threads import follow_load, threads_policy
@@ -87,7 +84,7 @@ class PopgymConfig:
     lam: str = "adaptive"  #: "adaptive" (eq. 18 + momentum) or a fixed θ in [0, 1] (sgprop)
     lam_momentum: float = 0.9
     lam_samples: int | None = None  #: adaptive θ from the samples of ⌈n/num_envs⌉ random steps (None: every valid sample)
-    normalize: str = "feedback"  #: before eq. 18: feedback | gradient | none (sggraph.engine.lambdas)
+    normalize: str = "feedback"  #: before eq. 18: feedback | gradient | none (sggraph.engine.lam)
     rho: float = 0.1  #: temporal-schedule coefficient
     schedule_anchor: str = "rollout"  #: base θ at the rollout's last step (rollout) or the batch's longest episode's (longest)
     generator_target: str = "mixed"  #: generators regress onto the mixed feedback (mixed) or the received one (received)
