@@ -141,7 +141,7 @@ class CompiledGraph(CompiledBase):
                 self.blocks[name] = ArrayBlock(name, arr.parent, table, arr.residual, arr.count, arr.dim,
                                                 parent.dim, fn, gen)
         self.terminal_blocks = [b for b in self.order if b in self.blocks and not self._has_children(b)]
-        self.lambdas = LambdaTable(lambda: self.blocks, grouping, sources=self.sources, what="graph")
+        self.lambdas = LambdaTable(self, sources=self.sources, what="graph")
         self.trace = Trace()
 
     def _has_children(self, name: str) -> bool:

@@ -139,8 +139,7 @@ class CompiledCell(CompiledBase):
         used = {split_ref(p)[0] for n in self.post.values() for p in n.parents}
         self.terminals = [n for n in self.post if n not in used]
         self.final_state: torch.Tensor | None = None
-        self.lambdas = LambdaTable(lambda: self.blocks, grouping, sources=cell.inputs, what="cell",
-                                   cell_input=st.input)
+        self.lambdas = LambdaTable(self, sources=cell.inputs, what="cell", cell_input=st.input)
         self.trace = Trace()
 
     def _run_node(self, block: NodeBlock, values: dict[str, torch.Tensor]) -> torch.Tensor:

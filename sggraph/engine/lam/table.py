@@ -86,11 +86,10 @@ class LambdaTable:
 
     Parameters
     ----------
-    blocks : callable
-        Returns the net's blocks by name (nodes, arrays, a recurrent state), whose ``lam`` and
-        ``lam_self`` buffers hold the values.
-    grouping : str
-        One of :data:`GROUPINGS`.
+    owner : nn.Module
+        The compiled net: its ``blocks`` (name -> node, array or recurrent state block, whose ``lam``
+        and ``lam_self`` buffers hold the values) and its ``grouping`` (one of :data:`GROUPINGS`) are
+        read at each call, so copies of the net (``copy.deepcopy``) and device moves stay consistent.
     sources : collection of str
         The net's sources (named in errors).
     what : str
@@ -99,10 +98,8 @@ class LambdaTable:
         A cell's state input (the source of the state's column-``F`` edge).
     """
 
-    def __init__(self, blocks: Callable[[], Mapping[str, nn.Module]], grouping: str, sources=(),
-                 what: str = "graph", cell_input: str | None = None) -> None:
-        self._blocks = blocks
-        self.grouping = grouping
+    def __init__(self, owner: nn.Module, sources=(), what: str = "graph", cell_input: str | None = None) -> None:
+        self._owner = owner
         self.sources = set(sources)
         self.what = what
         self.cell_input = cell_input
@@ -110,7 +107,11 @@ class LambdaTable:
 
     @property
     def blocks(self) -> Mapping[str, nn.Module]:
-        return self._blocks()
+        return self._owner.blocks
+
+    @property
+    def grouping(self) -> str:
+        return self._owner.grouping
 
     def _find(self, name: str) -> nn.Module | None:
         blocks = self.blocks
