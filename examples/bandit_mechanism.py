@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from sggraph.engine.diagnostics import profile
+from sggraph.engine import profile
 from sggraph.envs.mnist import MnistBandit
 from sggraph.experiments.mnist_bandit import bandit_env, build_policy, load_run_config
 

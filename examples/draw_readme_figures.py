@@ -18,7 +18,7 @@ import torch
 
 import sggraph
 from sggraph.draw import draw, render
-from sggraph.engine.compile import lambda_state
+from sggraph.engine import lambda_state
 from sggraph.models.sparsenet import sparsenet_graph
 
 HERE = Path(__file__).resolve().parent

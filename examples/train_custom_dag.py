@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 import sggraph
-from sggraph.engine.training import train_step
+from sggraph.engine import train_step
 
 HERE = Path(__file__).resolve().parent
 

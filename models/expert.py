@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 import sggraph
-from sggraph.engine.generators import TabularGenerator
+from sggraph.engine import TabularGenerator
 from sggraph.exceptions import ConfigError
 
 __all__ = [

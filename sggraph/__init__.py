@@ -10,12 +10,11 @@ Three layers, each a subpackage, importing only downwards:
   :mod:`sggraph.cli`.
 
 The core is importable without torch: the engine's names below load on first use.
+``sggraph.compile`` builds the synthetic-gradient module of a graph; it is not ``torch.compile``
+(whose result may be passed to it afterwards, like any ``nn.Module``).
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
 
 from .core.analysis import (
     ConditionReport,
@@ -39,22 +38,17 @@ from .exceptions import (
     SpecError,
 )
 
-if TYPE_CHECKING:  # the engine, loaded lazily at runtime
-    from .engine import diagnostics, generators, training  # noqa: F401
-    from .engine.compile import GROUPINGS, CompiledGraph, compile
-    from .engine.protocol import CompiledNet
-    from .engine.recurrent import CompiledCell, compile_cell
-
 __version__ = "0.1.0"
 
-#: Names served from the engine (module, attribute; attribute None: the module itself).
+#: Names served lazily, on first use (module, attribute; attribute None: the module itself), so that
+#: ``import sggraph`` and the core need no torch.
 _LAZY = {
-    "GROUPINGS": ("sggraph.engine.compile", "GROUPINGS"),
-    "CompiledGraph": ("sggraph.engine.compile", "CompiledGraph"),
-    "compile": ("sggraph.engine.compile", "compile"),
-    "CompiledCell": ("sggraph.engine.recurrent", "CompiledCell"),
-    "compile_cell": ("sggraph.engine.recurrent", "compile_cell"),
-    "CompiledNet": ("sggraph.engine.protocol", "CompiledNet"),
+    "GROUPINGS": ("sggraph.engine", "GROUPINGS"),
+    "CompiledGraph": ("sggraph.engine", "CompiledGraph"),
+    "compile": ("sggraph.engine", "compile"),
+    "CompiledCell": ("sggraph.engine", "CompiledCell"),
+    "compile_cell": ("sggraph.engine", "compile_cell"),
+    "CompiledNet": ("sggraph.engine", "CompiledNet"),
     "generators": ("sggraph.engine.generators", None),
     "training": ("sggraph.engine.training", None),
     "diagnostics": ("sggraph.engine.diagnostics", None),
@@ -62,10 +56,10 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _LAZY:
         module, attr = _LAZY[name]
-        value = importlib.import_module(module)
+        value = _importlib.import_module(module)
         value = value if attr is None else getattr(value, attr)
         globals()[name] = value
         return value
@@ -73,7 +67,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(n for n in set(globals()) | set(_LAZY) if not n.startswith("_") or n == "__version__")
 
 
 __all__ = [
@@ -98,10 +92,13 @@ __all__ = [
     "check_conditions",
     "compile",
     "compile_cell",
+    "diagnostics",
     "extended_ancestors",
     "generators",
     "siblings",
     "theorem3_condition",
     "theorem3_constants",
+    "training",
     "unroll",
+    "viz",
 ]

@@ -9,7 +9,7 @@ from reference import direct_lambda
 
 import sggraph
 from sggraph import LambdaError
-from sggraph.engine.lambdas import batch_lambda_from_vectors, block_lambda
+from sggraph.engine.lam import batch_lambda_from_vectors, node_lambda
 
 
 @pytest.mark.parametrize("normalize", [True, False])
@@ -37,6 +37,10 @@ def _array_net(seed=0):
     return net
 
 
+def _node_lambda(net, name, normalize, fast):
+    return node_lambda(net.blocks[name], net.trace.nodes[name], normalize, fast)
+
+
 def _backward(net, batch, seed=1):
     gen = torch.Generator().manual_seed(seed)
     out = net({"x": torch.randn(batch, 12, generator=gen, dtype=torch.float64)})
@@ -48,8 +52,8 @@ def test_fast_slot_path_equals_generic_torch_func_path(normalize):
     net = _array_net()
     _backward(net, 16)
     for name in ("h1", "h2"):
-        fast = block_lambda(net.blocks[name], normalize, fast=True)
-        generic = block_lambda(net.blocks[name], normalize, fast=False)
+        fast = _node_lambda(net, name, normalize, fast=True)
+        generic = _node_lambda(net, name, normalize, fast=False)
         torch.testing.assert_close(fast, generic, rtol=1e-5, atol=1e-8)
 
 
@@ -91,16 +95,15 @@ def test_noiseless_feedback_with_biased_generator_moves_lambda_towards_one(norma
 
 
 def test_each_rule_checks_its_grouping_and_momentum():
-    from sggraph.engine.lambdas import adapt_lambda
-    from sggraph.engine.parent_lambdas import adapt_parent_lambda
+    from sggraph.engine.lam import ChildRule, ParentRule
 
     g = sggraph.Graph()
     g.add_node("z", 2)
     g.add_node("y", 1, ["z"], fn="linear")
     with pytest.raises(LambdaError, match="'child' grouping"):
-        adapt_lambda(sggraph.compile(g))
+        ChildRule().check(sggraph.compile(g).grouping)
     with pytest.raises(LambdaError, match="'parent' and 'edge'"):
-        adapt_parent_lambda(sggraph.compile(g, grouping="child"))
+        ParentRule().check(sggraph.compile(g, grouping="child").grouping)
     with pytest.raises(LambdaError, match="momentum"):
         sggraph.compile(g, grouping="child").adapt_lambda(momentum=2.0)
     with pytest.raises(LambdaError, match="backward"):  # every grouping adapts; none without feedback
@@ -111,10 +114,10 @@ def _authors_feedback_lambda(net, name):
     """The authors' estimator written out per neuron and sample: the feedback on h̄ (for a residual
     neuron ``g ⊙ (1 − tanh² h̄)``) scaled to unit norm, mapped to the neuron's parameter gradient by
     autograd one sample at a time, then eq. 18 on the explicit vectors."""
-    block = net.blocks[name]
+    block, entry = net.blocks[name], net.trace.nodes[name]
     arr = block.function
-    u, r = block.last_inputs
-    g, hat = block.record.received, block.prediction.detach()
+    u, r = entry.inputs
+    g, hat = entry.received, entry.prediction.detach()
     lam = []
     for i in range(arr.count):
         p_rows, s_rows = [], []
@@ -143,11 +146,11 @@ def test_feedback_normalisation_equals_the_authors_estimator_written_out():
     _backward(net, 9)
     for name in ("h1", "h2"):  # h2 is residual: the feedback is taken on h̄ (after 1 − tanh²)
         want = _authors_feedback_lambda(net, name)
-        got = block_lambda(net.blocks[name], "feedback", fast=True)
+        got = _node_lambda(net, name, "feedback", fast=True)
         torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-9)
     # and it is not the per-sample-gradient normalisation
-    assert not torch.allclose(block_lambda(net.blocks["h2"], "gradient", fast=True),
-                              block_lambda(net.blocks["h2"], "feedback", fast=True))
+    assert not torch.allclose(_node_lambda(net, "h2", "gradient", fast=True),
+                              _node_lambda(net, "h2", "feedback", fast=True))
 
 
 def test_unknown_normalisation_is_a_lambda_error():
@@ -161,7 +164,7 @@ def test_unknown_normalisation_is_a_lambda_error():
 def test_unit_feedback_normalises_over_the_given_dim(dim):
     """unit_feedback over any dim (sample-last layouts normalise across rows) is the last-dim one moved
     there, with and without a gain; the gained feedback has unit norm."""
-    from sggraph.engine.lambdas import unit_feedback
+    from sggraph.engine.lam import unit_feedback
 
     gen = torch.Generator().manual_seed(3)
     cot = torch.randn(3, 4, 5, generator=gen, dtype=torch.float64)

@@ -197,4 +197,4 @@ def test_record_feedback_forms_no_parameter_gradient():
     logits = net({"pixels": torch.randn(4, 40, dtype=torch.float64)})["logits"]
     net.record_feedback(logits.sum())
     assert all(p.grad is None for p in net.parameters())
-    assert all(b.record.received is not None for b in net.blocks.values())
+    assert all(net.trace.nodes[n].received is not None for n in net.blocks)

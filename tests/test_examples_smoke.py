@@ -155,8 +155,8 @@ def test_bench_progress_total_counts_every_tick(monkeypatch):
     repeat and variant counts (each section run for real, every step replaced by a 1 ms sleep)."""
     import time
 
-    from sggraph import progress
     from sggraph.experiments import bench, popgym
+    from sggraph.runtime import progress
 
     def timer(*args, **kwargs):
         return lambda: time.sleep(1e-3)  # long enough for every median to round above 0

@@ -16,7 +16,7 @@ from reference import direct_lambda
 import sggraph
 from sggraph import LambdaError
 from sggraph.engine.blocks import ArrayBlock
-from sggraph.engine.parent_lambdas import feedback_parts, out_edge_lambda
+from sggraph.engine.lam import feedback_parts
 
 
 def _graph() -> sggraph.Graph:
@@ -113,8 +113,8 @@ def _reference_parts(net, inputs, parent: str) -> tuple[torch.Tensor, torch.Tens
         for child in children:
             block = net.blocks[child]
             out = _child_output(net, child, values)
-            received = block.record.received
-            predicted = block.prediction.detach()
+            received = net.trace.nodes[child].received
+            predicted = net.trace.nodes[child].prediction.detach()
             g = received[:, b] if isinstance(block, ArrayBlock) else received[b]
             h = predicted[:, b] if isinstance(block, ArrayBlock) else predicted[b]
             total_p += torch.autograd.grad(out, leaf, g, retain_graph=True)[0]
@@ -160,7 +160,7 @@ def test_feedback_parts_rebuild_the_feedback_each_parent_received(grouping):
     """``g̃_v = Σ_c λ_{v→c} J_vᶜᵀ g̃_c + (1 − λ_{v→c}) J_vᶜᵀ ĥ_c``: with one λ per parent the parts mix to it."""
     net = _net(grouping)
     inputs = _backward(net, 6)
-    parts = feedback_parts(net)
+    parts = feedback_parts(net.blocks, net.trace)
     assert set(parts) == {"a", "b", "c", "h1", "h2"}
     for name in parts:
         want_p, want_s = _reference_parts(net, inputs, name)
@@ -169,14 +169,14 @@ def test_feedback_parts_rebuild_the_feedback_each_parent_received(grouping):
     if grouping == "parent":
         for name in ("a", "b", "c"):
             lam = net.get_lambda((name, net.graph.children(name)[0]))
-            torch.testing.assert_close(net.blocks[name].record.received,
+            torch.testing.assert_close(net.trace.nodes[name].received,
                                        lam * parts[name][0] + (1 - lam) * parts[name][1], rtol=1e-10, atol=1e-12)
         # every out-edge of an h1 neuron is a table entry of h2; h2's neurons feed o through one shared
         # weight (o reads h2 whole), and neurons 1 and 4 also feed o1 with their own: the others have one λ
         for name, neurons in (("h1", list(range(6))), ("h2", [0, 2, 3, 5])):
-            lam = out_edge_lambda(net, name).view(-1, 1, 1)
+            lam = net.lambdas.out_edge_mean(name).view(-1, 1, 1)
             mixed = lam * parts[name][0] + (1 - lam) * parts[name][1]
-            torch.testing.assert_close(net.blocks[name].record.received[neurons], mixed[neurons],
+            torch.testing.assert_close(net.trace.nodes[name].received[neurons], mixed[neurons],
                                        rtol=1e-10, atol=1e-12)
 
 
@@ -196,13 +196,13 @@ def test_lambda_batch_equals_the_per_sample_reference(grouping, normalize):
 def test_update_ties_every_out_edge_of_a_parent_with_momentum(grouping):
     net = _net(grouping)
     _backward(net, 8)
-    before = {name: out_edge_lambda(net, name).clone() for name in ("a", "b", "c", "h1", "h2")}
+    before = {name: net.lambdas.out_edge_mean(name).clone() for name in ("a", "b", "c", "h1", "h2")}
     got = net.adapt_lambda(momentum=0.25)
     want = {name: (0.25 * before[name] + 0.75 * lam_batch).clamp(0, 1) for name, lam_batch in got.items()}
     assert not any(bool(torch.isnan(w).any()) for w in want.values())
     # one value per parent on all its out-edges
     for name in ("a", "b", "c", "h1"):
-        torch.testing.assert_close(out_edge_lambda(net, name), want[name])
+        torch.testing.assert_close(net.lambdas.out_edge_mean(name), want[name])
     assert net.get_lambda(("a", "b")) == net.get_lambda(("a", "c"))
     table = net.blocks["h2"].table
     torch.testing.assert_close(net.blocks["h2"].lam[:, :2], want["h1"][table])  # per parent neuron
@@ -215,12 +215,13 @@ def test_update_ties_every_out_edge_of_a_parent_with_momentum(grouping):
 
 @pytest.mark.parametrize("normalize", [True, False, "feedback"])
 def test_closed_form_for_slot_arrays_equals_the_generic_path(normalize):
+    from sggraph.engine.lam import ParentRule
+
     net = _net("parent")
     _backward(net, 9)
-    state = {k: v.clone() for k, v in net.state_dict().items() if k.endswith(".lam")}
-    fast = net.adapt_lambda(momentum=0.0, normalize=normalize, nodes=["h1", "h2"], fast=True)
-    net.load_state_dict(state, strict=False)
-    generic = net.adapt_lambda(momentum=0.0, normalize=normalize, nodes=["h1", "h2"], fast=False)
+    rule = ParentRule()  # the estimates alone: each backward's feedback adapts λ once
+    fast = rule.estimate(net.lambdas, net.trace, normalize=normalize, nodes=["h1", "h2"], fast=True)
+    generic = rule.estimate(net.lambdas, net.trace, normalize=normalize, nodes=["h1", "h2"], fast=False)
     for name in ("h1", "h2"):
         torch.testing.assert_close(fast[name], generic[name], rtol=1e-6, atol=1e-8)
 

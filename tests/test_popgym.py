@@ -503,7 +503,7 @@ def test_generators_regress_onto_the_mixed_feedback():
     policy.net.set_lambda(torch.linspace(0.2, 0.9, SMALL["neurons"], dtype=torch.float64), node="h")
     data = scripted_batch(seed=4)
     _sgprop_backward(policy, data)
-    st = policy.net.state
+    st = policy.net.trace.state
     t_steps, batch = data.valid.shape
     theta = policy.net.schedule(t_steps)
     assert torch.equal(st.thetas, theta)
@@ -552,8 +552,8 @@ def _authors_theta(policy, valid):
     and neuron, then eq. 18 with the variance / covariance of the batch means."""
     from torch.func import grad, vmap
 
-    st = policy.net.state
-    fn = st.function
+    st = policy.net.trace.state
+    fn = policy.net.state.function
     params = {k: v.detach() for k, v in fn.named_parameters()}
     t_steps, batch = valid.shape
     cols = valid.reshape(-1).nonzero().squeeze(1)
@@ -611,15 +611,15 @@ def test_schedule_is_anchored_at_the_rollout_length():
     from sggraph.experiments.popgym import train_batch
 
     train_batch(cfg, envs, policy, opt, gen_opt, 0, torch.Generator().manual_seed(0))
-    st = policy.net.state
-    assert st.thetas.shape[0] == 4
+    st, thetas = policy.net.state, policy.net.trace.state.thetas
+    assert thetas.shape[0] == 4
     full = temporal_schedule(st.lam_self, st.child_mean, 6, cfg.rho)
-    torch.testing.assert_close(st.thetas, full[:4])
+    torch.testing.assert_close(thetas, full[:4])
     torch.testing.assert_close(policy.net.schedule(4, horizon=6), full[:4])
-    assert not torch.allclose(st.thetas, policy.net.schedule(4))  # the batch's longest episode: another anchor
+    assert not torch.allclose(thetas, policy.net.schedule(4))  # the batch's longest episode: another anchor
     cfg.schedule_anchor = "longest"
     train_batch(cfg, envs, policy, opt, gen_opt, 1, torch.Generator().manual_seed(0))
-    torch.testing.assert_close(st.thetas, policy.net.schedule(4))
+    torch.testing.assert_close(policy.net.trace.state.thetas, policy.net.schedule(4))
 
 
 def test_sgprop_with_a_rollout_anchored_schedule_equals_direct_mixing():

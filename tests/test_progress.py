@@ -62,7 +62,7 @@ def test_on_a_terminal_progress_is_a_tqdm_bar(tmp_path):
 def test_any_metric_name_may_be_shown_even_n(tmp_path):
     import io
 
-    from sggraph.progress import Progress
+    from sggraph.runtime.progress import Progress
 
     buf = io.StringIO()
     with Progress(2, "expert network", unit="setting", stream=buf) as bar:

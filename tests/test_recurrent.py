@@ -151,7 +151,7 @@ def test_edge_grouping_random_lambda_equals_unrolled_feed_forward(seed):
                 fnet.blocks[f"{name}@{t}"].lam_self.fill_(float(rnet.blocks[name].lam_self))
     obs, fb = _data(seed)
     got, out_r = _recurrent_grads(rnet, obs, fb)
-    assert rnet.state.mode == "general"
+    assert rnet.paths()["h"] == "general"
     want, out_f = _unrolled_grads(rnet, fnet, obs, fb)
     torch.testing.assert_close(out_r, out_f, rtol=1e-10, atol=1e-12)
     for a, b in zip(got, want):
@@ -176,7 +176,7 @@ def test_child_grouping_with_temporal_schedule_equals_unrolled_feed_forward():
         fnet.set_lambda(0.9, node=f"act@{t}")
     obs, fb = _data(5)
     got, _ = _recurrent_grads(rnet, obs, fb)
-    assert rnet.state.mode == "child"
+    assert rnet.paths()["h"] == "child"
     want, _ = _unrolled_grads(rnet, fnet, obs, fb)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-10)
@@ -218,7 +218,7 @@ def test_lambda_one_equals_direct_bptt_and_plain_autograd_bit_for_bit():
     plain, out_plain = _recurrent_grads(rnet, obs, fb, resets)
     rnet.synthetic = True  # mixers run, at λ = 1
     mixed, _ = _recurrent_grads(rnet, obs, fb, resets)
-    assert rnet.state.mode == "child"
+    assert rnet.paths()["h"] == "child"
     for a, b in zip(plain, mixed):
         assert torch.equal(a, b)
     params = _params(rnet)
@@ -306,7 +306,7 @@ def test_check_conditions_on_unrolled_popgym_cell_is_fast():
 def test_recurrent_closed_form_lambda_equals_per_sample_torch_func(normalize):
     from torch.func import grad, vmap
 
-    from sggraph.engine.lambdas import batch_lambda_from_vectors, recurrent_state_lambda
+    from sggraph.engine.lam import batch_lambda_from_vectors, recurrent_state_lambda
 
     torch.manual_seed(6)
     rnet = compile_cell(make_cell(), grouping="child").double()
@@ -314,10 +314,10 @@ def test_recurrent_closed_form_lambda_equals_per_sample_torch_func(normalize):
     random_generators(rnet, torch.Generator().manual_seed(2))
     obs, fb = _data(8)
     (rnet({"obs": obs})["act"] * fb).sum().backward()
-    st = rnet.state
-    fn = st.function
+    st = rnet.trace.state
+    fn = rnet.state.function
     steps = list(range(T))
-    got = recurrent_state_lambda(st, steps, normalize, max_samples=None)
+    got = recurrent_state_lambda(fn, st, steps, normalize, max_samples=None)
     params = {k: v.detach() for k, v in fn.named_parameters()}
 
     def dot(ps, u1, e1, c1):  # one sample: u1 [N, F q], e1 [d_in], c1 [N, q]
@@ -435,12 +435,12 @@ def test_mixed_generator_target_needs_the_child_path():
 @pytest.mark.parametrize("max_samples", [None, 4])
 @pytest.mark.parametrize("chunk_elements", [None, 1])
 def test_state_lambda_from_forward_equals_the_closed_form(normalize, max_samples, chunk_elements, monkeypatch):
-    from sggraph.engine import lambdas
-    from sggraph.engine.lambdas import has_forward_tensors as _has_forward_tensors
-    from sggraph.engine.lambdas import recurrent_state_lambda, state_lambda_from_forward
+    from sggraph.engine.lam import slot
+    from sggraph.engine.lam.slot import has_forward_tensors as _has_forward_tensors
+    from sggraph.engine.lam.slot import recurrent_state_lambda, state_lambda_from_forward
 
     if chunk_elements is not None:  # one neuron per chunk: input and non-input neurons in separate chunks
-        monkeypatch.setattr(lambdas, "_CHUNK_ELEMENTS", chunk_elements)
+        monkeypatch.setattr(slot, "_CHUNK_ELEMENTS", chunk_elements)
 
     torch.manual_seed(6)
     rnet = compile_cell(make_cell(), grouping="child").double()
@@ -451,16 +451,16 @@ def test_state_lambda_from_forward_equals_the_closed_form(normalize, max_samples
     valid[2:, 0] = False
     valid[3:, 2] = False
     (rnet({"obs": obs}, valid=valid)["act"] * fb * valid.unsqueeze(-1)).sum().backward()
-    st = rnet.state
-    assert _has_forward_tensors(st)
+    st, fn = rnet.trace.state, rnet.state.function
+    assert _has_forward_tensors(fn, st)
     steps = list(range(T))
     torch.manual_seed(1)
-    want = recurrent_state_lambda(st, steps, normalize, max_samples, valid)
+    want = recurrent_state_lambda(fn, st, steps, normalize, max_samples, valid)
     torch.manual_seed(1)  # the same random steps
-    got = state_lambda_from_forward(st, steps, normalize, max_samples, valid)
+    got = state_lambda_from_forward(fn, st, steps, normalize, max_samples, valid)
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
-    torch.testing.assert_close(state_lambda_from_forward(st, steps, normalize), recurrent_state_lambda(
-        st, steps, normalize), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(state_lambda_from_forward(fn, st, steps, normalize), recurrent_state_lambda(
+        fn, st, steps, normalize), rtol=1e-9, atol=1e-12)
 
 
 def test_a_cell_whose_state_reads_no_input_unrolls_and_runs():

@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from sggraph.cli import main
-from sggraph.dirlock import DirectoryLock, process_alive
 from sggraph.experiments import mnist_bandit
 from sggraph.experiments.divergence import Diverged, check_step, keep_last_good
 from sggraph.experiments.mnist_bandit import BanditConfig, run_bandit
 from sggraph.experiments.rundir import RunDir
+from sggraph.runtime.dirlock import DirectoryLock, process_alive
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--steps", "6", "--evaluations", "2", "--eval-batch", "100", "--width", "8", "--layers", "1", "--q", "2",
@@ -41,7 +41,7 @@ def _snapshot(path: Path) -> dict[str, tuple[bytes, int]]:
 
 def _holder(directory: Path, name: str = "run.lock") -> subprocess.Popen:
     """A separate process that takes the directory's lock and keeps it until killed."""
-    code = ("import sys, time; from sggraph.dirlock import DirectoryLock; "
+    code = ("import sys, time; from sggraph.runtime.dirlock import DirectoryLock; "
             f"DirectoryLock({str(directory)!r}, {name!r}).acquire(); print('held', flush=True); time.sleep(600)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "held"

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from sggraph.cli import build_parser, main
-from sggraph.dirlock import DirectoryLock
 from sggraph.exceptions import ConfigError, SpecError
+from sggraph.runtime.dirlock import DirectoryLock
+from sggraph.runtime.threads import available_cpus
 from sggraph.sweeps import load_spec, plan_runs, run_name, spec_from_dict
-from sggraph.threads import available_cpus
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"steps": 6, "evaluations": 2, "eval_batch": 100, "width": 20, "layers": 2, "q": 4, "slots": 2,

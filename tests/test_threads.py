@@ -9,10 +9,10 @@ import os
 import pytest
 import torch
 
-from sggraph import threads as threads_module
 from sggraph.cli import main
 from sggraph.exceptions import ConfigError
-from sggraph.threads import (
+from sggraph.runtime import threads as threads_module
+from sggraph.runtime.threads import (
     GRAIN,
     LoadAwareThreads,
     available_cpus,

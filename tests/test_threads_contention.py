@@ -11,7 +11,7 @@ import pytest
 
 from sggraph.cli import main
 from sggraph.exceptions import ConfigError
-from sggraph.experiments.bench import CONTENTION_VARIANTS, contention_worker, run_contention
+from sggraph.experiments.contention import CONTENTION_VARIANTS, contention_worker, run_contention
 
 
 def test_worker_protocol_ready_start_result_stop():

@@ -23,8 +23,8 @@ import sys
 from collections.abc import Sequence
 
 from ..exceptions import SggraphError
+from ..runtime.threads import stop_following
 from ..sweeps.commands import CommandParser
-from ..threads import stop_following
 from . import bench, check, demo, draw, expert, mse, plot, sweep, train
 
 __all__ = ["build_parser", "main", "version_line"]

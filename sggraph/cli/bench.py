@@ -7,7 +7,8 @@ import json
 import sys
 
 from ..exceptions import ConfigError
-from ..experiments.bench import CONTENTION_SETTINGS, contention_worker, run_bench, run_contention
+from ..experiments.bench import run_bench
+from ..experiments.contention import CONTENTION_SETTINGS, contention_worker, run_contention
 from .options import add_run_flags
 
 __all__ = ["add_parser"]
@@ -17,8 +18,8 @@ DEFAULT_STEPS = {"bench": 30, "contention": 10}
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .. import threads
     from ..experiments.mnist_bandit import BanditConfig
+    from ..runtime import threads
 
     if args.contention:
         return _cmd_contention(args)

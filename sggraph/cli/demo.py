@@ -59,7 +59,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _expert_table(args: argparse.Namespace) -> None:
     from ..experiments.expert import sweep
-    from ..progress import Progress
+    from ..runtime.progress import Progress
 
     print("$ sggraph expert --d 4 6 8 --k 2 --n 1 --trials 20   (Theorem 5: ratio = 2^(d-k))")
     cases = ["noisy", "activation", "partial"]
@@ -74,7 +74,7 @@ def _expert_table(args: argparse.Namespace) -> None:
 def _bandit_runs(args: argparse.Namespace, out: Path) -> dict[str, list[Path]]:
     """The MNIST bandit runs (2 seeds per method); method → run directories."""
     from ..experiments.mnist_bandit import BanditConfig, run_bandit
-    from ..threads import configure_threads
+    from ..runtime.threads import configure_threads
 
     print(f"MNIST bandit, {args.steps} steps, seeds 0-1, p_flip 0.4 (run directories under {out}/):", flush=True)
     runs: dict[str, list[Path]] = {}
@@ -99,7 +99,7 @@ def _bandit_runs(args: argparse.Namespace, out: Path) -> dict[str, list[Path]]:
 def _popgym_runs(args: argparse.Namespace, out: Path) -> dict[str, Path]:
     """The POPGym runs, one per model; label → run directory."""
     from ..experiments.popgym import PopgymConfig, run_popgym
-    from ..threads import configure_threads
+    from ..runtime.threads import configure_threads
 
     print()
     print(f"POPGym labyrinth_escape, {args.popgym_batches} batches of 8 episodes, seed 0 "

@@ -116,7 +116,7 @@ def _load_lambdas(where: str) -> tuple[dict, str]:
     if not isinstance(state, Mapping):
         raise ConfigError("the checkpoint holds no model state dict", file=str(path),
                           fix="pass a checkpoint whose 'model' entry is a CompiledGraph state_dict")
-    from ..engine.compile import lambda_state
+    from ..engine import lambda_state
 
     lam = lambda_state(state)
     if not lam:
@@ -130,7 +130,7 @@ def _net_with_lambdas(model: Graph | Cell, state: Mapping, source: str) -> Any:
     """Compile ``model`` (child grouping) and load the λ buffers of ``state`` into it."""
     from torch import nn
 
-    from ..engine.compile import compile as compile_graph
+    from ..engine import compile as compile_graph
 
     # only λ is needed: nodes without a built-in function get a stand-in module
     nodes = model.nodes.values()

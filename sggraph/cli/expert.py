@@ -11,7 +11,7 @@ __all__ = ["add_parser"]
 
 def _cmd_expert(args: argparse.Namespace) -> int:
     from ..experiments.expert import plot_ratios, sweep, write_summary
-    from ..progress import Progress
+    from ..runtime.progress import Progress
 
     total = len(args.case) * len(args.n) * sum(k <= d for d in args.d for k in args.k)
     bar = Progress(total, "expert network", unit="setting", quiet=args.quiet)

@@ -10,7 +10,7 @@ __all__ = ["add_parser"]
 
 def _cmd_mse(args: argparse.Namespace) -> int:
     from ..core.unroll import Cell
-    from ..engine.diagnostics import format_profile
+    from ..engine import format_profile
     from ..exceptions import ConfigError
     from ..experiments.mse import profile_yaml
     from .model_files import load_model

@@ -76,7 +76,7 @@ def _validate_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ..threads import configure_threads
+    from ..runtime.threads import configure_threads
 
     cls, run, default_out, _ = _experiments()[args.experiment]
     cfg = _config_from(args, cls)

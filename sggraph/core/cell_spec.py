@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import attrs
 import cattrs
@@ -50,8 +50,9 @@ import cattrs
 from ..exceptions import GraphError, SggraphError, SpecError
 from .spec import check_keys, line_for, read_yaml, spec_error, strict_converter
 
-if TYPE_CHECKING:  # cell_spec builds cells of the class it is handed; unroll.py imports cell_spec
-    from .unroll import Cell
+#: The cell class a caller hands in (:class:`~sggraph.Cell`, which imports this module: cell_spec builds
+#: cells of the class it is given instead of importing it).
+CellT = TypeVar("CellT")
 
 __all__ = [
     "CellSpec",
@@ -188,8 +189,8 @@ def is_cell_document(data: Any) -> bool:
                                and not any(k in data for k in ("nodes", "arrays")))
 
 
-def cell_from_dict(data: Any, *, cls: type[Cell], file: str | None = None,
-                   index: Mapping[str, int] | None = None) -> Cell:
+def cell_from_dict(data: Any, *, cls: type[CellT], file: str | None = None,
+                   index: Mapping[str, int] | None = None) -> CellT:
     """Build a :class:`~sggraph.Cell` from a mapping in the YAML format, and lint it.
 
     Parameters
@@ -256,7 +257,7 @@ def cell_from_dict(data: Any, *, cls: type[Cell], file: str | None = None,
     return cell
 
 
-def _set_state(cell: Cell, st: StateSpec) -> None:
+def _set_state(cell: Any, st: StateSpec) -> None:
     p = st.parents
     if p is None:
         raise GraphError("the state needs `parents:` (its previous-step parent table)", node=st.name,
@@ -267,7 +268,7 @@ def _set_state(cell: Cell, st: StateSpec) -> None:
                    self_parents=p.self_parents, stochastic=st.stochastic, scale_dim=st.scale_dim)
 
 
-def _check_sections(cell: Cell, spec: CellSpec) -> None:
+def _check_sections(cell: Any, spec: CellSpec) -> None:
     """Every node sits in the section its parents put it in (``post:`` iff it reads the state)."""
     try:
         stage = cell.stages()
@@ -283,7 +284,7 @@ def _check_sections(cell: Cell, spec: CellSpec) -> None:
                                              fix=f"move it under `{other}:`"))
 
 
-def cell_to_dict(cell: Cell) -> dict:
+def cell_to_dict(cell: Any) -> dict:
     """The mapping :func:`cell_from_dict` reads back to an equal cell (defaults omitted)."""
     stage = cell.stages()
     st = cell.state
@@ -330,7 +331,7 @@ def cell_to_dict(cell: Cell) -> dict:
     return out
 
 
-def load_cell_yaml(path: str, cls: type[Cell]) -> Cell:
+def load_cell_yaml(path: str, cls: type[CellT]) -> CellT:
     """Load a cell from a YAML file; every error names ``path`` and the line.
 
     Raises

@@ -30,11 +30,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-import attrs
 import networkx as nx
 import numpy as np
 
 from ..exceptions import GraphError
+from .checks import check_references, insert_relays
 from .nodes import FEEDBACK_KINDS, NODE_FUNCTIONS, Node, NodeArray, check_dim, check_layer, check_name, neuron_name
 from .spec import graph_from_dict, graph_to_dict, load_yaml
 from .structure import Structure, derive_structure
@@ -383,48 +383,7 @@ class Graph:
             file, line = self.sources_of.get("", (None, None))
             raise GraphError(f"graph '{self.name}' is empty", file=file, line=line,
                              fix="declare at least one node under `nodes:` or one array under `arrays:`")
-        known = set(self._nodes) | set(self._arrays)
-        for n in self._nodes.values():
-            for p in n.parents:
-                base, _, rest = p.partition("[")
-                if p in self._nodes:
-                    continue
-                if rest and base in self._arrays:
-                    idx = rest.rstrip("]")
-                    if idx.isdigit() and int(idx) < self._arrays[base].count:
-                        continue
-                    raise self.error(f"parent '{p}' is out of range of array '{base}' "
-                                      f"({self._arrays[base].count} neurons)", n.name,
-                                      f"use an index below {self._arrays[base].count}")
-                if p in self._arrays:
-                    continue  # a whole array: z_v reads it flattened, [B, count * dim]
-                raise self.error(f"unknown parent '{p}'", n.name,
-                                  f"declare a node named '{p}', or correct the spelling "
-                                  f"(known: {', '.join(sorted(known)[:12])})")
-        for a in self._arrays.values():
-            if a.parent is None:
-                continue
-            if a.parent not in self._arrays:
-                what = "a plain node" if a.parent in self._nodes else "unknown"
-                raise self.error(f"parent array '{a.parent}' is {what}", a.name,
-                                  "an array's parent must be another array (declare the input as an array "
-                                  "with no parents, e.g. {name: pixels, count: 784, dim: 1})")
-            parent = self._arrays[a.parent]
-            if a.fan_in is not None and a.fan_in > parent.count:
-                raise self.error(f"fan_in={a.fan_in} is larger than parent array '{parent.name}' "
-                                  f"({parent.count} neurons)", a.name,
-                                  f"use fan_in <= {parent.count}, or a larger parent array")
-            if a.table is not None and a.table and (min(min(r) for r in a.table) < 0 or
-                                                     max(max(r) for r in a.table) >= parent.count):
-                raise self.error(f"table index out of range of parent array '{parent.name}' "
-                                  f"({parent.count} neurons)", a.name,
-                                  f"use indices in 0..{parent.count - 1}")
-            if a.table is not None and any(len(set(r)) != len(r) for r in a.table):
-                raise self.error("a table row lists the same parent twice", a.name, "list each parent once per row")
-            if a.residual and (parent.count != a.count or parent.dim != a.dim):
-                raise self.error(f"residual needs the parent array '{parent.name}' to have the same count and dim "
-                                  f"({parent.count}x{parent.dim} vs {a.count}x{a.dim})", a.name,
-                                  "match count and dim, or set residual: false")
+        check_references(self)
         self._structure = derive_structure(self)
 
     def declared_layer(self, v: str) -> int | None:
@@ -449,71 +408,7 @@ class Graph:
         >>> g.add_node("y", 1, ["h", "x[3]"]); g.insert_relays().parents("y")
         ('h[0]', 'h[1]', 'x_3@1')
         """
-        depth = self._relay_depths()
-        out = Graph(self.name)
-        out.sources_of = dict(self.sources_of)
-        taken = set(self._nodes) | set(self._arrays)
-        relays: dict[tuple[str, int], str] = {}
-
-        def relay(p: str, k: int) -> str:
-            if k == 0:
-                return p
-            key = (p, k)
-            if key not in relays:
-                prev = relay(p, k - 1)
-                base, _, rest = p.partition("[")
-                name = f"{base}_{rest[:-1]}@{k}" if rest else f"{p}@{k}"
-                if name in taken:
-                    raise self.error(f"the relay of '{p}' would be named '{name}', which the graph already uses",
-                                     name, f"rename the node '{name}'")
-                taken.add(name)
-                relays[key] = name
-                out._nodes[name] = Node(name, self._ref_dim(p), (prev,), None, False, "identity")
-            return relays[key]
-
-        for name, n in self._nodes.items():
-            new_parents = []
-            for p in n.parents:
-                base = p.split("[", 1)[0]
-                if base in depth and depth[base] < depth[name] - 1:
-                    new_parents.append(relay(p, depth[name] - 1 - depth[base]))
-                else:
-                    new_parents.append(p)
-            out._nodes[name] = attrs.evolve(n, parents=tuple(new_parents))
-        out._arrays = dict(self._arrays)
-        out._feedback = dict(self._feedback)
-        return out
-
-    def _relay_depths(self) -> dict[str, int]:
-        """Layer of every node and array as if every node sat one below its deepest parent."""
-        depth: dict[str, int] = {}
-        for a in self._arrays.values():  # arrays read arrays only: walk up each chain
-            chain, cur = [], a
-            while cur.name not in depth and cur.parent is not None and cur.parent in self._arrays:
-                if cur.name in chain:
-                    raise self.error("cannot insert relays into a graph with a cycle", cur.name,
-                                     "remove the cycle first")
-                chain.append(cur.name)
-                cur = self._arrays[cur.parent]
-            base = depth.get(cur.name, cur.layer or 0)
-            depth[cur.name] = base
-            for k, name in enumerate(reversed(chain), start=1):
-                depth[name] = base + k
-        pending = dict(self._nodes)
-        while pending:
-            progressed = False
-            for name, n in list(pending.items()):
-                bases = [p.split("[", 1)[0] for p in n.parents]
-                known = [b for b in bases if b in self._nodes or b in self._arrays]
-                if all(b in depth for b in known):
-                    ps = [depth[b] for b in known]
-                    depth[name] = (max(ps) + 1) if ps else (n.layer or 0)
-                    del pending[name]
-                    progressed = True
-            if not progressed:
-                raise self.error("cannot insert relays into a graph with a cycle", next(iter(pending)),
-                                  "remove the cycle first")
-        return depth
+        return insert_relays(self)
 
     def _ref_dim(self, ref: str) -> int:
         """Width of a parent reference: a node's dim, an array's ``count * dim``, a neuron's dim."""

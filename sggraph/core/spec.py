@@ -33,7 +33,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import attrs
 import cattrs
@@ -42,8 +42,9 @@ from ..exceptions import GraphError, SggraphError, SpecError
 from .safe_yaml import parse_yaml
 from .safe_yaml import read_yaml as read_yaml_document
 
-if TYPE_CHECKING:  # spec builds graphs of the class it is handed; graph.py imports spec
-    from .graph import Graph
+#: The graph class a caller hands in (:class:`~sggraph.Graph`, which imports this module: spec builds
+#: graphs of the class it is given instead of importing it).
+GraphT = TypeVar("GraphT")
 
 __all__ = [
     "ArrayParentsSpec",
@@ -262,8 +263,8 @@ def check_keys(data: Any, path: str, index: Mapping[str, int], file: str | None)
             todo.extend((item, f"{where}[{i}]") for i, item in enumerate(value))
 
 
-def graph_from_dict(data: Any, *, cls: type[Graph], file: str | None = None,
-                    index: Mapping[str, int] | None = None) -> Graph:
+def graph_from_dict(data: Any, *, cls: type[GraphT], file: str | None = None,
+                    index: Mapping[str, int] | None = None) -> GraphT:
     """Build a :class:`~sggraph.Graph` from a mapping in the YAML format.
 
     Parameters
@@ -333,7 +334,7 @@ def graph_from_dict(data: Any, *, cls: type[Graph], file: str | None = None,
     return g
 
 
-def graph_to_dict(g: Graph) -> dict:
+def graph_to_dict(g: Any) -> dict:
     """The mapping :func:`graph_from_dict` reads back to an equal graph (defaults omitted)."""
     nodes = []
     for n in g.nodes.values():
@@ -394,7 +395,7 @@ def read_yaml(path: str, what: str = "model file") -> tuple[Any, dict[str, int]]
     return doc.data, doc.lines
 
 
-def load_yaml(path: str, cls: type[Graph]) -> Graph:
+def load_yaml(path: str, cls: type[GraphT]) -> GraphT:
     """Load a graph from a YAML file; every error names ``path`` and the line.
 
     Raises

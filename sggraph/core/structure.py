@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import attrs
 import networkx as nx
@@ -17,8 +17,22 @@ import numpy as np
 
 from .nodes import neuron_name
 
-if TYPE_CHECKING:
-    from .graph import Graph
+
+class GraphLike(Protocol):
+    """What the derivation reads of a :class:`~sggraph.Graph` (which imports this module: typed by
+    this protocol, not by the class, so that no import runs back up)."""
+
+    nodes: Mapping[str, Any]
+    arrays: Mapping[str, Any]
+    feedback_kinds: Mapping[str, Any]
+
+    def array_table(self, name: str) -> np.ndarray: ...
+
+    def declared_layer(self, v: str) -> int | None: ...
+
+    def feedback(self, name: str) -> str: ...
+
+    def error(self, message: str, node: str, fix: str, at: str | None = None) -> Exception: ...
 
 __all__ = ["Structure", "derive_structure"]
 
@@ -46,7 +60,7 @@ class Structure:
     layers: tuple[tuple[str, ...], ...]
 
 
-def _expanded(g: Graph, tables: Mapping[str, np.ndarray]) -> nx.DiGraph:
+def _expanded(g: GraphLike, tables: Mapping[str, np.ndarray]) -> nx.DiGraph:
     d = nx.DiGraph()
     for n in g.nodes.values():
         d.add_node(n.name, dim=n.dim, stochastic=n.stochastic, array=None, index=None, parents=n.parents)
@@ -83,7 +97,7 @@ def _expanded(g: Graph, tables: Mapping[str, np.ndarray]) -> nx.DiGraph:
     return d
 
 
-def derive_structure(g: Graph) -> Structure:
+def derive_structure(g: GraphLike) -> Structure:
     """The structure of ``g`` (declarations already checked); raises :class:`~sggraph.GraphError`
     on a cycle, parents in different layers, feedback on a non-terminal, or a gap in the layers."""
     tables = {name: g.array_table(name) for name, a in g.arrays.items() if a.parent in g.arrays}

@@ -14,8 +14,8 @@ import graphviz
 import numpy as np
 from graphviz.quoting import attr_list, quote
 
-from ..atomic import atomic_path, write_atomic
 from ..exceptions import ConfigError
+from ..runtime.atomic import atomic_path, write_atomic
 from .style import (
     A1_COLOR,
     HIGHLIGHT_COLORS,

@@ -8,26 +8,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import graphviz
-import numpy as np
 
 from ..core.analysis import check_conditions, extended_ancestors, siblings
 from ..core.graph import Graph, neuron_name
 from ..core.unroll import Cell, StateArray
 from ..core.unroll import unroll as unroll_cell
 from ..exceptions import ConfigError, GraphError
+from .edges import Override, aggregate_edges, drawn_edge, lambda_source
 from .emit import emit
+from .folded import draw_folded_cell
 from .sources import (
     CellLambdas,
     CellMagnitudes,
     Lambdas,
-    MappingLambdas,
     NetLambdas,
     NetMagnitudes,
 )
 from .style import (
     HIGHLIGHT_ORDER,
     UNROLLED,
-    Edge,
     Group,
     Item,
     shorten,
@@ -112,7 +111,7 @@ def draw(graph_or_net: Any, *, node: str | None = None, expand_arrays: int | Non
     net = cnet = None
     cell: Cell | None = None
     graph: Graph | None = None
-    from ..engine.protocol import CompiledNet  # the torch layer, only when drawing a compiled net
+    from ..engine import CompiledNet  # the torch layer, only when drawing a compiled net
 
     obj = graph_or_net
     if isinstance(obj, CompiledNet) and isinstance(getattr(obj, "cell", None), Cell):
@@ -166,25 +165,6 @@ def draw(graph_or_net: Any, *, node: str | None = None, expand_arrays: int | Non
                        provider=NetLambdas(net) if net is not None else None, cell=None)
 
 
-class Override(Lambdas):
-    """An explicit mapping first, then the compiled graph's λ."""
-
-    def __init__(self, first: MappingLambdas, second: Lambdas | None) -> None:
-        self.first, self.second = first, second
-
-
-    def edge(self, parent: str, child: str) -> float | None:
-        v = self.first.edge(parent, child)
-        return v if v is not None or self.second is None else self.second.edge(parent, child)
-
-    def table_mean(self, parent_group: str, child_group: str) -> float | None:
-        return None  # mean over the mapped edges
-
-    def effective(self, parent: str, child: str) -> float | None:
-        v = self.first.edge(parent, child)
-        return v if v is not None or self.second is None else self.second.effective(parent, child)
-
-
 def graph_aliases(name: str) -> list[str]:
     base, idx = split_name(name)
     return [name, base] if idx is not None else [name]
@@ -234,10 +214,10 @@ def draw_graph(g: Graph, *, node: str | None, expand: int | None, lambdas: Mappi
     focus_sets = _focus_sets(g, node, order)
     item_of = _item_namer(boxes, node, unrolled=cell is not None)
     items = _items(g, order, boxes, item_of, focus_sets, node, mags)
-    agg = _aggregate_edges(g, order, item_of)
-    lam_src = _lambda_source(g.nx.edges, lambdas, aliases, provider)
+    agg = aggregate_edges(g, order, item_of)
+    lam_src = lambda_source(g.nx.edges, lambdas, aliases, provider)
     kinds = {it.id: it.kind for it in items}
-    edges = [_edge(ti, hi, pairs, kinds, boxes, lam_src, mags) for (ti, hi), pairs in agg.items()]
+    edges = [drawn_edge(ti, hi, pairs, kinds, boxes, lam_src, mags) for (ti, hi), pairs in agg.items()]
     title = g.name
     if provider is not None and isinstance(provider, NetLambdas):
         title += " (λ of the compiled graph)"
@@ -403,80 +383,6 @@ def _item(g: Graph, iid: str, members: list[str], boxes: _Boxes, terminals: set[
     return it
 
 
-def _aggregate_edges(g: Graph, order: list[str], item_of: Callable[[str], str]) -> dict[tuple[str, str],
-                                                                                      list[tuple[str, str]]]:
-    """The graph's edges ``(parent, child)`` grouped by the items they join, each parent once per child."""
-    d = g.nx
-    agg: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    for v in order:
-        hv = item_of(v)
-        seen: set[str] = set()
-        for p in d.nodes[v]["parents"]:
-            if p in seen or p not in d:
-                continue
-            seen.add(p)
-            agg.setdefault((item_of(p), hv), []).append((p, v))
-    return agg
-
-
-def _lambda_source(edges: Any, lambdas: Mapping | None, aliases: Callable[[str], list[str]],
-                   provider: Lambdas | None) -> Lambdas | None:
-    """``provider`` overridden by the explicit ``lambdas`` (checked against ``edges``), or either alone."""
-    if lambdas is None:
-        return provider
-    map_l = MappingLambdas(lambdas, aliases)
-    map_l.check(edges)
-    return Override(map_l, provider)
-
-
-def _edge(ti: str, hi: str, pairs: list[tuple[str, str]], kinds: Mapping[str, str], boxes: _Boxes,
-          lam_src: Lambdas | None, mags: Any) -> Edge:
-    """The drawn edge from item ``ti`` to item ``hi`` standing for the graph's edges ``pairs``."""
-    e = Edge(ti, hi, count=len(pairs))
-    e.placeholder = kinds.get(ti) == "more" or kinds.get(hi) == "more"
-    e.text = _edge_text(ti, hi, pairs, kinds, boxes)
-    if lam_src is not None:
-        e.lam = _edge_lambda(ti, hi, pairs, boxes, lam_src, mags)
-        e.lam_mean = len(pairs) > 1
-    if mags is not None:
-        e.magnitude = _edge_magnitude(hi, pairs, kinds, mags)
-    return e
-
-
-def _edge_text(ti: str, hi: str, pairs: list[tuple[str, str]], kinds: Mapping[str, str], boxes: _Boxes) -> str:
-    """The declared label of a box-to-box edge, else which neurons (or how many edges) it stands for."""
-    if (ti, hi) in boxes.declared:
-        return boxes.declared[(ti, hi)]
-    if len(pairs) <= 1:
-        return ""
-    if kinds.get(ti) == "group" and kinds.get(hi) == "node":
-        ps = [p for p, _ in pairs]
-        return f"all {len(ps)} neurons" if len(ps) == boxes.groups[ti].count else shorten(ps)
-    return f"{len(pairs)} edges"
-
-
-def _edge_lambda(ti: str, hi: str, pairs: list[tuple[str, str]], boxes: _Boxes, lam_src: Lambdas,
-                 mags: Any) -> float | None:
-    """λ of a drawn edge: the table mean of a declared box-to-box edge, else the mean over its edges
-    (the effective λ, with the temporal schedule, when drawing propagation)."""
-    lam = lam_src.table_mean(ti, hi) if (ti, hi) in boxes.declared and mags is None else None
-    if lam is None:
-        getter = lam_src.effective if mags is not None else lam_src.edge
-        vals = [x for x in (getter(p, v) for p, v in pairs) if x is not None]
-        lam = float(np.mean(vals)) if vals else None
-    return lam
-
-
-def _edge_magnitude(hi: str, pairs: list[tuple[str, str]], kinds: Mapping[str, str], mags: Any) -> float | None:
-    """Mean ``|g̃|`` the child received: a box's own mean, else the mean over the edges' children."""
-    if kinds.get(hi) == "group":
-        vals = [mags.of(hi)]
-    else:
-        vals = [mags.of(c) for c in dict.fromkeys(v for _, v in pairs)]
-    vals = [x for x in vals if x is not None]
-    return float(np.mean(vals)) if vals else None
-
-
 def mark_conditions(it: Item, members: list[str], g: Graph, a1: set, a2: set, a3: set) -> None:
     many = len(members) > 1 or it.kind != "node"
     for key, witnesses, text in (("A1", a1, None), ("A2", a2, "stochastic (A.2)"), ("A3", a3, "sparse (A.3)")):
@@ -511,95 +417,3 @@ def highlight(it: Item, members: list[str], focus_sets: Mapping[str, str], node:
         if counts["ancestors"]:
             parts.append(f"{counts['ancestors']} ext. ancestors")
         it.highlight_note = "; ".join(parts)
-
-
-def draw_folded_cell(cell: Cell, cnet: Any, lambdas: Mapping | None, mags: Any) -> graphviz.Digraph:
-    """The folded drawing of a cell: inputs, pre nodes, the state as one box with a self-loop, post nodes."""
-    items = _folded_items(cell, mags)
-    edges = _folded_edges(cell)
-    provider = CellLambdas(cnet, None) if cnet is not None else None
-    map_l = None
-    if lambdas is not None:
-        map_l = MappingLambdas(lambdas, lambda name: [name])
-        map_l.check((e.tail, e.head) for e in edges)
-    st = cell.state
-    assert st is not None
-    for e in edges:
-        lam = map_l.edge(e.tail, e.head) if map_l is not None else None
-        if lam is None and provider is not None:
-            lam = provider.effective_folded(e.tail, e.head) if mags is not None else provider.folded(e.tail, e.head)
-        e.lam = lam
-        e.lam_mean = e.head == st.name or e.count > 1
-        if mags is not None:
-            e.magnitude = mags.folded(e.head)
-    return emit(cell.name, f"{cell.name} (recurrent cell, one step)", items, edges,
-                 lambdas=provider is not None or map_l is not None, propagation=mags is not None, highlight=None)
-
-
-def _folded_items(cell: Cell, mags: Any) -> list[Item]:
-    """One item per input, pre node, the state and post node, in step order, with the condition marks."""
-    stage = cell.stages()
-    level = cell.levels()
-    st = cell.state
-    assert st is not None
-    low = min(level.values())
-    consumers: dict[str, list[str]] = {}
-    for name, n in cell.nodes.items():
-        for p in n.parents:
-            consumers.setdefault(p.partition("[")[0], []).append(name)
-    if st.input is not None:
-        consumers.setdefault(st.input, []).append(st.name)
-    items: list[Item] = []
-    for name, dim in cell.inputs.items():
-        it = Item(name, level[name] - low, "node", "source", name, [f"input · dim {dim}"])
-        it.tooltip = f"{name}: exogenous input at every step, dim {dim}"
-        items.append(it)
-    items += [_folded_node(cell, name, level[name] - low, "hidden", "pre")
-              for name in cell.nodes if stage[name] == "pre"]
-    details = [f"count {st.count} × dim {st.dim}", f"fan_in {st.fan_in} (from t−1)", f"slots {st.slots}"]
-    if st.input is not None:
-        details.append(f"{st.input} → first {st.input_neurons} neurons")
-    st_role = "hidden" if consumers.get(st.name) else "terminal"
-    it = Item(st.name, -low, "group", st_role, st.name, ["recurrent state"] + details)
-    it.tooltip = f"{st.name}: recurrent state array; " + "; ".join(details)
-    items.append(it)
-    items += [_folded_node(cell, name, level[name] - low, "hidden" if consumers.get(name) else "terminal", "post")
-              for name in cell.nodes if stage[name] == "post"]
-    report = check_conditions(unroll_cell(cell, 1))
-    marks = {key: {v.split("@", 1)[0] for v in found} for key, found in (("A1", report.a1), ("A2", report.a2),
-                                                                            ("A3", report.a3))}
-    for it in items:
-        if it.id in marks["A1"]:
-            it.marks["A1"] = f"feedback: {cell.feedback.get(it.id, 'stochastic')} (A.1)"
-        if it.id in marks["A2"]:
-            it.marks["A2"] = "stochastic (A.2)"
-        if it.id in marks["A3"]:
-            it.marks["A3"] = "sparse (A.3)"
-        if mags is not None and it.role != "source" and mags.folded(it.id) is None:
-            it.dashed = True
-    return items
-
-
-def _folded_node(cell: Cell, name: str, layer: int, role: str, stage: str) -> Item:
-    n = cell.nodes[name]
-    it = Item(name, layer, "node", role, name, [f"dim {n.dim}" + (f" · {n.fn}" if n.fn else ""), f"{stage} node"])
-    when = "per step, before the state" if stage == "pre" else "reads the state at step t"
-    it.tooltip = f"{name}: {stage} node ({when}), dim {n.dim}"
-    return it
-
-
-def _folded_edges(cell: Cell) -> list[Edge]:
-    """The cell's edges: node parents by base name, the state's input and its t−1 → t self-loop."""
-    st = cell.state
-    assert st is not None
-    edges: list[Edge] = []
-    for name, n in cell.nodes.items():
-        by_base: dict[str, list[str]] = {}
-        for p in n.parents:
-            by_base.setdefault(p.partition("[")[0], []).append(p)
-        for base, refs in by_base.items():
-            edges.append(Edge(base, name, "" if refs == [base] else shorten(refs), count=len(refs)))
-    if st.input is not None:
-        edges.append(Edge(st.input, st.name, f"t, first {st.input_neurons} neurons"))
-    edges.append(Edge(st.name, st.name, f"t−1 → t, fan_in {st.fan_in}"))
-    return edges

@@ -1,45 +1,29 @@
-"""The compiled blocks: one declared node or node array with its function, generator, λ and records.
+"""The compiled blocks: one declared node, node array or recurrent state with its function and generator.
 
 :class:`NodeBlock` and :class:`ArrayBlock` run one node's forward on the path the net picks
-(``plain``, ``child`` or ``general``, see :mod:`sggraph.engine.compile`) and keep what the
-backward records; the feed-forward and the recurrent compilers share them.
+(``plain``, ``child`` or ``general``, see :mod:`sggraph.engine.compile`) and write what the
+backward and the generator step need into the forward's :class:`~sggraph.engine.trace.NodeTrace`;
+the feed-forward and the recurrent compilers share them. Each block stores its in-edge weights
+``lam`` and ``λ^self`` (``lam_self``) as buffers (the checkpoint's keys); the net's
+:class:`~sggraph.engine.lam.table.LambdaTable` owns and writes them, and the blocks only read them.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-import numbers
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..exceptions import CompileError, DataError, DimensionError, LambdaError
+from ..exceptions import CompileError, DataError, DimensionError
 from .generators import call_generator, takes_aux
 from .mixing import InMix, OutMix, ParamMix, Record, RecordGrad, all_finite
 from .neuron import gather_by_table
+from .trace import NodeTrace
 
-__all__ = ["GROUPINGS", "ArrayBlock", "Block", "NodeBlock", "SourceBlock", "block_parameters", "check_generators",
-           "check_inputs", "check_lambda_value", "guard_lambda_write", "observes", "shorten_value", "split_ref", "step_on",
-           "synthetic_vjp"]
-
-
-class Runner(Protocol):
-    """What a block needs of the net that runs it."""
-
-    check_finite: bool
-
-    def mode_for(self, block: Block) -> str: ...
-
-
-#: Named groupings of the mixing weights.
-#: ``edge``: every edge free, ``λ^self = 1`` unless set (eq. 5–6 as written);
-#: ``parent``: one λ per node over its out-edges (paper §4.2);
-#: ``child``: ``λ^self_v = λ_{·→v} = θ_v`` (the paper's experiment code; SparseNet runs).
-GROUPINGS = ("edge", "parent", "child")
+__all__ = ["ArrayBlock", "Block", "NodeBlock", "SourceBlock", "StateBlock", "block_parameters", "check_generators",
+           "check_inputs", "observes", "split_ref", "step_on", "synthetic_vjp"]
 
 
 def step_on(loss: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> float:
@@ -59,16 +43,6 @@ def observes(generator: nn.Module) -> bool:
 def split_ref(ref: str) -> tuple[str, int | None]:
     base, _, rest = ref.partition("[")
     return (base, int(rest[:-1])) if rest else (base, None)
-
-
-def check_lambda_value(value: object, what: str) -> None:
-    t = torch.as_tensor(value, dtype=torch.float64)
-    if torch.isnan(t).any():
-        raise LambdaError(f"{what} is NaN", fix="use values in [0, 1]")
-    if (t < 0).any() or (t > 1).any():
-        bad = t[(t < 0) | (t > 1)].flatten()[0].item()
-        raise LambdaError(f"{what} = {bad} is outside [0, 1]", fix="mixing weights must lie in [0, 1]: "
-                          "1 is backpropagation, 0 fully synthetic")
 
 
 def check_inputs(inputs: object, sources: Sequence[str], what: str, finite: bool) -> None:
@@ -92,71 +66,6 @@ def check_inputs(inputs: object, sources: Sequence[str], what: str, finite: bool
             raise DataError("the input holds NaN or infinite values", node=name,
                             fix="clean the data before it reaches the net (the NaN/inf is in the input batch, not "
                                 "in training); set net.check_finite = False to let it through")
-
-
-def guard_lambda_write(method: Callable) -> Callable:
-    """Decorate ``set_lambda`` / ``set_self_lambda`` of a compiled net: a value that is neither a number nor a
-    real tensor, or a tensor whose shape does not fit the node's λ table, is a :class:`~sggraph.LambdaError`
-    naming the node, and the λ tables are left as they were on any error."""
-    signature = inspect.signature(method)
-
-    @functools.wraps(method)
-    def wrapper(self, value, *args, **kwargs):  # noqa: ANN001, ANN202 - the decorated method's own signature
-        bound = signature.bind(self, value, *args, **kwargs).arguments
-        edge, target = bound.get("edge"), bound.get("node")
-        if target is None and isinstance(edge, tuple) and len(edge) == 2 and isinstance(edge[1], str):
-            target = edge[1]
-        real = isinstance(value, numbers.Real) or (isinstance(value, torch.Tensor) and not value.is_complex())
-        if isinstance(value, (str, bytes)) or not real:
-            raise LambdaError(f"λ must be a number in [0, 1] or a tensor of them, got {type(value).__name__} "
-                              f"{shorten_value(value)}", node=target,
-                              fix="pass a float such as 0.9, or a torch tensor (torch.tensor(...) of a list)")
-        tables = [t for block in self.blocks.values() for t in (block.lam, block.lam_self)]
-        saved = [t.detach().clone() for t in tables]
-
-        def restore() -> None:
-            with torch.no_grad():
-                for t, old in zip(tables, saved):
-                    t.copy_(old)
-
-        try:
-            return method(self, value, *args, **kwargs)
-        except LambdaError as err:
-            restore()
-            if err.node is None and target is not None:
-                err.node = target
-                err.args = (str(err),)
-            raise
-        except (RuntimeError, ValueError, TypeError, IndexError):  # torch's own words name no node
-            restore()
-            raise _misfit(self, value, target) from None
-
-    return wrapper
-
-
-def shorten_value(value: object, limit: int = 40) -> str:
-    text = f"shape {list(value.shape)}" if isinstance(value, torch.Tensor) and value.dim() > 0 else repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _misfit(net, value: object, target: str | None) -> LambdaError:
-    """The error for a λ value whose shape fits no λ table of ``target`` (or of some node, when None)."""
-    shape = list(value.shape) if isinstance(value, torch.Tensor) else None
-    if target is None and shape is not None:  # every node: name the first whose table the tensor does not fit
-        for name, block in net.blocks.items():
-            try:
-                fits = list(torch.broadcast_shapes(tuple(shape), tuple(block.lam.shape))) == list(block.lam.shape)
-            except RuntimeError:
-                fits = False
-            if not fits:
-                target = name
-                break
-    block = net.blocks[split_ref(target)[0]] if target is not None and split_ref(target)[0] in net.blocks else None
-    table = f" (its λ table has shape {list(block.lam.shape)})" if block is not None else ""
-    what = f"a λ tensor of shape {shape}" if shape is not None else f"the λ value {shorten_value(value)}"
-    return LambdaError(f"{what} does not fit{table}", node=target,
-                       fix="pass a float in [0, 1], or a tensor of the table's shape (arrays: [count] for one λ "
-                           "per neuron, [count, fan_in(+1 residual)] for one per edge)")
 
 
 def synthetic_vjp(out: torch.Tensor, h: torch.Tensor, rec: Record, inputs: dict[int, torch.Tensor],
@@ -190,18 +99,11 @@ def check_generators(generators: Mapping[str, nn.Module], where=lambda name: (No
 
 
 class Block(nn.Module):
-    """One declared node or array: its function, generator, weights and last forward."""
+    """One declared node or array: its function, generator and λ storage (no state of a forward)."""
 
     def __init__(self, name: str) -> None:
         super().__init__()
         self.name = name
-        self.record: Record | None = None
-        self.prediction: torch.Tensor | None = None
-        self.generator_input: torch.Tensor | None = None
-        self.last_inputs: tuple | None = None  # detached inputs of the last mixed forward (adaptive λ)
-        self.aux: dict | None = None  # detached forward quantities of the array template (child path)
-        self.output: torch.Tensor | None = None  # the output whose gradient is the received feedback
-        self.mode = "plain"
 
     def predict(self, z: torch.Tensor, aux: dict | None) -> torch.Tensor:
         """The generator's ``ĥ_v``: ``generator(z, aux)``, or ``generator(z)`` for one-argument modules."""
@@ -211,15 +113,6 @@ class Block(nn.Module):
     def _set_generator(self, generator: nn.Module) -> None:
         self.generator = generator
         self._gen_aux = takes_aux(generator) is not False
-
-    def modes(self) -> str:
-        lam = self.lam  # type: ignore[attr-defined]
-        if lam.numel() == 0 or bool((lam == self._self_per_edge()).all()):
-            return "child"
-        return "general"
-
-    def _self_per_edge(self) -> torch.Tensor:
-        raise NotImplementedError
 
 
 class NodeBlock(Block):
@@ -237,10 +130,9 @@ class NodeBlock(Block):
         self.register_buffer("lam_self", torch.ones(()))
         self.register_buffer("_dims", torch.tensor(self.parent_dims, dtype=torch.long), persistent=False)
 
-    def _self_per_edge(self) -> torch.Tensor:
-        return self.lam_self
-
-    def run(self, values: Mapping[str, torch.Tensor], net: Runner) -> torch.Tensor:
+    def run(self, values: Mapping[str, torch.Tensor], entry: NodeTrace | None) -> torch.Tensor:
+        """The node's output ``[B, dim]``; ``entry`` (None under ``torch.no_grad()``: an evaluation
+        forward leaves the trace alone) says the path and receives what the forward leaves."""
         parts = []
         for ref in self.parents:
             base, idx = split_ref(ref)
@@ -248,22 +140,18 @@ class NodeBlock(Block):
             if idx is not None:
                 v = v[idx]
             elif v.dim() == 3:  # a whole array, neuron-major [N, B, q] -> [B, N q]
-                v = v.transpose(0, 1).reshape(v.shape[1], -1)
+                v = v.transpose(0, 1).reshape(v.shape[1], v.shape[0] * v.shape[2])
             parts.append(v)
         z_raw = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
-        if not torch.is_grad_enabled():  # an evaluation forward keeps the last backward's records
+        if entry is None or entry.mode == "plain":
             return self._checked(self.function(z_raw), z_raw)
-        mode = self.mode = net.mode_for(self)
-        rec = self.record = Record(self.name, net.check_finite)
-        self.prediction = self.generator_input = self.output = None
-        if mode == "plain":
-            self.last_inputs = None
-            return self._checked(self.function(z_raw), z_raw)
-        self.generator_input = z_raw.detach()
-        self.last_inputs = (self.generator_input,)
-        h = self.prediction = self.predict(self.generator_input, None)
+        mode, rec = entry.mode, entry.record
+        assert rec is not None
+        entry.generator_input = z_raw.detach()
+        entry.inputs = (entry.generator_input,)
+        h = entry.prediction = self.predict(entry.generator_input, None)
         if mode == "child":
-            out = self.output = self._checked(self.function(z_raw), z_raw)
+            out = entry.output = self._checked(self.function(z_raw), z_raw)
             rec.synthetic_output = h.detach()
             return OutMix.apply(out, self.lam_self, rec)
         lam_cols = torch.repeat_interleave(self.lam, self._dims.to(self.lam.device))
@@ -274,7 +162,7 @@ class NodeBlock(Block):
             out = torch.func.functional_call(self.function, params, (z,))
         else:
             out = self.function(z)
-        out = self.output = self._checked(out, z_raw)
+        out = entry.output = self._checked(out, z_raw)
         synthetic_vjp(out, h, rec, {0: z}, params)
         return RecordGrad.apply(out, rec)
 
@@ -310,33 +198,26 @@ class ArrayBlock(Block):
         self.register_buffer("lam", torch.ones(count, self.fan_in + int(residual)))
         self.register_buffer("lam_self", torch.ones(count))
 
-    def _self_per_edge(self) -> torch.Tensor:
-        return self.lam_self.unsqueeze(1)
-
     def gather(self, prev: torch.Tensor) -> torch.Tensor:
         """``prev [Np, B, qp]`` → local inputs ``u [N, B, F·qp]``."""
         return gather_by_table(prev, self.flat_table, self.count, self.fan_in)
 
-    def run(self, values: Mapping[str, torch.Tensor], net: Runner) -> torch.Tensor:
+    def run(self, values: Mapping[str, torch.Tensor], entry: NodeTrace | None) -> torch.Tensor:
+        """The array's output ``[N, B, q]`` (neuron-major); ``entry`` as for :meth:`NodeBlock.run`."""
         prev = values[self.parent]
         u_raw = self.gather(prev)
         r_raw = prev if self.residual else None
-        if not torch.is_grad_enabled():  # an evaluation forward keeps the last backward's records
+        if entry is None or entry.mode == "plain":
             return self._checked(self.function(u_raw, r_raw)[0], u_raw)
-        mode = self.mode = net.mode_for(self)
-        rec = self.record = Record(self.name, net.check_finite)
-        self.prediction = self.generator_input = self.output = None
-        self.aux = None
-        if mode == "plain":
-            self.last_inputs = None
-            return self._checked(self.function(u_raw, r_raw)[0], u_raw)
-        self.last_inputs = (u_raw.detach(), None if r_raw is None else r_raw.detach())
+        mode, rec = entry.mode, entry.record
+        assert rec is not None
+        entry.inputs = (u_raw.detach(), None if r_raw is None else r_raw.detach())
         if mode == "child":
             out, aux = self.function(u_raw, r_raw)
-            out = self.output = self._checked(out, u_raw)
-            self.aux = {k: v.detach() for k, v in aux.items()}
-            self.generator_input = u_raw.detach()
-            h = self.prediction = self.predict(self.generator_input, aux)
+            out = entry.output = self._checked(out, u_raw)
+            entry.aux = {k: v.detach() for k, v in aux.items()}
+            entry.generator_input = u_raw.detach()
+            h = entry.prediction = self.predict(entry.generator_input, aux)
             rec.synthetic_output = h.detach()
             return OutMix.apply(out, self.lam_self.view(-1, 1, 1), rec)
         f, qp = self.fan_in, self.parent_dim
@@ -348,9 +229,9 @@ class ArrayBlock(Block):
             params = {n: ParamMix.apply(p, shaped.view(-1, *([1] * (p.dim() - 1))), rec, n)
                       for n, p in self.function.named_parameters()}
         out, aux = self.function(u, r, params) if params else self.function(u, r)
-        out = self.output = self._checked(out, u_raw)
-        self.generator_input = u_raw.detach()
-        h = self.prediction = self.predict(self.generator_input, aux)
+        out = entry.output = self._checked(out, u_raw)
+        entry.generator_input = u_raw.detach()
+        h = entry.prediction = self.predict(entry.generator_input, aux)
         synthetic_vjp(out, h, rec, {0: u, 1: r} if r is not None else {0: u}, params)
         return RecordGrad.apply(out, rec)
 
@@ -383,6 +264,33 @@ class SourceBlock(nn.Module):
         self.name, self.dim, self.count = name, dim, count
 
 
+
+
+class StateBlock(nn.Module):
+    """A recurrent cell's state array: its step function and generator, the parent table (into the
+    previous step's state) and the λ storage ``lam [N, F + 1]`` (column ``F``: the input edge of the
+    first ``input_neurons`` neurons; unused for the others) and ``λ^self`` ``[N]`` (the base θ)."""
+
+    def __init__(self, name: str, table: np.ndarray, count: int, dim: int, input_neurons: int,
+                 function: nn.Module, generator: nn.Module) -> None:
+        super().__init__()
+        self.name, self.count, self.dim, self.input_neurons = name, count, dim, input_neurons
+        self.fan_in = int(table.shape[1])
+        self.function, self.generator = function, generator
+        self.register_buffer("table", torch.as_tensor(table, dtype=torch.long), persistent=False)
+        self.register_buffer("flat_table", self.table.flatten(), persistent=False)
+        children = torch.zeros(count, count)
+        for i in range(count):
+            for j in table[i]:
+                children[int(j), i] = 1.0
+        children = children / children.sum(1, keepdim=True).clamp_min(1)
+        self.register_buffer("child_mean", children, persistent=False)
+        self.register_buffer("lam", torch.ones(count, self.fan_in + 1))  # column F: the input edge
+        self.register_buffer("lam_self", torch.ones(count))
+
+    def gather(self, prev: torch.Tensor) -> torch.Tensor:
+        """``prev [N, B, q]`` → the neurons' recurrent inputs ``[N, B, F·q]``."""
+        return gather_by_table(prev, self.flat_table, self.count, self.fan_in)
 
 
 def block_parameters(blocks: Mapping[str, nn.Module], part: str) -> Iterator[nn.Parameter]:

@@ -34,7 +34,7 @@ import torch
 from ..exceptions import ConfigError
 from .blocks import ArrayBlock
 from .compile import CompiledGraph
-from .lambdas import per_sample_param_grads
+from .lam.estimate import per_sample_param_grads
 
 __all__ = ["ConditionBResult", "NodeProfile", "condition_b_test", "format_profile", "profile"]
 
@@ -66,21 +66,17 @@ class NodeProfile:
 def _recording(net: CompiledGraph, backprop: bool) -> Iterator[None]:
     """Run with the mixers on (so they record) and, for ``backprop``, every weight at 1;
     restore λ, ``synthetic`` and clear the parameter gradients afterwards."""
-    saved = {n: (b.lam.clone(), b.lam_self.clone()) for n, b in net.blocks.items()}
+    saved = net.lambdas.snapshot()
     was = net.synthetic
     try:
         net.synthetic = True
         if backprop:
-            for b in net.blocks.values():
-                b.lam.fill_(1.0)
-                b.lam_self.fill_(1.0)
+            net.set_lambda(1.0)
+            net.set_self_lambda(1.0)
         yield
     finally:
         net.synthetic = was
-        with torch.no_grad():
-            for n, b in net.blocks.items():
-                b.lam.copy_(saved[n][0])
-                b.lam_self.copy_(saved[n][1])
+        net.lambdas.restore(saved)
         for p in net.model_parameters():
             p.grad = None
 
@@ -99,11 +95,12 @@ def _per_sample(net: CompiledGraph, inputs, feedback, synthetic: bool,
         for name, block in net.blocks.items():
             if nodes is not None and name not in nodes:
                 continue
-            rec = block.record
-            if rec is None or rec.received is None or block.prediction is None:
+            entry = net.trace.nodes.get(name)
+            if entry is None or entry.received is None or entry.prediction is None:
                 continue
-            p = per_sample_param_grads(block, rec.received)  # [B, U, P]
-            s = per_sample_param_grads(block, block.prediction.detach())
+            count = block.count if isinstance(block, ArrayBlock) else None
+            p = per_sample_param_grads(block.function, entry.inputs, entry.received, count)  # [B, U, P]
+            s = per_sample_param_grads(block.function, entry.inputs, entry.prediction.detach(), count)
             # parameter gradients are linear in the cotangent: J_θᵀ(λ g̃ + (1 − λ) ĥ) = λ p̃ + (1 − λ) s̃
             lam_self = block.lam_self.reshape(1, -1, 1).to(p.dtype)
             mixed = lam_self * p + (1 - lam_self) * s
@@ -165,7 +162,7 @@ def profile(net: CompiledGraph, sampler: Sampler, n: int, reference_samples: int
     if n < 1:
         raise ConfigError(f"n={n}: an estimate needs at least one sample", fix="use n >= 1")
     if lambdas is not None:
-        saved = {k: (b.lam.clone(), b.lam_self.clone()) for k, b in net.blocks.items()}
+        saved = net.lambdas.snapshot()
         try:
             if isinstance(lambdas, Mapping):
                 for node, value in lambdas.items():
@@ -176,10 +173,7 @@ def profile(net: CompiledGraph, sampler: Sampler, n: int, reference_samples: int
                            jacobian_bound=jacobian_bound, epsilon=epsilon, child_constants=child_constants,
                            nodes=nodes)
         finally:
-            with torch.no_grad():
-                for k, b in net.blocks.items():
-                    b.lam.copy_(saved[k][0])
-                    b.lam_self.copy_(saved[k][1])
+            net.lambdas.restore(saved)
     gen = torch.Generator().manual_seed(seed)
     only = None if nodes is None else set(nodes)
     ref_inputs, ref_feedback, _ = sampler(reference_samples, gen)
@@ -272,10 +266,10 @@ def condition_b_test(net: CompiledGraph, sampler: Sampler, node: str, samples: i
 
     def z_of(name: str) -> torch.Tensor:
         block = net.blocks[name]
-        z = block.last_inputs[0]
+        z = net.trace.nodes[name].inputs[0]
         return z.transpose(0, 1).flatten(1) if isinstance(block, ArrayBlock) else z
 
-    target = net.blocks[node].record.received
+    target = net.trace.nodes[node].received
     target = target.transpose(0, 1).flatten(1) if isinstance(net.blocks[node], ArrayBlock) else target
     local = z_of(node)
     others = sorted({a.split("[", 1)[0] for a in extended_ancestors(net.graph, node)} - {node})

@@ -27,10 +27,11 @@ import math
 import torch
 from torch import nn
 
+from ..core.nodes import NODE_FUNCTIONS
 from ..exceptions import CompileError
 
-__all__ = ["MAX_WEIGHTS", "Identity", "Linear", "ObservationEmbedding", "ScaledDot", "SlotActor", "TanhLinear",
-           "make_function", "orthogonal_linear_"]
+__all__ = ["FUNCTIONS", "MAX_WEIGHTS", "Identity", "Linear", "ObservationEmbedding", "ScaledDot", "SlotActor",
+           "TanhLinear", "make_function", "orthogonal_linear_"]
 
 #: The most weights one built-in node function may hold (2^28 floats: 1 GiB).
 MAX_WEIGHTS = 2**28
@@ -145,33 +146,75 @@ class SlotActor(nn.Module):
         return f"in_dim={self.in_dim}, n_actions={self.n_actions}, slots={self.slots}"
 
 
+def _weighted(name: str, in_dim: int, dim: int, node: str | None) -> None:
+    if in_dim * dim > MAX_WEIGHTS:
+        raise CompileError(f"fn {name} would need {in_dim:,} x {dim:,} weights, more than the {MAX_WEIGHTS:,} "
+                           "one node may hold", node=node, fix="lower the node's dim or its parents' dims")
+
+
+def _own_init(name: str, init_std: float | None, node: str | None) -> None:
+    if init_std is not None:
+        raise CompileError(f"fn '{name}' keeps its own init; init_std does not apply", node=node,
+                           fix="remove init_std from this node")
+
+
+def _make_linear(in_dim: int, dim: int, node: str | None, init_std: float | None) -> nn.Module:
+    _weighted("linear", in_dim, dim, node)
+    layer = Linear(in_dim, dim)
+    _normal_init(layer, init_std)
+    return layer
+
+
+def _make_tanh(in_dim: int, dim: int, node: str | None, init_std: float | None) -> nn.Module:
+    _weighted("tanh", in_dim, dim, node)
+    layer = TanhLinear(in_dim, dim)
+    _normal_init(layer, init_std)
+    return layer
+
+
+def _make_dot(in_dim: int, dim: int, node: str | None, init_std: float | None) -> nn.Module:
+    _weighted("dot", in_dim, dim, node)
+    return ScaledDot(in_dim, dim, init_std)
+
+
+def _make_embedding(in_dim: int, dim: int, node: str | None, init_std: float | None) -> nn.Module:
+    _weighted("embedding", in_dim, dim, node)
+    _own_init("embedding", init_std, node)
+    return ObservationEmbedding(in_dim, dim)
+
+
+def _make_slot_actor(in_dim: int, dim: int, node: str | None, init_std: float | None) -> nn.Module:
+    _weighted("slot_actor", in_dim, dim, node)
+    _own_init("slot_actor", init_std, node)
+    return SlotActor(in_dim, dim)
+
+
+def _make_identity(in_dim: int, dim: int, node: str | None, init_std: float | None) -> nn.Module:
+    if init_std is not None:
+        raise CompileError("an identity node has no weights to initialise", node=node,
+                           fix="remove init_std from this node")
+    if in_dim != dim:
+        raise CompileError(f"an identity node needs its parents' total dim ({in_dim}) to equal its dim ({dim})",
+                           node=node, fix=f"set dim: {in_dim}, or use fn: linear")
+    return Identity()
+
+
+#: The built-in node functions by ``fn:`` name: ``(in_dim, dim, node, init_std) -> nn.Module``. Keyed by
+#: the core's one list of names, :data:`sggraph.core.nodes.NODE_FUNCTIONS` (checked at import).
+FUNCTIONS = {"linear": _make_linear, "tanh": _make_tanh, "identity": _make_identity, "dot": _make_dot,
+             "embedding": _make_embedding, "slot_actor": _make_slot_actor}
+assert tuple(FUNCTIONS) == NODE_FUNCTIONS, "the node-function registry must follow NODE_FUNCTIONS"
+
+
 def make_function(name: str, in_dim: int, dim: int, node: str | None = None,
                   init_std: float | None = None) -> nn.Module:
-    """Instantiate the built-in function ``name`` for a node with the given dims (and weight init std).
+    """Instantiate the built-in function ``name`` (one of :data:`FUNCTIONS`) for a node with the given dims
+    (and weight init std).
 
     Raises :class:`~sggraph.CompileError` naming the node when the weights would exceed :data:`MAX_WEIGHTS`.
     """
-    if name in ("linear", "tanh", "dot", "embedding", "slot_actor") and in_dim * dim > MAX_WEIGHTS:
-        raise CompileError(f"fn {name} would need {in_dim:,} x {dim:,} weights, more than the {MAX_WEIGHTS:,} "
-                           "one node may hold", node=node, fix="lower the node's dim or its parents' dims")
-    if name in ("embedding", "slot_actor"):
-        if init_std is not None:
-            raise CompileError(f"fn '{name}' keeps its own init; init_std does not apply", node=node,
-                               fix="remove init_std from this node")
-        return ObservationEmbedding(in_dim, dim) if name == "embedding" else SlotActor(in_dim, dim)
-    if name in ("linear", "tanh"):
-        layer = Linear(in_dim, dim) if name == "linear" else TanhLinear(in_dim, dim)
-        _normal_init(layer, init_std)
-        return layer
-    if name == "dot":
-        return ScaledDot(in_dim, dim, init_std)
-    if name == "identity":
-        if init_std is not None:
-            raise CompileError("an identity node has no weights to initialise", node=node,
-                               fix="remove init_std from this node")
-        if in_dim != dim:
-            raise CompileError(f"an identity node needs its parents' total dim ({in_dim}) to equal its dim ({dim})",
-                               node=node, fix=f"set dim: {in_dim}, or use fn: linear")
-        return Identity()
-    raise CompileError(f"unknown fn '{name}'", node=node,
-                       fix="use linear, tanh, identity, dot, embedding or slot_actor")
+    build = FUNCTIONS.get(name)
+    if build is None:
+        raise CompileError(f"unknown fn '{name}'", node=node, fix=f"use {', '.join(NODE_FUNCTIONS[:-1])} or "
+                                                                   f"{NODE_FUNCTIONS[-1]}")
+    return build(in_dim, dim, node, init_std)

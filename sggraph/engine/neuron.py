@@ -68,7 +68,7 @@ class SlotRouting(torch.autograd.Function):
         logits = logits * scale
         e = (logits - logits.amax(-1, keepdim=True)).exp_()
         alpha = e.div_(e.sum(-1, keepdim=True))
-        y = tanh_(pre + bias.unsqueeze(-2)).view(n, b, slots, -1)
+        y = tanh_(pre + bias.unsqueeze(-2)).view(n, b, slots, (width - slots) // slots)
         hbar = (alpha.unsqueeze(-1) * y).sum(-2)
         return hbar, alpha, y
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path
+from ..runtime.atomic import atomic_path
 
 __all__ = ["comparison_figure", "disk_usage", "format_bytes"]
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..engine.mixing import all_finite as tensor_finite
+from ..engine import all_finite as tensor_finite
 from ..exceptions import GradientError
 
 __all__ = ["Diverged", "all_finite", "check_step", "divergence_error", "keep_last_good", "train_guarded"]

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_atomic
 from ..models.expert import (
     ExpertSimulator,
     check_settings,
@@ -23,6 +22,7 @@ from ..models.expert import (
     make_problem,
     sample_feedback,
 )
+from ..runtime.atomic import write_atomic
 
 __all__ = ["paired_bootstrap_ratio", "plot_ratios", "sweep", "write_summary"]
 

@@ -29,11 +29,10 @@ from pathlib import Path
 
 import torch
 
-from ..engine.mixing import all_finite
-from ..engine.training import adam
+from ..engine import adam, all_finite
 from ..exceptions import ConfigError, GradientError
-from ..progress import Progress
-from ..threads import follow_load, threads_policy
+from ..runtime.progress import Progress
+from ..runtime.threads import follow_load, threads_policy
 from .checkpoint_state import load_model_state, model_state, unused_parameters
 from .divergence import Diverged, check_step, train_guarded
 from .eventlog import EventLog
@@ -163,7 +162,7 @@ def _sparsenet_graph(cfg: BanditConfig, n_actions: int):
 
 
 def _build_policy(cfg: BanditConfig, n_actions: int):
-    from ..engine.compile import compile as compile_graph
+    from ..engine import compile as compile_graph
     from ..models.baselines import MLP
 
     if cfg.method == "mlp":
@@ -290,7 +289,7 @@ def run_bandit(cfg: BanditConfig, out: str | Path, resume: bool = False, progres
     ``out``. Returns the summary.
 
     ``out`` is claimed with :func:`~sggraph.experiments.rundir.open_run` (``resume`` continues the run in it,
-    ``overwrite`` replaces it). ``progress``: a progress bar on stderr (:class:`~sggraph.progress.Progress`).
+    ``overwrite`` replaces it). ``progress``: a progress bar on stderr (:class:`~sggraph.runtime.progress.Progress`).
     ``checkpoints``: False writes no resume checkpoint (a run that will never be resumed, such as the
     demo's). A step that makes the parameters non-finite stops the run with a
     :class:`~sggraph.GradientError`; ``checkpoint.pt`` then holds the step before it.

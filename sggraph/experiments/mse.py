@@ -7,11 +7,10 @@ from __future__ import annotations
 import torch
 
 from ..core.graph import Graph
-from ..engine.compile import compile as compile_graph
-from ..engine.diagnostics import NodeProfile, profile
-from ..engine.training import adam
+from ..engine import NodeProfile, adam, profile
+from ..engine import compile as compile_graph
 from ..exceptions import ConfigError
-from ..progress import Progress
+from ..runtime.progress import Progress
 
 __all__ = ["profile_yaml"]
 

@@ -38,13 +38,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine.lambdas import NORMALIZATIONS
-from ..engine.mixing import all_finite
-from ..engine.recurrent import GENERATOR_TARGETS
-from ..engine.training import adam
+from ..engine import GENERATOR_TARGETS, NORMALIZATIONS, adam, all_finite
 from ..exceptions import ConfigError, GradientError
-from ..progress import Progress
-from ..threads import follow_load, threads_policy
+from ..runtime.progress import Progress
+from ..runtime.threads import follow_load, threads_policy
 from .checkpoint_state import load_model_state, model_state
 from .divergence import Diverged, check_step, train_guarded
 from .eventlog import EventLog
@@ -87,7 +84,7 @@ class PopgymConfig:
     lam: str = "adaptive"  #: "adaptive" (eq. 18 + momentum) or a fixed θ in [0, 1] (sgprop)
     lam_momentum: float = 0.9
     lam_samples: int | None = None  #: adaptive θ from the samples of ⌈n/num_envs⌉ random steps (None: every valid sample)
-    normalize: str = "feedback"  #: before eq. 18: feedback | gradient | none (sggraph.engine.lambdas)
+    normalize: str = "feedback"  #: before eq. 18: feedback | gradient | none (sggraph.engine.lam)
     rho: float = 0.1  #: temporal-schedule coefficient
     schedule_anchor: str = "rollout"  #: base θ at the rollout's last step (rollout) or the batch's longest episode's (longest)
     generator_target: str = "mixed"  #: generators regress onto the mixed feedback (mixed) or the received one (received)
@@ -329,7 +326,7 @@ def run_popgym(cfg: PopgymConfig, out: str | Path, resume: bool = False, progres
     ``summary.json`` into ``out``. Returns the summary.
 
     ``out`` is claimed with :func:`~sggraph.experiments.rundir.open_run` (``resume`` continues the run in it,
-    ``overwrite`` replaces it). ``progress``: a progress bar on stderr (:class:`~sggraph.progress.Progress`).
+    ``overwrite`` replaces it). ``progress``: a progress bar on stderr (:class:`~sggraph.runtime.progress.Progress`).
     ``checkpoints``: False writes no resume checkpoint (a run that will never be resumed, such as the
     demo's). A batch whose loss, gradient or updated parameters are not finite stops the run with a
     :class:`~sggraph.GradientError`; ``checkpoint.pt`` then holds the batch before it.

@@ -31,9 +31,9 @@ from typing import Any
 
 import torch
 
-from ..atomic import atomic_path, write_atomic
-from ..dirlock import DirectoryLock
 from ..exceptions import ConfigError, DataError
+from ..runtime.atomic import atomic_path, write_atomic
+from ..runtime.dirlock import DirectoryLock
 
 __all__ = ["BOOKKEEPING_FILES", "LOCK_FILE", "RECORDED_ONLY", "RUN_FILES", "RunDir", "open_run"]
 

@@ -55,8 +55,8 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_path, write_atomic
 from ..exceptions import ConfigError
+from ..runtime.atomic import atomic_path, write_atomic
 
 __all__ = [
     "ABLATIONS",

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_atomic
-from ..dirlock import DirectoryLock
 from ..exceptions import ConfigError
-from ..progress import Progress
-from ..threads import available_cpus
+from ..runtime.atomic import write_atomic
+from ..runtime.dirlock import DirectoryLock
+from ..runtime.progress import Progress
+from ..runtime.threads import available_cpus
 from .spec import RUN_FILE, SweepSpec, format_value
 
 __all__ = ["SWEEP_LOCK", "RunPlan", "die_with_parent", "execute_run", "plan_runs", "run_sweep"]
@@ -268,7 +268,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", worke
     backend : {"local", "ray"}
     workers : int, optional
         Runs at once (local, and a local Ray's CPUs); default the CPUs available to this process
-        (:func:`sggraph.threads.available_cpus`: affinity and cgroup quota).
+        (:func:`sggraph.runtime.threads.available_cpus`: affinity and cgroup quota).
     address : str, optional
         A Ray cluster to submit to (default: start a local Ray).
     threads : int, optional
@@ -278,7 +278,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", worke
     log : callable
         Progress lines.
     progress : bool
-        A progress bar over the runs on stderr (:class:`~sggraph.progress.Progress`).
+        A progress bar over the runs on stderr (:class:`~sggraph.runtime.progress.Progress`).
     """
     if backend not in ("local", "ray"):
         raise ConfigError(f"unknown backend '{backend}'", fix="use --backend local or --backend ray")

@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .exceptions import ConfigError
+from ..exceptions import ConfigError
 
 __all__ = ["GRAIN", "LoadAwareThreads", "available_cpus", "busy_elsewhere", "cgroup_cpu_limit", "configure_threads",
            "follow_load", "resolve_threads", "running_elsewhere", "stop_following", "threads_for_work", "threads_policy",

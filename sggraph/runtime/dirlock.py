@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .exceptions import ConfigError
+from ..exceptions import ConfigError
 
 __all__ = ["DirectoryLock", "process_alive"]
 
