@@ -39,14 +39,9 @@ import torch
 from torch import nn
 
 from sggraph.core.unroll import Cell
-from sggraph.engine import (
-    CompiledCell,
-    ObservationEmbedding,
-    RecurrentSlotArray,
-    SlotActor,
-    compile_cell,
-    orthogonal_linear_,
-)
+from sggraph.engine import CompiledCell, RecurrentSlotArray, compile_cell
+
+from .popgym_layers import ObservationEmbedding, SlotActor, orthogonal_linear_
 
 __all__ = ["ObservationEmbedding", "RecurrentSparseNetPolicy", "SlotActor", "orthogonal_linear_",
            "recurrent_sparsenet_cell"]

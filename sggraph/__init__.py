@@ -59,6 +59,8 @@ _LAZY = {
 def __getattr__(name: str) -> object:
     if name in _LAZY:
         module, attr = _LAZY[name]
+        if module.startswith("sggraph.engine"):
+            _importlib.import_module("sggraph.models")  # registers the POPGym node functions (fn: embedding, ...)
         value = _importlib.import_module(module)
         value = value if attr is None else getattr(value, attr)
         globals()[name] = value

@@ -35,3 +35,24 @@ def test_models_experiments_and_the_shell_import_the_engine_only_through_its_fac
                     if name.startswith("sggraph.engine."):
                         inner.append(f"{path.relative_to(ROOT)}: {name}")
     assert inner == []
+
+
+def test_popgym_layers_live_in_models_and_register_their_fn_names():
+    """`fn: embedding` / `fn: slot_actor` are the models' layers: the bare engine names who provides them,
+    `sggraph.compile` (which imports sggraph.models first) builds them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cell = Path(__file__).resolve().parent.parent / "examples" / "popgym-sparsenet-cell.yaml"
+    bare = (f"import sys; from sggraph.core.unroll import Cell; from sggraph.engine import compile_cell\n"
+            f"from sggraph.exceptions import CompileError\n"
+            f"try:\n    compile_cell(Cell.from_yaml({str(cell)!r}))\nexcept CompileError as e:\n    print(e)\n"
+            f"print('sggraph.models' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", bare], capture_output=True, text=True, check=True).stdout
+    assert "fn 'embedding' is provided by sggraph.models" in out and "import sggraph.models first" in out
+    assert out.strip().endswith("False")
+    served = (f"import sggraph\nnet = sggraph.compile(sggraph.Cell.from_yaml({str(cell)!r}))\n"
+              f"print(type(net.pre['emb'].function).__module__, type(net.post['act'].function).__module__)")
+    out = subprocess.run([sys.executable, "-c", served], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["sggraph.models.popgym_layers"] * 2

@@ -14,7 +14,7 @@ Models, experiments and the shell import what they use from here:
 
 from .compile import CompiledGraph, compile, lambda_state
 from .diagnostics import NodeProfile, condition_b_test, format_profile, profile
-from .functions import FUNCTIONS, ObservationEmbedding, SlotActor, make_function, orthogonal_linear_
+from .functions import FUNCTIONS, make_function, register_function
 from .generators import GENERATOR_INITS, LinearGenerator, SlotGenerator, TabularGenerator
 from .lam import GROUPINGS, NORMALIZATIONS, ChildRule, LambdaTable, ParentRule, StateRule, momentum_step
 from .mixing import Record, all_finite
@@ -38,12 +38,10 @@ __all__ = [
     "LinearGenerator",
     "NodeProfile",
     "NodeTrace",
-    "ObservationEmbedding",
     "ParentRule",
     "Record",
     "RecurrentSlotArray",
     "RecurrentSlotGenerator",
-    "SlotActor",
     "SlotGenerator",
     "SlotNeuronArray",
     "StateRule",
@@ -59,8 +57,8 @@ __all__ = [
     "format_profile",
     "lambda_state",
     "make_function",
+    "register_function",
     "momentum_step",
-    "orthogonal_linear_",
     "profile",
     "temporal_schedule",
     "train_step",

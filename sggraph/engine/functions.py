@@ -5,9 +5,8 @@ declared order) and returns ``[B, dim]``:
 
 * ``linear``, ``tanh`` (of a linear map), ``identity`` (a relay), ``dot`` (scaled keys, the
   SparseNet action head);
-* ``embedding`` — Linear → LayerNorm → Linear → LeakyReLU, orthogonal (the POPGym observation
-  embedding, :class:`ObservationEmbedding`);
-* ``slot_actor`` — per output unit, 6 slots routed by keys (the POPGym actor, :class:`SlotActor`).
+* ``embedding``, ``slot_actor`` — the POPGym observation embedding and actor, registered by
+  :mod:`sggraph.models.popgym_layers` (:func:`register_function`).
 
 A node's ``init_std`` (YAML key ``init_std``) sets the standard deviation of its normal weight
 init: ``dot`` keys ``N(0, init_std²)`` (default 1); ``linear`` / ``tanh`` weights
@@ -22,16 +21,14 @@ torch.Size([5, 2])
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from ..core.nodes import NODE_FUNCTIONS
 from ..exceptions import CompileError
 
-__all__ = ["FUNCTIONS", "MAX_WEIGHTS", "Identity", "Linear", "ObservationEmbedding", "ScaledDot", "SlotActor",
-           "TanhLinear", "make_function", "orthogonal_linear_"]
+__all__ = ["FUNCTIONS", "MAX_WEIGHTS", "PROVIDERS", "Identity", "Linear", "ScaledDot", "TanhLinear", "make_function",
+           "register_function"]
 
 #: The most weights one built-in node function may hold (2^28 floats: 1 GiB).
 MAX_WEIGHTS = 2**28
@@ -95,57 +92,6 @@ class ScaledDot(nn.Module):
         return f"ScaledDot({self.keys.shape[1]} -> {self.keys.shape[0]})"
 
 
-def orthogonal_linear_(layer: nn.Linear, gain: float = 1.0) -> nn.Linear:
-    """Orthogonal weight (``gain``), zero bias: the authors' init of every POPGym linear layer
-    but the GRU/LSTM actor's last one."""
-    nn.init.orthogonal_(layer.weight, gain)
-    if layer.bias is not None:
-        nn.init.zeros_(layer.bias)
-    return layer
-
-
-class ObservationEmbedding(nn.Module):
-    """``obs [R, obs_dim]`` → ``[R, width]``: Linear → LayerNorm (no affine) → Linear → LeakyReLU.
-
-    Both linear layers orthogonal (gain 1), biases zero, as in the authors' POPGym code
-    (``fn: embedding``).
-    """
-
-    def __init__(self, obs_dim: int, width: int = 128) -> None:
-        super().__init__()
-        self.first = orthogonal_linear_(nn.Linear(obs_dim, width))
-        self.norm = nn.LayerNorm(width, elementwise_affine=False)
-        self.second = orthogonal_linear_(nn.Linear(width, width))
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return nn.functional.leaky_relu(self.second(self.norm(self.first(obs))))
-
-
-class SlotActor(nn.Module):
-    """Per action ``a``: ``logit_a = Σ_s α_{a,s} (w_{a,s}·x + c_{a,s})``, ``α_a = softmax_s(⟨x, k_{a,s}⟩/√D)``.
-
-    Shapes: ``x [R, D]`` → ``[R, n_actions]``. Keys and slot weights ~ N(0, 1/D), biases zero
-    (``fn: slot_actor``: 6 slots, the POPGym actor head).
-    """
-
-    def __init__(self, in_dim: int, n_actions: int, slots: int = 6) -> None:
-        super().__init__()
-        self.in_dim, self.n_actions, self.slots = in_dim, n_actions, slots
-        std = 1.0 / math.sqrt(in_dim)
-        # rows: all keys (A·S), then all slot weights (A·S): one matmul for both
-        self.weight = nn.Parameter(torch.randn(2 * n_actions * slots, in_dim) * std)
-        self.bias = nn.Parameter(torch.zeros(n_actions, slots))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, s = self.n_actions, self.slots
-        keys, values = (x @ self.weight.T).view(-1, 2, a, s).unbind(1)
-        alpha = torch.softmax(keys / math.sqrt(self.in_dim), dim=-1)
-        return (alpha * (values + self.bias)).sum(-1)
-
-    def extra_repr(self) -> str:
-        return f"in_dim={self.in_dim}, n_actions={self.n_actions}, slots={self.slots}"
-
-
 def _weighted(name: str, in_dim: int, dim: int, node: str | None) -> None:
     if in_dim * dim > MAX_WEIGHTS:
         raise CompileError(f"fn {name} would need {in_dim:,} x {dim:,} weights, more than the {MAX_WEIGHTS:,} "
@@ -177,18 +123,6 @@ def _make_dot(in_dim: int, dim: int, node: str | None, init_std: float | None) -
     return ScaledDot(in_dim, dim, init_std)
 
 
-def _make_embedding(in_dim: int, dim: int, node: str | None, init_std: float | None) -> nn.Module:
-    _weighted("embedding", in_dim, dim, node)
-    _own_init("embedding", init_std, node)
-    return ObservationEmbedding(in_dim, dim)
-
-
-def _make_slot_actor(in_dim: int, dim: int, node: str | None, init_std: float | None) -> nn.Module:
-    _weighted("slot_actor", in_dim, dim, node)
-    _own_init("slot_actor", init_std, node)
-    return SlotActor(in_dim, dim)
-
-
 def _make_identity(in_dim: int, dim: int, node: str | None, init_std: float | None) -> nn.Module:
     if init_std is not None:
         raise CompileError("an identity node has no weights to initialise", node=node,
@@ -199,11 +133,33 @@ def _make_identity(in_dim: int, dim: int, node: str | None, init_std: float | No
     return Identity()
 
 
-#: The built-in node functions by ``fn:`` name: ``(in_dim, dim, node, init_std) -> nn.Module``. Keyed by
-#: the core's one list of names, :data:`sggraph.core.nodes.NODE_FUNCTIONS` (checked at import).
-FUNCTIONS = {"linear": _make_linear, "tanh": _make_tanh, "identity": _make_identity, "dot": _make_dot,
-             "embedding": _make_embedding, "slot_actor": _make_slot_actor}
-assert tuple(FUNCTIONS) == NODE_FUNCTIONS, "the node-function registry must follow NODE_FUNCTIONS"
+#: The node functions by ``fn:`` name: ``(in_dim, dim, node, init_std) -> nn.Module``. Keyed by the core's
+#: one list of names, :data:`sggraph.core.nodes.NODE_FUNCTIONS`: the engine's own four here, the POPGym
+#: layers (``embedding``, ``slot_actor``) added by :mod:`sggraph.models` with :func:`register_function`.
+FUNCTIONS = {"linear": _make_linear, "tanh": _make_tanh, "identity": _make_identity, "dot": _make_dot}
+#: Where the names this module does not build are registered.
+PROVIDERS = {"embedding": "sggraph.models", "slot_actor": "sggraph.models"}
+assert set(FUNCTIONS) | set(PROVIDERS) == set(NODE_FUNCTIONS), "the registry must follow NODE_FUNCTIONS"
+
+
+def register_function(name: str, build, *, own_init: bool = False) -> None:
+    """Make ``fn: name`` build ``build(in_dim, dim) -> nn.Module`` (``[B, in_dim] -> [B, dim]``).
+
+    ``name`` must be one of :data:`~sggraph.core.nodes.NODE_FUNCTIONS` (the names a YAML file may use).
+    The engine checks the weight budget (:data:`MAX_WEIGHTS`) before calling ``build``; ``own_init``: the
+    module keeps its own init, and a node's ``init_std`` is refused.
+    """
+    if name not in NODE_FUNCTIONS:
+        raise CompileError(f"fn '{name}' is not a node-function name",
+                           fix=f"add it to sggraph.core.nodes.NODE_FUNCTIONS, or use one of {', '.join(NODE_FUNCTIONS)}")
+
+    def make(in_dim: int, dim: int, node: str | None, init_std: float | None) -> nn.Module:
+        _weighted(name, in_dim, dim, node)
+        if own_init:
+            _own_init(name, init_std, node)
+        return build(in_dim, dim)
+
+    FUNCTIONS[name] = make
 
 
 def make_function(name: str, in_dim: int, dim: int, node: str | None = None,
@@ -214,6 +170,9 @@ def make_function(name: str, in_dim: int, dim: int, node: str | None = None,
     Raises :class:`~sggraph.CompileError` naming the node when the weights would exceed :data:`MAX_WEIGHTS`.
     """
     build = FUNCTIONS.get(name)
+    if build is None and name in PROVIDERS:
+        raise CompileError(f"fn '{name}' is provided by {PROVIDERS[name]}, which is not imported", node=node,
+                           fix=f"import {PROVIDERS[name]} first (sggraph.compile and sggraph.compile_cell do)")
     if build is None:
         raise CompileError(f"unknown fn '{name}'", node=node, fix=f"use {', '.join(NODE_FUNCTIONS[:-1])} or "
                                                                    f"{NODE_FUNCTIONS[-1]}")
