@@ -317,12 +317,24 @@ def _train(cfg: BanditConfig, config: dict, rd: RunDir, resume: bool, progress: 
     data_gen = torch.Generator().manual_seed(cfg.seed)
     eval_x, eval_y = env.eval_batch(cfg.eval_batch, torch.Generator().manual_seed(10_000 + cfg.seed))
     eval_at = set(evaluation_steps(cfg.steps, cfg.evaluations))
+    snapshot_at = _snapshot_steps(cfg.steps, cfg.snapshots)
     rows: list[dict] = []
     start = 0
     train_reward = 0.0  # moving average of the (flipped) training reward
+    before = 0.0  # seconds the run's earlier segments took
+    replay_note = None
     if resume:
         state = rd.load_checkpoint(keys=("step", "model", "opt", "gen_opt", "data_gen", "torch_rng", "rows",
                                          "train_reward"))
+        done = int(state["step"])
+        rd.check_length(done, last, "steps", "step")
+        before = float(state.get("seconds", 0.0))
+        replay_note = _schedule_change(cfg, rd, done, [int(r["step"]) for r in state["rows"]], eval_at, snapshot_at)
+    if replay_note is not None:  # the records so far follow another length's schedule: train again from step 0
+        for path in rd.path.glob("snapshot-step*.pt"):
+            if path.name.removeprefix("snapshot-step").removesuffix(".pt") not in {str(s) for s in snapshot_at}:
+                path.unlink()
+    elif resume:
         with rd.restoring():
             load_model_state(model, state["model"], unused)
             opt.load_state_dict(state["opt"])
@@ -343,11 +355,8 @@ def _train(cfg: BanditConfig, config: dict, rd: RunDir, resume: bool, progress: 
             rd.save_checkpoint({"step": step, "model": model_state(model, unused), "opt": opt.state_dict(),
                                 "gen_opt": None if gen_opt is None or unused else gen_opt.state_dict(),
                                 "data_gen": data_gen.get_state(), "torch_rng": torch.get_rng_state(), "rows": rows,
-                                "train_reward": train_reward})
+                                "train_reward": train_reward, "seconds": before + time.perf_counter() - t0})
         rd.write_metrics(rows)
-
-    snapshot_at = set(int(v) for v in torch.linspace(0, cfg.steps, cfg.snapshots).round().tolist()) \
-        if cfg.snapshots > 1 else ({cfg.steps} if cfg.snapshots == 1 else set())
 
     def snapshot(step: int) -> None:
         if step in snapshot_at:
@@ -361,6 +370,8 @@ def _train(cfg: BanditConfig, config: dict, rd: RunDir, resume: bool, progress: 
     events = EventLog(rd.path, purge_step=start + 1 if resume else None)
     bar = Progress(last, f"bandit {cfg.method} seed {cfg.seed}", unit="step", quiet=not progress, initial=start)
     try:
+        if replay_note is not None:
+            bar.note(replay_note)
         if start == 0:
             bar.note(f"[bandit {cfg.method} seed {cfg.seed}] {n_params:,} policy parameters (SparseNet of these "
                      f"settings: {sparsenet_parameter_count(cfg, env.n_actions):,}), "
@@ -404,11 +415,42 @@ def _train(cfg: BanditConfig, config: dict, rd: RunDir, resume: bool, progress: 
     final = rows[-1]["eval_reward"] if rows else evaluate()
     summary = {"method": cfg.method, "seed": cfg.seed, "steps": cfg.steps, "final_eval_reward": final,
                "mean_eval_reward": sum(r["eval_reward"] for r in rows) / max(len(rows), 1),
-               "seconds": round(time.perf_counter() - t0, 2), "resumed_from": start if resume else None,
-               "parameters": n_params, "sparsenet_parameters": sparsenet_parameter_count(cfg, env.n_actions)}
+               "seconds": round(before + time.perf_counter() - t0, 2), "parameters": n_params, "sparsenet_parameters": sparsenet_parameter_count(cfg, env.n_actions)}
     _plot(rows, rd, f"MNIST bandit — {cfg.method}, seed {cfg.seed}")
     rd.write_json("summary.json", summary)  # last: it marks the run finished
     return summary
+
+
+def _snapshot_steps(steps: int, snapshots: int) -> set[int]:
+    """The steps whose model a run of ``steps`` with ``snapshots`` snapshots saves (evenly spaced from 0).
+
+    >>> sorted(_snapshot_steps(10, 3)), _snapshot_steps(10, 1), _snapshot_steps(10, 0)
+    ([0, 5, 10], {10}, set())
+    """
+    if snapshots > 1:
+        return {int(v) for v in torch.linspace(0, steps, snapshots).round().tolist()}
+    return {steps} if snapshots == 1 else set()
+
+
+def _schedule_change(cfg: BanditConfig, rd: RunDir, done: int, recorded: list[int], eval_at: set[int],
+                     snapshot_at: set[int]) -> str | None:
+    """Why a resumed run must train again from step 0 (None: it continues from its checkpoint).
+
+    The evaluation (and snapshot) schedule follows the run's length: a run resumed with another ``steps``
+    would, past its checkpoint, no longer match an uninterrupted run of that length if its records up to
+    step ``done`` were taken on the old schedule. Training is deterministic, so training again from step 0
+    gives exactly the uninterrupted run.
+    """
+    wanted = sorted(s for s in eval_at if s <= done)
+    saved = rd.saved_config() or {}
+    old_steps = saved.get("steps")
+    old_snapshots = set() if not isinstance(old_steps, int) else \
+        {s for s in _snapshot_steps(old_steps, cfg.snapshots) if s <= done}
+    if recorded == wanted and old_snapshots == {s for s in snapshot_at if s <= done}:
+        return None
+    return (f"[bandit {cfg.method} seed {cfg.seed}] the evaluations of {cfg.steps} steps fall on other steps "
+            f"than the run's so far (up to step {done}): training again from step 0, so that the records "
+            f"equal an uninterrupted run of {cfg.steps} steps")
 
 
 def _log_evaluation(events: EventLog, row: dict, net, step: int) -> None:

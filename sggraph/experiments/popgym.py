@@ -360,8 +360,11 @@ def _train(cfg: PopgymConfig, config: dict, rd: RunDir, resume: bool, progress: 
     sampler = torch.Generator().manual_seed(cfg.seed)
     rows: list[dict] = []
     start = 0
+    before = 0.0  # seconds the run's earlier segments took
     if resume:
         state = rd.load_checkpoint(keys=("batch", "policy", "opt", "gen_opt", "sampler", "torch_rng", "rows"))
+        rd.check_length(int(state["batch"]), last, "batches", "batch")
+        before = float(state.get("seconds", 0.0))
         with rd.restoring():
             load_model_state(policy, state["policy"], unused)
             opt.load_state_dict(state["opt"])
@@ -377,7 +380,8 @@ def _train(cfg: PopgymConfig, config: dict, rd: RunDir, resume: bool, progress: 
         if checkpoints:
             rd.save_checkpoint({"batch": done, "policy": model_state(policy, unused), "opt": opt.state_dict(),
                                 "gen_opt": None if gen_opt is None else gen_opt.state_dict(),
-                                "sampler": sampler.get_state(), "torch_rng": torch.get_rng_state(), "rows": rows})
+                                "sampler": sampler.get_state(), "torch_rng": torch.get_rng_state(), "rows": rows,
+                                "seconds": before + time.perf_counter() - t0})
         rd.write_metrics(rows)
 
     t0 = time.perf_counter()
@@ -419,8 +423,7 @@ def _train(cfg: PopgymConfig, config: dict, rd: RunDir, resume: bool, progress: 
                "num_envs": cfg.num_envs, "batches": cfg.batches,
                "final_success_rate": round(sum(tail) / len(tail), 5) if tail else None,
                "auc_success_rate": round(sum(rates) / len(rates), 5) if rates else None,
-               "seconds": round(time.perf_counter() - t0, 2), "resumed_from": start if resume else None,
-               "parameters": sum(p.numel() for p in policy.model_parameters())}
+               "seconds": round(before + time.perf_counter() - t0, 2), "parameters": sum(p.numel() for p in policy.model_parameters())}
     _plot(rows, rd, f"{cfg.env} — {label}, seed {cfg.seed}")
     rd.write_json("summary.json", summary)  # last: it marks the run finished
     return summary

@@ -140,6 +140,22 @@ class RunDir:
             raise ConfigError(f"--resume with settings that differ from the run's config.json ({', '.join(changed)})",
                               file=str(self.path), fix=f"resume with the same settings (only {growable} may grow)")
 
+    def check_length(self, done: int, length: int, growable: str, unit: str) -> None:
+        """Raise unless a resumed run's ``length`` (its ``growable`` setting) reaches the ``done`` units
+        its checkpoint holds: a resume never shortens a run (its records would then mix two lengths).
+
+        >>> import tempfile
+        >>> RunDir(tempfile.mkdtemp()).check_length(300, 100, "steps", "step")
+        Traceback (most recent call last):
+        ...
+        sggraph.exceptions.ConfigError: ...: --resume with steps = 100, but the run has already done 300 steps...
+        """
+        if length < done:
+            raise ConfigError(f"--resume with {growable} = {length}, but the run has already done {done} {unit}s "
+                              f"(a resume continues a run; it cannot shorten it)", file=str(self.path),
+                              fix=f"resume with --{growable} {done} or more, or start the shorter run in another "
+                                  f"--out")
+
     def saved_config(self) -> dict | None:
         """The directory's ``config.json``, or None when it is missing or not a JSON mapping."""
         try:
