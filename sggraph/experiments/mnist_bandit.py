@@ -37,6 +37,7 @@ from ..threads import follow_load, threads_policy
 from .checkpoint_state import load_model_state, model_state, unused_parameters
 from .divergence import Diverged, check_step, train_guarded
 from .eventlog import EventLog
+from .numbers import significant
 from .rundir import RECORDED_ONLY, RunDir
 from .settings import (
     MAX_RATE,
@@ -183,7 +184,7 @@ def _lambda_stats(net) -> dict[str, float]:
         return out
     for name, theta in net.self_lambdas().items():
         if name.startswith("h"):
-            out[f"lambda_{name}"] = round(float(theta.mean()), 5)
+            out[f"lambda_{name}"] = significant(theta.mean())
     return out
 
 
@@ -397,8 +398,8 @@ def _train(cfg: BanditConfig, config: dict, rd: RunDir, resume: bool, progress: 
                             "grad_norm": _gradient_norm(params), **stats}, step)
             evaluated = step in eval_at
             if evaluated:
-                row = {"step": step, "samples": step * cfg.batch, "eval_reward": round(evaluate(), 6),
-                       "train_reward": round(train_reward, 5),
+                row = {"step": step, "samples": step * cfg.batch, "eval_reward": significant(evaluate()),
+                       "train_reward": significant(train_reward),
                        **_lambda_stats(net if cfg.method == "sgprop" else None)}
                 rows.append(row)
                 _log_evaluation(events, row, net if cfg.method == "sgprop" else None, step)
@@ -415,7 +416,8 @@ def _train(cfg: BanditConfig, config: dict, rd: RunDir, resume: bool, progress: 
     final = rows[-1]["eval_reward"] if rows else evaluate()
     summary = {"method": cfg.method, "seed": cfg.seed, "steps": cfg.steps, "final_eval_reward": final,
                "mean_eval_reward": sum(r["eval_reward"] for r in rows) / max(len(rows), 1),
-               "seconds": round(before + time.perf_counter() - t0, 2), "parameters": n_params, "sparsenet_parameters": sparsenet_parameter_count(cfg, env.n_actions)}
+               "seconds": round(before + time.perf_counter() - t0, 2), "parameters": n_params,
+               "sparsenet_parameters": sparsenet_parameter_count(cfg, env.n_actions)}
     _plot(rows, rd, f"MNIST bandit — {cfg.method}, seed {cfg.seed}")
     rd.write_json("summary.json", summary)  # last: it marks the run finished
     return summary

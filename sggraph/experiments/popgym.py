@@ -48,6 +48,7 @@ from ..threads import follow_load, threads_policy
 from .checkpoint_state import load_model_state, model_state
 from .divergence import Diverged, check_step, train_guarded
 from .eventlog import EventLog
+from .numbers import significant
 from .rundir import RunDir
 from .settings import (
     MAX_RATE,
@@ -311,12 +312,13 @@ def train_batch(cfg: PopgymConfig, envs, policy, opt, gen_opt, batch_index: int,
                                                       max_norm=cfg.generator_clip_norm or None)
     row = {"batch": batch_index + 1, "episodes": (batch_index + 1) * envs.num_envs,
            "success_rate": round(float(data.success.float().mean()), 5),
-           "mean_return": round(float(data.episode_returns.mean()), 5),
+           "mean_return": significant(data.episode_returns.mean()),
            "episode_steps": round(float(data.valid.sum(0).float().mean()), 2),
-           "loss": round(float(loss.detach()), 6), "entropy": round(parts["entropy"], 5), "grad_norm": round(grad_norm, 5)}
+           "loss": significant(loss.detach()), "entropy": significant(parts["entropy"]),
+           "grad_norm": significant(grad_norm)}
     if sgprop:
-        row["lambda_mean"] = round(policy.lambda_mean(), 5)
-        row["generator_loss"] = round(float(generator_loss), 8)
+        row["lambda_mean"] = significant(policy.lambda_mean())
+        row["generator_loss"] = significant(generator_loss)
     row["seconds"] = round(time.perf_counter() - t0, 4)
     row["rollout_seconds"] = round(rollout_seconds, 4)
     return row
@@ -423,7 +425,8 @@ def _train(cfg: PopgymConfig, config: dict, rd: RunDir, resume: bool, progress: 
                "num_envs": cfg.num_envs, "batches": cfg.batches,
                "final_success_rate": round(sum(tail) / len(tail), 5) if tail else None,
                "auc_success_rate": round(sum(rates) / len(rates), 5) if rates else None,
-               "seconds": round(before + time.perf_counter() - t0, 2), "parameters": sum(p.numel() for p in policy.model_parameters())}
+               "seconds": round(before + time.perf_counter() - t0, 2),
+               "parameters": sum(p.numel() for p in policy.model_parameters())}
     _plot(rows, rd, f"{cfg.env} — {label}, seed {cfg.seed}")
     rd.write_json("summary.json", summary)  # last: it marks the run finished
     return summary
