@@ -53,6 +53,7 @@ from .blocks import (
     check_generators,
     check_inputs,
     check_lambda_value,
+    first_parameter,
     guard_lambda_write,
     observes,
     split_ref,
@@ -195,7 +196,7 @@ class CompiledGraph(nn.Module):
     def _run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         values: dict[str, torch.Tensor] = {}
         batch = None
-        check_inputs(inputs, self.sources, f"graph '{self.graph.name}'", self.check_finite)
+        check_inputs(inputs, self.sources, f"graph '{self.graph.name}'", self.check_finite, first_parameter(self))
         for name, src in self.sources.items():
             x = inputs[name]
             if src.count is None:

@@ -40,6 +40,7 @@ from .blocks import (
     check_generators,
     check_inputs,
     check_lambda_value,
+    first_parameter,
     guard_lambda_write,
     split_ref,
     step_on,
@@ -232,7 +233,7 @@ class CompiledCell(nn.Module):
         episodes (padding steps get no synthetic feedback), ``horizon`` anchors the temporal
         schedule (see :meth:`schedule`)."""
         st = self.state
-        check_inputs(inputs, list(self.cell.inputs), "the cell", self.check_finite)
+        check_inputs(inputs, list(self.cell.inputs), "the cell", self.check_finite, first_parameter(self))
         first = next(iter(self.cell.inputs))
         t_steps, batch = inputs[first].shape[:2]
         values: dict[str, torch.Tensor] = {}
