@@ -16,10 +16,37 @@ __all__ = ["add_parser"]
 DEFAULT_STEPS = {"bench": 30, "contention": 10}
 
 
+#: Most timed steps per method (a bench of more is a training run; use ``sggraph train``).
+MAX_BENCH_STEPS = 100_000
+
+
+def check_bench_args(args: argparse.Namespace) -> None:
+    """Raise :class:`~sggraph.ConfigError` on a flag the bench would fail on later (before any work).
+
+    >>> check_bench_args(argparse.Namespace(steps=-1, batch=64, compile=None))
+    Traceback (most recent call last):
+    ...
+    sggraph.exceptions.ConfigError: --steps -1 is outside 1..100000. Fix: pass --steps 1 or more (a median needs at least one timed step).
+    """
+    for flag, value, largest in (("steps", args.steps, MAX_BENCH_STEPS), ("batch", args.batch, 2**20)):
+        if value is not None and not 1 <= value <= largest:
+            raise ConfigError(f"--{flag} {value} is outside 1..{largest}",
+                              fix=f"pass --{flag} 1 or more" + (" (a median needs at least one timed step)"
+                                                               if flag == "steps" else ""))
+    if args.compile is not None:
+        from torch._dynamo import list_backends
+
+        known = list_backends(exclude_tags=())
+        if args.compile not in known:
+            raise ConfigError(f"--compile {args.compile}: torch.compile has no such backend",
+                              fix=f"use one of {', '.join(b for b in known if 'TESTING' not in b)}")
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .. import threads
     from ..experiments.mnist_bandit import BanditConfig
 
+    check_bench_args(args)
     if args.contention:
         return _cmd_contention(args)
     threads.configure_threads(args.threads, BanditConfig(batch=args.batch).typical_op_elements())
