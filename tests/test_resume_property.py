@@ -4,6 +4,7 @@ changes no file; ``seconds`` adds up the segments."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -55,10 +56,8 @@ def _run(out: Path, steps: int, cut: int | None, resume: bool, monkeypatch) -> N
 
     with monkeypatch.context() as m:
         m.setattr(mnist_bandit, "follow_load", follow_load)
-        try:
+        with contextlib.suppress(Interrupted):
             run_bandit(_cfg(steps), out, resume=resume)
-        except Interrupted:
-            pass
 
 
 def _done(out: Path) -> int:

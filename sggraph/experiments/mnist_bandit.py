@@ -319,32 +319,10 @@ def _train(cfg: BanditConfig, config: dict, rd: RunDir, resume: bool, progress: 
     eval_x, eval_y = env.eval_batch(cfg.eval_batch, torch.Generator().manual_seed(10_000 + cfg.seed))
     eval_at = set(evaluation_steps(cfg.steps, cfg.evaluations))
     snapshot_at = _snapshot_steps(cfg.steps, cfg.snapshots)
-    rows: list[dict] = []
-    start = 0
-    train_reward = 0.0  # moving average of the (flipped) training reward
-    before = 0.0  # seconds the run's earlier segments took
-    replay_note = None
+    rows, start, train_reward, before, replay_note = [], 0, 0.0, 0.0, None  # train_reward: a moving average
     if resume:
-        state = rd.load_checkpoint(keys=("step", "model", "opt", "gen_opt", "data_gen", "torch_rng", "rows",
-                                         "train_reward"))
-        done = int(state["step"])
-        rd.check_length(done, last, "steps", "step")
-        before = float(state.get("seconds", 0.0))
-        replay_note = _schedule_change(cfg, rd, done, [int(r["step"]) for r in state["rows"]], eval_at, snapshot_at)
-    if replay_note is not None:  # the records so far follow another length's schedule: train again from step 0
-        for path in rd.path.glob("snapshot-step*.pt"):
-            if path.name.removeprefix("snapshot-step").removesuffix(".pt") not in {str(s) for s in snapshot_at}:
-                path.unlink()
-    elif resume:
-        with rd.restoring():
-            load_model_state(model, state["model"], unused)
-            opt.load_state_dict(state["opt"])
-            if gen_opt is not None and state["gen_opt"] is not None:
-                gen_opt.load_state_dict(state["gen_opt"])
-            data_gen.set_state(state["data_gen"])
-            torch.set_rng_state(state["torch_rng"])
-            rows, start = list(state["rows"]), int(state["step"])
-            train_reward = float(state["train_reward"])
+        rows, start, train_reward, before, replay_note = _restore(cfg, rd, last, eval_at, snapshot_at, model, unused,
+                                                                  opt, gen_opt, data_gen)
     rd.write_json("config.json", config)  # after a resume could fail: a failing --resume changes nothing
     watched = params + (list(net.generator_parameters()) if net is not None else [])
 
@@ -421,6 +399,33 @@ def _train(cfg: BanditConfig, config: dict, rd: RunDir, resume: bool, progress: 
     _plot(rows, rd, f"MNIST bandit — {cfg.method}, seed {cfg.seed}")
     rd.write_json("summary.json", summary)  # last: it marks the run finished
     return summary
+
+
+def _restore(cfg: BanditConfig, rd: RunDir, last: int, eval_at: set[int], snapshot_at: set[int], model, unused,
+             opt, gen_opt, data_gen: torch.Generator) -> tuple[list[dict], int, float, float, str | None]:
+    """Load the run's checkpoint into the model, optimizers and generators; returns ``(rows, start, train_reward,
+    seconds so far, note)``. A checkpoint past ``last`` is refused; one whose records follow another length's
+    schedule is not loaded (``start`` 0, ``note`` says why): the run trains again from step 0."""
+    state = rd.load_checkpoint(keys=("step", "model", "opt", "gen_opt", "data_gen", "torch_rng", "rows",
+                                     "train_reward"))
+    done = int(state["step"])
+    rd.check_length(done, last, "steps", "step")
+    before = float(state.get("seconds", 0.0))
+    note = _schedule_change(cfg, rd, done, [int(r["step"]) for r in state["rows"]], eval_at, snapshot_at)
+    if note is not None:  # the records so far follow another length's schedule: train again from step 0
+        keep = {f"snapshot-step{s}.pt" for s in snapshot_at}
+        for path in rd.path.glob("snapshot-step*.pt"):
+            if path.name not in keep:
+                path.unlink()
+        return [], 0, 0.0, before, note
+    with rd.restoring():
+        load_model_state(model, state["model"], unused)
+        opt.load_state_dict(state["opt"])
+        if gen_opt is not None and state["gen_opt"] is not None:
+            gen_opt.load_state_dict(state["gen_opt"])
+        data_gen.set_state(state["data_gen"])
+        torch.set_rng_state(state["torch_rng"])
+    return list(state["rows"]), done, float(state["train_reward"]), before, None
 
 
 def _snapshot_steps(steps: int, snapshots: int) -> set[int]:
