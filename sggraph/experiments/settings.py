@@ -22,6 +22,7 @@ sggraph.exceptions.ConfigError: seed = -1 is outside 0..4294967295. Fix: use a s
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
 from collections.abc import Iterable
@@ -55,6 +56,12 @@ def _words(kind: Any) -> str:
     return {int: "an integer", float: "a number", str: "a word", bool: "true or false"}.get(kind, str(kind))
 
 
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls: type) -> dict[str, Any]:
+    """``typing.get_type_hints(cls)``, evaluated once per class (a sweep checks every setting of every run)."""
+    return typing.get_type_hints(cls)
+
+
 def check_setting(cls: type, name: str, value: Any) -> None:
     """Raise :class:`~sggraph.ConfigError` unless ``value`` has the type of setting ``name`` of the config
     class ``cls`` (numbers finite; a whole number is a valid float).
@@ -67,7 +74,7 @@ def check_setting(cls: type, name: str, value: Any) -> None:
     sggraph.exceptions.ConfigError: steps = 'ten' is not an integer. Fix: set --steps to an integer, e.g. 1500.
     """
     field = next(f for f in dataclasses.fields(cls) if f.name == name)
-    kind = typing.get_type_hints(cls)[name]
+    kind = _type_hints(cls)[name]
     alternatives = typing.get_args(kind)
     if type(None) in alternatives:  # an optional setting
         if value is None:
