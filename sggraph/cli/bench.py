@@ -7,7 +7,7 @@ import json
 import sys
 
 from ..exceptions import ConfigError
-from ..experiments.bench import CONTENTION_SETTINGS, contention_worker, run_bench, run_contention
+from ..experiments.contention import CONTENTION_SETTINGS
 from .options import add_run_flags
 
 __all__ = ["add_parser"]
@@ -44,6 +44,7 @@ def check_bench_args(args: argparse.Namespace) -> None:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .. import threads
+    from ..experiments.bench import contention_worker, run_bench
     from ..experiments.mnist_bandit import BanditConfig
 
     check_bench_args(args)
@@ -92,6 +93,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _cmd_contention(args: argparse.Namespace) -> int:
     """``sggraph bench --contention``: the bandit step alone, beside a busy process, and two side by side."""
+    from ..experiments.bench import run_contention
+
     if args.threads is not None:
         raise ConfigError("--contention compares thread settings itself; it takes no --threads",
                           fix="drop --threads, or choose the settings with --settings 1,2,default")

@@ -9,8 +9,6 @@ from typing import Any
 
 from ..core.graph import Graph
 from ..core.unroll import Cell
-from ..draw import RENDER_FORMATS, draw, render
-from ..draw.style import shorten
 from ..exceptions import ConfigError
 from .model_files import add_unroll_argument, load_model
 
@@ -60,6 +58,8 @@ def run_draw(args: argparse.Namespace) -> int:
 
     Raises sggraph exceptions on bad input (the CLI prints them and exits 2).
     """
+    from ..draw import RENDER_FORMATS, draw, render
+
     out = Path(args.out)
     if out.suffix.lower() not in RENDER_FORMATS:
         raise ConfigError(f"cannot write '{out}': unknown suffix '{out.suffix or '(none)'}'",
@@ -130,6 +130,7 @@ def _net_with_lambdas(model: Graph | Cell, state: Mapping, source: str) -> Any:
     """Compile ``model`` (child grouping) and load the λ buffers of ``state`` into it."""
     from torch import nn
 
+    from ..draw.style import shorten
     from ..engine.compile import compile as compile_graph
 
     # only λ is needed: nodes without a built-in function get a stand-in module

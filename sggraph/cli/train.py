@@ -53,9 +53,20 @@ def _config_from(args: argparse.Namespace, cls, skip=("out", "resume", "config",
 
 
 def _experiments() -> dict:
-    """``sggraph train`` experiments: name → (config class, run function, default run directory)."""
-    from ..experiments.mnist_bandit import BanditConfig, run_bandit
-    from ..experiments.popgym import PopgymConfig, run_popgym
+    """``sggraph train`` experiments: name → (config class, run function, default run directory). The config
+    classes are torch-free; a run function loads its experiment (and torch) when it is called."""
+    from ..experiments.bandit_config import BanditConfig
+    from ..experiments.popgym_config import PopgymConfig
+
+    def run_bandit(*args, **kwargs):
+        from ..experiments.mnist_bandit import run_bandit
+
+        return run_bandit(*args, **kwargs)
+
+    def run_popgym(*args, **kwargs):
+        from ..experiments.popgym import run_popgym
+
+        return run_popgym(*args, **kwargs)
 
     return {
         "mnist-bandit": (BanditConfig, run_bandit, lambda c: f"runs/mnist-bandit/{c.method}-seed{c.seed}",

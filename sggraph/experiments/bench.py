@@ -57,6 +57,7 @@ import torch
 
 from ..engine.training import adam
 from ..exceptions import ConfigError, SggraphError
+from .contention import CONTENTION_SETTINGS
 
 __all__ = ["CONTENTION_SETTINGS", "bench_bandit", "bench_bandit_compiled", "bench_popgym", "bench_recurrent",
            "contention_worker", "matmul_peak_gflops", "run_bench", "run_contention"]
@@ -394,8 +395,6 @@ def run_bench(steps: int = 30, progress: bool = False, compile_backend: str | No
 #: The bandit variants the contention bench times: the bandit runs' two methods.
 CONTENTION_VARIANTS = ("backprop", "sgprop_adaptive")
 
-#: The thread settings it compares: name → the worker's thread arguments ("default": none, as a run starts).
-CONTENTION_SETTINGS = {"1": ("--threads", "1"), "2": ("--threads", "2"), "default": ()}
 
 #: The competing busy process: one CPU-bound Python loop.
 BUSY_LOOP = "while True: pass"
