@@ -129,7 +129,8 @@ def _threads_label(measurement: dict) -> str:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="time compiled training steps (ms/step, FLOPs, GFLOP/s)")
+    p = sub.add_parser("bench", help="time compiled training steps (ms/step, FLOPs, GFLOP/s)",
+                       description="Time the compiled training steps of the paper's models on this machine: the MNIST-bandit SparseNet step (backprop, sgprop, adaptive λ), the recurrent cell and a POPGym batch, with FLOPs and achieved GFLOP/s against the measured matmul peak; --contention compares thread settings under load.")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--steps", type=int, default=None,
                    help=f"timed steps per method, median reported (default {DEFAULT_STEPS['bench']}; with "

@@ -40,14 +40,14 @@ class PopgymConfig:
     num_envs: int = 20  #: parallel environments = episodes per gradient update
     lr: float = 1e-3  #: Adam learning rate of the policy (the paper sweeps 2e-4 … 4e-3)
     batches: int = 300  #: gradient updates
-    seed: int = 0
+    seed: int = 0  #: seeds the mazes, the policy's initialisation and its sampled actions
     gamma: float = 0.95  #: discount factor
-    entropy_coef: float = 0.01
+    entropy_coef: float = 0.01  #: weight of the entropy bonus in the loss
     clip_norm: float = 0.5  #: gradient-norm clip of the policy's parameters
     generator_lr: float = 1e-5  #: Adam learning rate of the synthetic-gradient generators
     lam_init: float = 1.0  #: initial per-neuron θ (sgprop)
     lam: str = "adaptive"  #: "adaptive" (eq. 18 + momentum) or a fixed θ in [0, 1] (sgprop)
-    lam_momentum: float = 0.9
+    lam_momentum: float = 0.9  #: momentum μ of adaptive θ: θ ← μθ + (1 − μ)θ_batch
     lam_samples: int | None = None  #: adaptive θ from the samples of ⌈n/num_envs⌉ random steps (None: every valid sample)
     normalize: str = "feedback"  #: before eq. 18: feedback | gradient | none (sggraph.engine.lambdas)
     rho: float = 0.1  #: temporal-schedule coefficient
@@ -56,15 +56,15 @@ class PopgymConfig:
     generator_clip_norm: float = 0.5  #: gradient-norm clip of the generators (0: off)
     neuron_scale: str = "full"  #: 1/√d of every neuron: d = fan_in·q + embed (full) or its wired input size (wired)
     self_parents: bool = True  #: a neuron may be its own recurrent parent (randperm over all neurons)
-    maze_size: int = 6
+    maze_size: int = 6  #: labyrinth side (even)
     episode_length: int | None = None  #: None: 80 (escape) / 40 (explore)
     explore_drop_prob: float = 0.75  #: explore: probability a step's reward becomes −1/episode_length
     neurons: int = 128  #: SparseNet neurons
     q: int = 6  #: neuron dimension
-    slots: int = 6
+    slots: int = 6  #: slots per SparseNet neuron
     fan_in: int = 6  #: parents per neuron
     input_neurons: int = 16  #: neurons that read the embedding
-    actor_slots: int = 6
+    actor_slots: int = 6  #: slots of the actor's routing over the state
     embed: int = 128  #: embedding width
     hidden: int = 256  #: GRU / LSTM hidden size
     checkpoint_every: int = 25  #: batches between checkpoints

@@ -31,7 +31,7 @@ from typing import Any
 from ..exceptions import ConfigError
 
 __all__ = ["MAX_RATE", "MAX_SEED", "MAX_SIZE", "MAX_STEPS", "check_between", "check_lambda_setting", "check_positive",
-           "check_seed", "check_setting", "check_sizes", "check_types", "flag"]
+           "check_seed", "check_setting", "check_sizes", "check_types", "field_help", "flag"]
 
 #: Largest seed (NumPy's and the environments' generators take 32-bit seeds).
 MAX_SEED = 2**32 - 1
@@ -60,6 +60,21 @@ def _words(kind: Any) -> str:
 def _type_hints(cls: type) -> dict[str, Any]:
     """``typing.get_type_hints(cls)``, evaluated once per class (a sweep checks every setting of every run)."""
     return typing.get_type_hints(cls)
+
+
+@functools.lru_cache(maxsize=None)
+def field_help(cls: type) -> dict[str, str]:
+    """Each setting's ``#:`` comment in the source of the config class ``cls`` (what ``--help`` says of it).
+
+    >>> from sggraph.experiments.bandit_config import BanditConfig
+    >>> field_help(BanditConfig)["method"]
+    'sgprop | backprop | mlp'
+    """
+    import inspect
+    import re
+
+    source = inspect.getsource(cls)
+    return {m[1]: m[2].strip() for m in re.finditer(r"^    (\w+): [^=\n]+=[^\n]*?#: (.+)$", source, re.M)}
 
 
 def check_setting(cls: type, name: str, value: Any) -> None:
