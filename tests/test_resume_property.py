@@ -4,7 +4,6 @@ changes no file; ``seconds`` adds up the segments."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import tempfile
@@ -14,17 +13,13 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from interrupt import run_bandit_until
 
 from sggraph.cli import main
 from sggraph.exceptions import ConfigError
-from sggraph.experiments import mnist_bandit
 from sggraph.experiments.mnist_bandit import BanditConfig, run_bandit
 
 TINY = dict(evaluations=3, eval_batch=40, width=6, layers=1, q=2, slots=2, n_parents=2, checkpoint_every=3)
-
-
-class Interrupted(BaseException):
-    """What a Ctrl-C between two steps leaves: the files of the last checkpoint (raised like KeyboardInterrupt)."""
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -45,19 +40,7 @@ def _files(path: Path) -> dict[str, bytes]:
 
 def _run(out: Path, steps: int, cut: int | None, resume: bool, monkeypatch) -> None:
     """Train ``steps`` into ``out``; with ``cut``, stop (as a Ctrl-C would) before the segment's step cut + 1."""
-    calls = [0]
-    real = mnist_bandit.follow_load
-
-    def follow_load():
-        calls[0] += 1
-        if cut is not None and calls[0] > cut:
-            raise Interrupted
-        real()
-
-    with monkeypatch.context() as m:
-        m.setattr(mnist_bandit, "follow_load", follow_load)
-        with contextlib.suppress(Interrupted):
-            run_bandit(_cfg(steps), out, resume=resume)
+    run_bandit_until(_cfg(steps), out, cut, monkeypatch, resume=resume)
 
 
 def _done(out: Path) -> int:
