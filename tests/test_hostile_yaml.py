@@ -41,11 +41,11 @@ def test_the_alias_bomb_is_tiny_and_would_expand_beyond_a_billion_values():
 
 def test_alias_bomb_is_refused_in_milliseconds_and_kilobytes():
     tracemalloc.start()
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time: other processes on the machine do not count
     try:
         with pytest.raises(SpecError, match="once its aliases"):
             parse_yaml(alias_bomb(), file="bomb.yaml")
-        seconds = time.perf_counter() - t0
+        seconds = time.process_time() - t0
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
