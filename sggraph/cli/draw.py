@@ -47,7 +47,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--lambda-from", dest="lambda_from", metavar="RUN_DIR_OR_CHECKPOINT",
                    help="colour edges by λ from a checkpoint.pt (or a run directory holding one)")
     p.add_argument("--expand-arrays", dest="expand_arrays", type=int, metavar="N",
-                   help="draw the first N neurons of every array individually (unrolled cells: per step)")
+                   help="draw the first N neurons of every array individually (unrolled cells: per step; by default a "
+                        "state of more than 6 neurons is one box per step)")
     add_unroll_argument(p, "draw")
     p.set_defaults(run=run_draw)
     return p
