@@ -152,3 +152,15 @@ def test_config_file_unknown_key_names_line(tmp_path, capsys):
     assert main(["train", "mnist-bandit", "--config", str(cfg), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert f"{cfg}:2" in err and "did you mean 'steps'" in err
+
+
+def test_a_short_run_evaluates_in_proportion_and_a_full_one_as_the_paper(tmp_path):
+    """50 steps: 2 evaluations of 500 images (not the paper's 20 of 4,000, which made a quick run mostly
+    evaluation); the plan is recorded in summary.json; explicit settings win."""
+    tiny = dict(width=8, layers=1, q=2, slots=2, n_parents=2)
+    summary = run_bandit(BanditConfig(steps=50, **tiny), tmp_path / "short")
+    assert (summary["evaluations"], summary["eval_images"]) == (2, 500)
+    assert [r["step"] for r in csv.DictReader((tmp_path / "short" / "metrics.csv").open())] == ["1", "50"]
+    assert json.loads((tmp_path / "short" / "config.json").read_text())["evaluations"] is None  # the rule, kept
+    assert BanditConfig().evaluation_plan() == (20, 4000) == BanditConfig(steps=3000).evaluation_plan()
+    assert BanditConfig(steps=50, evaluations=7, eval_batch=64).evaluation_plan() == (7, 64)

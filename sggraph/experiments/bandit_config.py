@@ -21,7 +21,8 @@ from .settings import (
     check_types,
 )
 
-__all__ = ["AUTHORS_CLASSES", "PAPER_LR", "UPDATE_ORDERS", "BanditConfig"]
+__all__ = ["AUTHORS_CLASSES", "PAPER_EVALUATIONS", "PAPER_EVAL_IMAGES", "PAPER_LR", "PAPER_STEPS", "UPDATE_ORDERS",
+           "BanditConfig"]
 
 #: Table 1's learning rates per method.
 PAPER_LR = {"sgprop": 0.005, "backprop": 0.001, "mlp": 2e-5}
@@ -29,6 +30,8 @@ PAPER_LR = {"sgprop": 0.005, "backprop": 0.001, "mlp": 2e-5}
 AUTHORS_CLASSES = (0, 1, 3, 4, 5, 6, 7, 8, 9)
 #: When the generators learn from a batch: before the policy's backward (the authors') or after it.
 UPDATE_ORDERS = ("generator-first", "single-pass")
+#: The paper's run: 1,500 steps with 20 evaluations of 4,000 images (shorter runs scale the evaluations down).
+PAPER_STEPS, PAPER_EVALUATIONS, PAPER_EVAL_IMAGES = 1500, 20, 4000
 
 
 @dataclass
@@ -40,8 +43,8 @@ class BanditConfig:
     steps: int = 1500  #: training steps
     seed: int = 0  #: seeds the data order, the policy's initialisation and its sampled actions
     batch: int = 64  #: training batch
-    eval_batch: int = 4000  #: evaluation images per evaluation
-    evaluations: int = 20  #: evaluations along training
+    eval_batch: int | None = None  #: images per evaluation (None: 4000, the paper's; fewer for runs < 1500 steps)
+    evaluations: int | None = None  #: evaluations along training (None: 20, the paper's; fewer for runs < 1500 steps)
     p_flip: float = 0.4  #: training reward flip probability
     classes: tuple[int, ...] = AUTHORS_CLASSES  #: the actions: the authors' sweeps' 9 digits (the paper says 10)
     width: int = 200  #: neurons per SparseNet layer
@@ -88,6 +91,22 @@ class BanditConfig:
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} = {getattr(self, name)!r} is not one of {', '.join(allowed)}",
                                   fix=f"use --{name.replace('_', '-')} {allowed[0]}")
+
+    def evaluation_plan(self) -> tuple[int, int]:
+        """``(evaluations, images per evaluation)`` of the run: the settings when given, else the paper's 20
+        evaluations of 4,000 images for a run of 1,500 steps or more, scaled by ``steps / 1500`` for a shorter
+        one (at least 2 evaluations of 500 images), so that a quick run is not mostly evaluation.
+
+        >>> BanditConfig().evaluation_plan(), BanditConfig(steps=50).evaluation_plan()
+        ((20, 4000), (2, 500))
+        >>> BanditConfig(steps=750).evaluation_plan(), BanditConfig(steps=50, evaluations=5).evaluation_plan()
+        ((10, 2000), (5, 500))
+        """
+        scale = min(1.0, self.steps / PAPER_STEPS)
+        evaluations = self.evaluations if self.evaluations is not None else \
+            max(2, round(PAPER_EVALUATIONS * scale))
+        images = self.eval_batch if self.eval_batch is not None else max(500, round(PAPER_EVAL_IMAGES * scale))
+        return evaluations, images
 
     @property
     def policy_lr(self) -> float:

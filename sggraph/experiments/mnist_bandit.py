@@ -225,8 +225,9 @@ def _train(cfg: BanditConfig, config: dict, rd: RunDir, resume: bool, progress: 
     params = list(net.model_parameters()) if net is not None else list(model.parameters())
     unused = unused_parameters(net)
     data_gen = torch.Generator().manual_seed(cfg.seed)
-    eval_x, eval_y = env.eval_batch(cfg.eval_batch, torch.Generator().manual_seed(10_000 + cfg.seed))
-    eval_at = set(evaluation_steps(cfg.steps, cfg.evaluations))
+    evaluations, eval_images = cfg.evaluation_plan()
+    eval_x, eval_y = env.eval_batch(eval_images, torch.Generator().manual_seed(10_000 + cfg.seed))
+    eval_at = set(evaluation_steps(cfg.steps, evaluations))
     snapshot_at = _snapshot_steps(cfg.steps, cfg.snapshots)
     rows, start, train_reward, before, replay_note = [], 0, 0.0, 0.0, None  # train_reward: a moving average
     if resume:
@@ -303,6 +304,7 @@ def _train(cfg: BanditConfig, config: dict, rd: RunDir, resume: bool, progress: 
     final = rows[-1]["eval_reward"] if rows else evaluate()
     summary = {"method": cfg.method, "seed": cfg.seed, "steps": cfg.steps, "final_eval_reward": final,
                "mean_eval_reward": sum(r["eval_reward"] for r in rows) / max(len(rows), 1),
+               "evaluations": evaluations, "eval_images": eval_images,
                "seconds": round(before + time.perf_counter() - t0, 2), "parameters": n_params,
                "sparsenet_parameters": sparsenet_parameter_count(cfg, env.n_actions)}
     _plot(rows, rd, f"MNIST bandit — {cfg.method}, seed {cfg.seed}")
