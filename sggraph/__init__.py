@@ -6,8 +6,8 @@ Three layers, each a subpackage, importing only downwards:
   conditions and sibling-extended ancestors, recurrent cells and their unrolling;
 * :mod:`sggraph.engine` — the torch layer: the compiler (eq. 5–6), generators, adaptive λ,
   training and the MSE profiler;
-* the shell — :mod:`sggraph.draw`, :mod:`sggraph.sweeps`, :mod:`sggraph.experiments`,
-  :mod:`sggraph.cli`.
+* the shell — :mod:`sggraph.draw` (public as :mod:`sggraph.viz`), :mod:`sggraph.sweeps`,
+  :mod:`sggraph.experiments`, :mod:`sggraph.cli`.
 
 The core is importable without torch: the engine's names below load on first use.
 """
@@ -40,6 +40,7 @@ from .exceptions import (
 )
 
 if TYPE_CHECKING:  # the engine, loaded lazily at runtime
+    from . import viz  # noqa: F401
     from .engine import diagnostics, generators, training  # noqa: F401
     from .engine.compile import GROUPINGS, CompiledGraph, compile
     from .engine.protocol import CompiledNet
@@ -58,7 +59,7 @@ _LAZY = {
     "generators": ("sggraph.engine.generators", None),
     "training": ("sggraph.engine.training", None),
     "diagnostics": ("sggraph.engine.diagnostics", None),
-    "viz": ("sggraph.draw", None),
+    "viz": ("sggraph.viz", None),
 }
 
 
@@ -98,10 +99,13 @@ __all__ = [
     "check_conditions",
     "compile",
     "compile_cell",
+    "diagnostics",
     "extended_ancestors",
     "generators",
     "siblings",
     "theorem3_condition",
     "theorem3_constants",
+    "training",
     "unroll",
+    "viz",
 ]

@@ -36,12 +36,16 @@ torch.Size([8, 1])
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ..core.graph import Graph
 from ..core.unroll import Cell
+
+if TYPE_CHECKING:
+    from .recurrent import CompiledCell
 from ..exceptions import CompileError, DimensionError, LambdaError
 from .blocks import (
     GROUPINGS,
@@ -222,7 +226,9 @@ class CompiledGraph(nn.Module):
 
     # ------------------------------------------------------------ parameters
     def model_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters of the node functions (what the model optimizer updates)."""
+        """Parameters of the node functions (what the model optimizer updates). ``net.parameters()`` holds
+        the generators' too (:meth:`generator_parameters`, trained by their own optimizer): give the model's
+        optimizer these."""
         return block_parameters(self.blocks, "function")
 
     def generator_parameters(self) -> Iterator[nn.Parameter]:
@@ -538,14 +544,15 @@ def lambda_state(state: Mapping[str, object]) -> dict[str, torch.Tensor]:
             and isinstance(v, torch.Tensor)}
 
 
-def compile(graph: Graph, functions: Mapping[str, nn.Module] | None = None,
+def compile(graph: Graph | Cell, functions: Mapping[str, nn.Module] | None = None,
             generators: Mapping[str, nn.Module] | None = None, *, grouping: str = "edge",
-            generator_init: str = "zero") -> CompiledGraph:
-    """Compile ``graph`` into a :class:`CompiledGraph` (an ``nn.Module``).
+            generator_init: str = "zero") -> CompiledGraph | CompiledCell:
+    """Compile a layered ``graph`` into a :class:`CompiledGraph`, or a recurrent :class:`~sggraph.Cell` into a
+    :class:`~sggraph.engine.recurrent.CompiledCell` (both ``nn.Module``).
 
     Parameters
     ----------
-    graph : Graph
+    graph : Graph or Cell
         Linted first; errors name the node.
     functions : mapping, optional
         ``name -> nn.Module``. A node's module takes ``z [B, Σ parent dims]`` (parents

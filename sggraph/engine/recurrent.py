@@ -206,7 +206,9 @@ class CompiledCell(nn.Module):
         return out
 
     def model_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters of the node functions and the state array."""
+        """Parameters of the node functions and the state array (what the model optimizer updates).
+        ``net.parameters()`` holds the generators' too (:meth:`generator_parameters`): give the model's optimizer
+        these."""
         return block_parameters(self.blocks, "function")
 
     def generator_parameters(self) -> Iterator[nn.Parameter]:
