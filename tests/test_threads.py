@@ -82,7 +82,7 @@ def test_threads_are_recorded_applied_and_may_change_on_resume(tmp_path, capsys,
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # as `sggraph sweep` sets it for its runs
     assert main([*ARGS, "--steps", "6", "--out", str(run), "--resume"]) == 0
     assert json.loads((run / "config.json").read_text())["threads"] == 2
-    assert json.loads((run / "summary.json").read_text())["resumed_from"] == 4
+    assert json.loads((run / "summary.json").read_text())["steps"] == 6  # the run was continued to 6 steps
     assert main([*ARGS, "--threads", "0", "--out", str(tmp_path / "bad")]) == 2
     assert "--threads must be at least 1" in capsys.readouterr().err
 
