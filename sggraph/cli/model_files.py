@@ -11,7 +11,7 @@ import argparse
 
 from ..core.files import load_model_file
 from ..core.graph import Graph
-from ..core.unroll import Cell, unroll
+from ..core.unroll import Cell, check_unroll, unroll
 from ..exceptions import ConfigError, GraphError
 
 __all__ = ["add_unroll_argument", "load_graph", "load_graph_or_cell", "load_model"]
@@ -31,6 +31,11 @@ def load_model(path: str, steps: int | None) -> Graph | Cell:
     if isinstance(model, Graph) and steps is not None:
         raise ConfigError("--unroll applies to recurrent cells, and this file declares a layered graph",
                           file=path, line=1, fix="drop --unroll (a cell file has `inputs:` and `state:`)")
+    if isinstance(model, Cell) and steps is not None:
+        try:
+            check_unroll(model, steps)  # bounded before anything is built
+        except GraphError as err:
+            raise model.locate(err) from None
     return model
 
 

@@ -25,7 +25,7 @@ __all__ = ["CONTENTION_SETTINGS", "CONTENTION_VARIANTS", "contention_worker", "r
 CONTENTION_VARIANTS = ("backprop", "sgprop_adaptive")
 
 #: The thread settings it compares: name → the worker's thread arguments ("default": none, as a run starts).
-CONTENTION_SETTINGS = {"1": ("--threads", "1"), "2": ("--threads", "2"), "default": ()}
+from .contention_settings import CONTENTION_SETTINGS  # noqa: E402  (torch-free: the command line names them)
 
 #: The competing busy process: one CPU-bound Python loop.
 BUSY_LOOP = "while True: pass"
