@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # the engine, loaded lazily at runtime
     from .engine.compile import GROUPINGS, CompiledGraph, compile
     from .engine.protocol import CompiledNet
     from .engine.recurrent import CompiledCell, compile_cell
+    from .tracing import TracedNet, TraceSpec, trace
 
 __version__ = "0.1.0"
 
@@ -59,6 +60,9 @@ _LAZY = {
     "training": ("sggraph.engine.training", None),
     "diagnostics": ("sggraph.engine.diagnostics", None),
     "viz": ("sggraph.draw", None),
+    "trace": ("sggraph.tracing", "trace"),
+    "TracedNet": ("sggraph.tracing", "TracedNet"),
+    "TraceSpec": ("sggraph.tracing", "TraceSpec"),
 }
 
 
@@ -95,6 +99,8 @@ __all__ = [
     "NodeArray",
     "SggraphError",
     "SpecError",
+    "TraceSpec",
+    "TracedNet",
     "check_conditions",
     "compile",
     "compile_cell",
@@ -103,5 +109,6 @@ __all__ = [
     "siblings",
     "theorem3_condition",
     "theorem3_constants",
+    "trace",
     "unroll",
 ]
