@@ -154,6 +154,15 @@ def _skips(before: Graph, after: Graph) -> dict[tuple[str, str], tuple[str, str]
     return out
 
 
+def _place_lambdas(compiled: nn.Module, dtype: torch.dtype, device: torch.device) -> None:
+    """λ tables in the module's dtype and on its device (the module's own parameters stay as they are)."""
+    from ..engine.compile import lambda_state
+
+    for key in lambda_state(compiled.state_dict(keep_vars=True)):
+        buf = compiled.get_buffer(key)
+        buf.data = buf.data.to(device=device, dtype=dtype)
+
+
 def _generator_spec(generators: object, node: str) -> object:
     if isinstance(generators, Mapping):
         return generators.get(node, "none")
@@ -261,12 +270,14 @@ def trace(module: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tenso
         if not node.parents:
             continue
         spec = _generator_spec(generators, n)
-        gens[n] = build_generator(spec, n, [shapes[q] for q in node.parents], shapes[n], slot, dtype)
+        gens[n] = build_generator(spec, n, [shapes[q] for q in node.parents], shapes[n], slot, dtype).to(
+            example_inputs[0].device)
     from ..engine.compile import compile as compile_graph
 
     compiled = compile_graph(g, functions=functions, generators=gens, grouping=grouping)
+    _place_lambdas(compiled, dtype, example_inputs[0].device)
     for c, cut in cut_of.items():
         compiled.set_lambda(0.0, (c, cut))
     outputs = _outputs(parts, cut_of)
     return TracedNet(compiled, module, parts.sources, parts.used_sources, outputs, shapes,
-                     _skips(before, g), cuts, slot, views)
+                     _skips(before, g), cuts, slot, views, functions)

@@ -107,7 +107,7 @@ def check_names(module: nn.Module, names: Sequence[str], what: str) -> list[str]
     for name in names:
         if not isinstance(name, str) or name not in known_set:
             close = difflib.get_close_matches(str(name), known, n=4, cutoff=0.5)
-            hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else \
+            hint = f"the closest are {', '.join(repr(c) for c in close)}" if close else \
                 f"the submodules are {', '.join(known[:12])}{' …' if len(known) > 12 else ''}"
             raise CompileError(f"{what} entry {name!r} is not a submodule of {type(module).__name__}", node=str(name),
                                fix=f"list qualified submodule names as in model.named_modules(); {hint}")
@@ -219,6 +219,11 @@ def read_module(module: nn.Module, example_inputs: Sequence[torch.Tensor], nodes
         chosen_names = check_names(module, nodes, "nodes")
         _check_not_nested(chosen_names)
     leaf_names = check_names(module, leaves, "leaves")
+    for name in chosen_names:
+        outer = next((leaf for leaf in leaf_names if name.startswith(leaf + ".")), None)
+        if outer is not None:
+            raise CompileError(f"nodes lists {name!r}, inside the leaf {outer!r} (a leaf's forward runs as one call)",
+                               node=name, fix=f"drop {outer!r} from leaves, or list {outer!r} itself as the node")
     tracer = _Tracer(set(chosen_names) | set(leaf_names))
     try:
         graph = tracer.trace(module)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
-from ..exceptions import DimensionError
+from ..exceptions import DimensionError, LambdaError
 from .generators import ContextSlot
 from .node_functions import SharedViews
 from .partition import node_name
@@ -45,12 +45,16 @@ class TracedNet(nn.Module):
         ``(u, v) -> (u@k, v)``: the module's skip edges and the relay edges that carry them.
     cuts : tuple of str
         Nodes followed by a DNI cut.
+    functions : dict
+        Every node's function (:class:`~sggraph.tracing.node_functions.NodeFunction`).
+    parametrised : list of str
+        The nodes whose functions have parameters (what :meth:`adapt_lambda` adapts by default).
     """
 
     def __init__(self, compiled: nn.Module, module: nn.Module, sources: Mapping[str, tuple],
                  used_sources: Sequence[str], outputs: tuple, shapes: Mapping[str, tuple],
                  skips: Mapping[tuple, tuple], cuts: Sequence[str], context: ContextSlot,
-                 views: SharedViews) -> None:
+                 views: SharedViews, functions: Mapping[str, nn.Module]) -> None:
         super().__init__()
         self.compiled = compiled
         object.__setattr__(self, "module", module)
@@ -63,6 +67,8 @@ class TracedNet(nn.Module):
         self.cuts = tuple(cuts)
         object.__setattr__(self, "context_slot", context)
         object.__setattr__(self, "views", views)
+        object.__setattr__(self, "functions", dict(functions))
+        self.parametrised = [n for n, f in functions.items() if any(True for _ in f.parameters())]
 
     # ----------------------------------------------------------------- the engine's names
     def __getattr__(self, name: str):  # noqa: ANN204 - whatever the compiled net holds
@@ -96,6 +102,12 @@ class TracedNet(nn.Module):
         """How λ is tied: ``edge``, ``parent`` or ``child``."""
         return self.compiled.grouping
 
+    def train(self, mode: bool = True) -> TracedNet:
+        """Training mode for the net and the whole module (``net.eval()`` is ``model.eval()`` too)."""
+        super().train(mode)
+        self.module.train(mode)
+        return self
+
     def model_parameters(self) -> Iterator[nn.Parameter]:
         """The module's parameters that the nodes use (each once, even when shared by several nodes)."""
         seen = set()
@@ -103,6 +115,24 @@ class TracedNet(nn.Module):
             if id(p) not in seen:
                 seen.add(id(p))
                 yield p
+
+    def adapt_lambda(self, momentum: float = 0.9, normalize: bool | str = True, nodes: Sequence[str] | None = None,
+                     fast: bool = True) -> dict[str, torch.Tensor]:
+        """:meth:`CompiledGraph.adapt_lambda <sggraph.CompiledGraph.adapt_lambda>` (eq. 18) on the nodes with
+        parameters (default): eq. 18 weighs a node's parameter gradients, so a node without any (``nn.ReLU``,
+        a relay, a cut) keeps the λ it has."""
+        chosen = self.parametrised if nodes is None else [node_name(n) for n in nodes]
+        for name in chosen:
+            function = self.functions.get(name)
+            coupled = [m for m in (function.modules() if function is not None else ())
+                       if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+            if coupled:
+                others = [n for n in chosen if n != name]
+                raise LambdaError("adaptive λ weighs per-sample parameter gradients, and this node's BatchNorm in "
+                                  "training mode couples the samples of a batch", node=name,
+                                  fix=f"adapt the other nodes, net.adapt_lambda(nodes={others[:6]}), or set λ of "
+                                      "this node by hand (or put the BatchNorm in eval mode for the step)")
+        return self.compiled.adapt_lambda(momentum=momentum, normalize=normalize, nodes=chosen, fast=fast)
 
     def _edge(self, edge: tuple[str, str] | None) -> tuple[str, str] | None:
         if not (isinstance(edge, (tuple, list)) and len(edge) == 2):

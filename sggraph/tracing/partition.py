@@ -124,7 +124,7 @@ def _owners(graph: fx.Graph, chosen: set) -> dict:
         if n in chosen:
             owner[n] = n
             continue
-        users = list(n.users)
+        users = [u for u in n.users if u.op == "output" or u in owner]  # results nobody reads come later
         if not users:
             dead.append(n)
             continue
