@@ -74,7 +74,7 @@ def _import(file: str):  # noqa: ANN202 - the user's module object
 
 def load_traced_graph(target: str) -> Graph:
     """The traced graph of ``FILE.py:NAME`` (see the module docstring)."""
-    from ..tracing import TraceSpec, trace
+    from ..tracing import TraceSpec
 
     file, _, name = str(target).rpartition(":")
     module = _import(file)
