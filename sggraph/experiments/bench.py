@@ -30,7 +30,9 @@ JSON keys (later sections are added, never renamed)::
      "recurrent": {"backprop_ms", "sgprop_ms", "sgprop_over_backprop"},
      "popgym": {"backprop_s", "sgprop_s", "gru_s", "lstm_s", "*_rollout_s", "num_envs", "sgprop_over_backprop"},
      "compiled": {"backend", "backprop_eager_ms", "backprop_compiled_ms", "backprop_compile_s",
-                  "sgprop_adaptive_eager_ms", ...}}   # only with --compile
+                  "sgprop_adaptive_eager_ms", ...},   # only with --compile
+     "traced": {"mlp_module_ms", "mlp_traced_backprop_ms", "mlp_traced_backprop_over_module", ...,
+                "cnn_traced_lambda1_over_module", ...}}   # sggraph.trace nets (bench_traced)
 
 The compiled section (``sggraph bench --compile``) times the bandit step eager and with the
 policy's forward under ``torch.compile``, interleaved in one run.
@@ -57,6 +59,7 @@ import torch
 
 from ..engine.training import adam
 from ..exceptions import ConfigError, SggraphError
+from .bench_traced import bench_traced, traced_calls
 
 __all__ = ["CONTENTION_SETTINGS", "bench_bandit", "bench_bandit_compiled", "bench_popgym", "bench_recurrent",
            "contention_worker", "matmul_peak_gflops", "run_bench", "run_contention"]
@@ -367,7 +370,7 @@ def run_bench(steps: int = 30, progress: bool = False, compile_backend: str | No
     """
     from ..progress import Progress
 
-    total = _bandit_calls(steps) + _recurrent_calls() + _popgym_calls()
+    total = _bandit_calls(steps) + _recurrent_calls() + _popgym_calls() + traced_calls(steps)
     if compile_backend is not None:
         total += _compiled_calls()
     with Progress(total, "bench", unit="call", quiet=not progress) as bar:
@@ -378,8 +381,10 @@ def run_bench(steps: int = 30, progress: bool = False, compile_backend: str | No
         recurrent = bench_recurrent(tick=bar.update)
         bar.set_metrics({"section": "popgym"})
         popgym = bench_popgym(tick=bar.update)
+        bar.set_metrics({"section": "traced"})
+        traced = bench_traced(steps=steps, tick=bar.update)
         result = {"threads": torch.get_num_threads(), "matmul_peak_gflops": peak, "bandit": bandit,
-                  "recurrent": recurrent, "popgym": popgym}
+                  "recurrent": recurrent, "popgym": popgym, "traced": traced}
         if compile_backend is not None:
             bar.set_metrics({"section": f"compiled ({compile_backend})"})
             result["compiled"] = bench_bandit_compiled(backend=compile_backend, tick=bar.update)

@@ -13,7 +13,7 @@ the fix.
 >>> [n.target for n in reading.chosen]
 ['0', '1', '2']
 >>> reading.values[reading.chosen[0]].shape
-torch.Size([2, 4])
+(2, 4)
 """
 
 from __future__ import annotations

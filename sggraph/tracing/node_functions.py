@@ -42,13 +42,18 @@ def _mutates_first_argument(n: fx.Node, root: nn.Module) -> bool:
     return False
 
 
-def piece_module(root: nn.Module, piece: Piece) -> fx.GraphModule:
-    """An ``fx.GraphModule`` computing ``piece`` from its parents' tensors (one placeholder per parent).
+def piece_module(root: nn.Module, piece: Piece) -> nn.Module:
+    """A module computing ``piece`` from its parents' tensors (one argument per parent).
 
-    Its submodules and parameters are ``root``'s own objects. A parent tensor that an operation of
-    the piece would modify in place (``nn.ReLU(inplace=True)`` right after a node) is cloned first:
-    it is the parent's output, which other nodes and the backward still read.
+    A piece that is one submodule call on its parents is that submodule itself; otherwise an
+    ``fx.GraphModule`` whose submodules and parameters are ``root``'s own objects. A parent tensor
+    that an operation of the piece would modify in place (``nn.ReLU(inplace=True)`` right after a
+    node) is cloned first: it is the parent's output, which other nodes and the backward still read.
     """
+    (first, *rest) = piece.nodes
+    if not rest and first.op == "call_module" and list(first.args) == list(piece.inputs) and not first.kwargs \
+            and not _mutates_first_argument(first, root):
+        return root.get_submodule(str(first.target))
     g = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
     members = set(piece.nodes)
@@ -119,7 +124,7 @@ class NodeFunction(nn.Module):
     ----------
     name : str
         The node's name (for ``repr``).
-    body : fx.GraphModule or None
+    body : nn.Module or None
         The piece of the module (:func:`piece_module`), called with the parents' tensors; None for
         an identity (a relay or a DNI cut).
     in_shapes : sequence of tuple
@@ -130,7 +135,7 @@ class NodeFunction(nn.Module):
         The net's shared views.
     """
 
-    def __init__(self, name: str, body: fx.GraphModule | None, in_shapes: Sequence[tuple], shape: tuple,
+    def __init__(self, name: str, body: nn.Module | None, in_shapes: Sequence[tuple], shape: tuple,
                  views: SharedViews) -> None:
         super().__init__()
         self.name = name
