@@ -199,7 +199,7 @@ class NoGenerator(nn.Module):
         self.node, self.dim = node, dim
 
     def forward(self, z: torch.Tensor, aux: dict | None = None) -> torch.Tensor:
-        return z.new_zeros(z.shape[0], self.dim)
+        return z.new_zeros(1, 1).expand(z.shape[0], self.dim)  # no [B, dim] buffer to fill
 
     @torch.no_grad()
     def observe(self, z: torch.Tensor, target: torch.Tensor) -> None:
