@@ -136,3 +136,21 @@ def test_missing_and_failing_files_exit_2(tmp_path, capsys):
     assert f"{syntax}:1: the file is not valid Python" in capsys.readouterr().err
     assert main(["check-conditions", "--unroll", "3", f"{bad}:build"]) == 2
     assert "--unroll applies to recurrent cells" in capsys.readouterr().err
+
+
+def test_dni_mnist_example_runs_every_method(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "dni_mnist.py"
+    spec = importlib.util.spec_from_file_location("dni_mnist_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    out = tmp_path / "dni.json"
+    results = example.main(["--steps", "3", "--batch", "8", "--width", "16", "--out", str(out)])
+    assert [r["method"] for r in results] == ["backprop", "dni", "cdni", "adaptive"]
+    assert json.loads(out.read_text()) == results
+    assert all(0 <= r["held_out_accuracy"] <= 1 and r["final_train_loss"] > 0 for r in results)
+    assert results[1]["lambda"] == {"fc1": 0.0, "fc2": 0.0}
+    assert all(0 <= v <= 1 for v in results[3]["lambda"].values()) and results[3]["lambda"] != {"fc1": 0.5, "fc2": 0.5}
+    assert main(["check-conditions", "--json", f"{path}:build"]) == 0
