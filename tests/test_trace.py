@@ -396,3 +396,32 @@ def test_unknown_node_names_the_closest_real_names():
     net = sggraph.trace(MLP(), torch.randn(2, 12))
     with pytest.raises(DimensionError, match=r"node 'x'.*\[B, 12\]"):
         net(torch.randn(2, 13))
+
+
+def test_integer_inputs_and_parameter_only_nodes():
+    class Text(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.fc = nn.Embedding(50, 8), nn.Linear(8, 3)
+
+        def forward(self, tokens):
+            return self.fc(self.emb(tokens).mean(1))
+
+    model, tokens = Text(), torch.randint(0, 50, (4, 7))
+    net = sggraph.trace(model, tokens)
+    assert torch.equal(net(tokens), model(tokens)) and net.shapes["emb"] == (7, 8)
+    net.set_lambda(0.5)
+    net(tokens).sum().backward()
+    assert model.emb.weight.grad.abs().sum() > 0
+
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.scale = nn.Linear(3, 3), nn.Linear(3, 3), nn.Linear(1, 3)
+
+        def forward(self, x):
+            s = self.scale(torch.ones(1, 1))
+            return self.b(self.a(x) * s) * s
+
+    with pytest.raises(CompileError, match="submodule 'scale' reads none of the module's inputs"):
+        sggraph.trace(Shared(), torch.randn(2, 3))

@@ -36,6 +36,8 @@ from torch.fx.immutable_collections import immutable_dict, immutable_list
 from torch.utils import _pytree as pytree
 
 from ..core.graph import Graph
+from ..engine.compile import compile as compile_graph
+from ..engine.compile import lambda_state
 from ..exceptions import CompileError
 from .fx_reader import read_module
 from .generators import ContextSlot, build_generator
@@ -156,8 +158,6 @@ def _skips(before: Graph, after: Graph) -> dict[tuple[str, str], tuple[str, str]
 
 def _place_lambdas(compiled: nn.Module, dtype: torch.dtype, device: torch.device) -> None:
     """λ tables in the module's dtype and on its device (the module's own parameters stay as they are)."""
-    from ..engine.compile import lambda_state
-
     for key in lambda_state(compiled.state_dict(keep_vars=True)):
         buf = compiled.get_buffer(key)
         buf.data = buf.data.to(device=device, dtype=dtype)
@@ -272,8 +272,6 @@ def trace(module: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tenso
         spec = _generator_spec(generators, n)
         gens[n] = build_generator(spec, n, [shapes[q] for q in node.parents], shapes[n], slot, dtype).to(
             example_inputs[0].device)
-    from ..engine.compile import compile as compile_graph
-
     compiled = compile_graph(g, functions=functions, generators=gens, grouping=grouping)
     _place_lambdas(compiled, dtype, example_inputs[0].device)
     for c, cut in cut_of.items():

@@ -172,6 +172,8 @@ class ShapedGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, aux: dict | None = None) -> torch.Tensor:
         b = z.shape[0]
+        if not z.is_floating_point() and not self.custom:  # token ids and other integer inputs, read as numbers
+            z = z.to(next((p.dtype for p in self.body.parameters()), torch.get_default_dtype()))
         context = self.context.get(b, self.node)
         if isinstance(self.body, _DenseBody):
             out = self.body(z, context)

@@ -239,6 +239,11 @@ def partition(reading: Reading) -> Partition:
         members = groups[g]
         piece = Piece(names[g], g.target if g in chosen else None, members, heads[g])
         piece.inputs = _external_inputs(members, set(members))
+        if not piece.inputs:
+            what = f"submodule '{piece.module}'" if piece.module else f"operation '{piece.name}'"
+            raise CompileError(f"the {what} reads none of the module's inputs (it is computed from parameters or "
+                               "constants alone, and would be a source of the graph)", node=names[g],
+                               fix="leave it out of nodes=[...], or compute it inside the submodule that uses it")
         piece.parents = tuple(name_of[a] for a in piece.inputs)
         piece.shape = _check_head(piece, reading.values.get(heads[g]), reading.batch)
         for a in piece.inputs:
