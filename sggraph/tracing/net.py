@@ -62,6 +62,7 @@ class TracedNet(nn.Module):
         self.used_sources = list(used_sources)
         self._leaves, self._spec = outputs
         self._output_nodes = sorted({ref for kind, ref in self._leaves if kind == "node"})
+        self._single = self._spec.is_leaf() and self._leaves[0][0] == "node"  # the module returns one node's tensor
         self.shapes = dict(shapes)
         self.skips = dict(skips)
         self.cuts = tuple(cuts)
@@ -211,6 +212,9 @@ class TracedNet(nn.Module):
         with self.views.active():
             values = self.compiled.activations({n: flat[n] for n in self.used_sources}, self._output_nodes) \
                 if self._output_nodes else {}
+        if self._single:
+            v = values[self._output_nodes[0]]
+            return v.reshape(v.shape[0], *self.shapes[self._output_nodes[0]])
         leaves = []
         for kind, ref in self._leaves:
             if kind == "node":

@@ -145,13 +145,15 @@ class NodeFunction(nn.Module):
         self.shape = tuple(shape)
         self.flat_out = len(self.shape) == 1
         self.views = views
+        # a GraphModule's own __call__ wrappers cost about as much as a small layer: call its forward
+        self._run = body.forward if isinstance(body, fx.GraphModule) else body
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if len(self.sizes) == 1:
             parts = (self.views.shaped(z, self.in_shapes[0]),)
         else:
             parts = tuple(self.views.shaped(p, s) for p, s in zip(torch.split(z, self.sizes, dim=1), self.in_shapes))
-        out = parts[0] if self.body is None else self.body(*parts)
+        out = parts[0] if self._run is None else self._run(*parts)
         return out if self.flat_out else out.reshape(z.shape[0], -1)
 
     def extra_repr(self) -> str:
