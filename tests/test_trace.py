@@ -100,6 +100,8 @@ def test_free_per_edge_lambda_matches_the_explicit_jacobian_oracle(case):
     fb = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     (out * fb).sum().backward()
     assert "general" in net.paths().values()
+    # λ^self < 1 runs the node functions through torch.func.functional_call: the module keeps its own parameters
+    assert [id(p) for p in net.model_parameters()] == [id(p) for p in model.parameters()]
     terminal = net.graph.terminals[0]
     source = net.used_sources[0]
     want = reference_gradients(net.compiled, {source: x.reshape(len(x), -1)}, {terminal: fb.reshape(len(x), -1)})

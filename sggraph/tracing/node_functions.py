@@ -145,8 +145,10 @@ class NodeFunction(nn.Module):
         self.shape = tuple(shape)
         self.flat_out = len(self.shape) == 1
         self.views = views
-        # a GraphModule's own __call__ wrappers cost about as much as a small layer: call its forward
-        self._run = body.forward if isinstance(body, fx.GraphModule) else body
+        # a GraphModule's own __call__ wrappers cost about as much as a small layer: call its forward. Kept
+        # out of the module tree (object.__setattr__): registering ``body`` twice would tie its parameters
+        # to themselves under two names, which torch.func.functional_call then restores wrongly.
+        object.__setattr__(self, "_run", body.forward if isinstance(body, fx.GraphModule) else body)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if len(self.sizes) == 1:
