@@ -53,6 +53,9 @@ _LAZY = {
     "training": ("sggraph.engine.training", None),
     "diagnostics": ("sggraph.engine.diagnostics", None),
     "viz": ("sggraph.viz", None),
+    "trace": ("sggraph.tracing", "trace"),
+    "TracedNet": ("sggraph.tracing", "TracedNet"),
+    "TraceSpec": ("sggraph.tracing", "TraceSpec"),
 }
 
 
@@ -91,6 +94,8 @@ __all__ = [
     "NodeArray",
     "SggraphError",
     "SpecError",
+    "TraceSpec",
+    "TracedNet",
     "check_conditions",
     "compile",
     "compile_cell",
@@ -100,6 +105,7 @@ __all__ = [
     "siblings",
     "theorem3_condition",
     "theorem3_constants",
+    "trace",
     "training",
     "unroll",
     "viz",

@@ -46,9 +46,10 @@ def split_ref(ref: str) -> tuple[str, int | None]:
 
 
 def check_inputs(inputs: object, sources: Sequence[str], what: str, finite: bool,
-                 like: torch.Tensor | None = None) -> None:
+                 like: torch.Tensor | None = None, integer: frozenset[str] = frozenset()) -> None:
     """Raise unless ``inputs`` maps exactly the ``sources`` to real tensors holding data (with ``finite``:
-    without NaN or inf) of the dtype and device of ``like`` (the net's first parameter, when it has one)."""
+    without NaN or inf) of the dtype and device of ``like`` (the net's first parameter, when it has one); the
+    sources named in ``integer`` may also take integer tensors (token ids)."""
     if not isinstance(inputs, Mapping):
         raise DimensionError(f"the inputs must be a mapping of source name to tensor, got {type(inputs).__name__}",
                              fix=f"call net({{'{next(iter(sources), 'x')}': tensor, ...}})")
@@ -64,7 +65,7 @@ def check_inputs(inputs: object, sources: Sequence[str], what: str, finite: bool
         if not isinstance(x, torch.Tensor):
             raise DimensionError(f"the input is a {type(x).__name__}, not a tensor", node=name,
                                  fix="pass a torch tensor (torch.as_tensor(...) converts arrays and lists)")
-        check_input_kind(name, x, like)
+        check_input_kind(name, x, like, integer=name in integer)
         if finite and x.is_floating_point() and not all_finite(x):
             raise DataError("the input holds NaN or infinite values", node=name,
                             fix="clean the data before it reaches the net (the NaN/inf is in the input batch, not "
@@ -76,17 +77,19 @@ def first_parameter(module: nn.Module) -> torch.Tensor | None:
     return next((p for p in module.parameters() if p.is_floating_point()), None)
 
 
-def check_input_kind(name: str, x: torch.Tensor, like: torch.Tensor | None) -> None:
+def check_input_kind(name: str, x: torch.Tensor, like: torch.Tensor | None, integer: bool = False) -> None:
     """Raise a :class:`~sggraph.DataError` naming the source unless ``x`` is a floating-point tensor with data,
-    of ``like``'s dtype and device (``like`` None: any floating dtype)."""
+    of ``like``'s dtype and device (``like`` None: any floating dtype); with ``integer``, an integer tensor
+    (token ids) on ``like``'s device passes too."""
     dtype = like.dtype if like is not None else torch.get_default_dtype()
     if x.is_meta:
         raise DataError("the input is a 'meta' tensor (a shape without data), which the net cannot compute on",
                         node=name, fix=f"pass a tensor with values, e.g. torch.zeros({tuple(x.shape)}, dtype={dtype})")
-    if not x.is_floating_point():
+    token_ids = integer and not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool
+    if not x.is_floating_point() and not token_ids:
         raise DataError(f"the input is a {x.dtype} tensor; the net computes on floating-point inputs ({dtype})",
                         node=name, fix=f"convert it: x.to({dtype})")
-    if like is not None and x.dtype != like.dtype:
+    if x.is_floating_point() and like is not None and x.dtype != like.dtype:
         raise DataError(f"the input is {x.dtype} but the net's parameters are {like.dtype}", node=name,
                         fix=f"convert the input (x.to({like.dtype})) or the net (net.to({x.dtype}))")
     if like is not None and x.device != like.device:

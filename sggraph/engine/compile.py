@@ -93,6 +93,8 @@ class CompiledGraph(CompiledBase):
         self.grouping = grouping
         self.synthetic = True
         self.check_finite = True
+        #: Sources that may take integer tensors (token ids for an ``nn.Embedding``; ``sggraph.trace`` sets it).
+        self.integer_sources: frozenset[str] = frozenset()
         functions = dict(functions or {})
         generators = dict(generators or {})
         known = set(graph.nodes) | set(graph.arrays)
@@ -177,7 +179,8 @@ class CompiledGraph(CompiledBase):
     def _run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         values: dict[str, torch.Tensor] = {}
         batch = None
-        check_inputs(inputs, self.sources, f"graph '{self.graph.name}'", self.check_finite, first_parameter(self))
+        check_inputs(inputs, self.sources, f"graph '{self.graph.name}'", self.check_finite, first_parameter(self),
+                     self.integer_sources)
         for name, src in self.sources.items():
             x = inputs[name]
             if src.count is None:

@@ -17,7 +17,10 @@ from typing import IO
 import torch
 
 from ..exceptions import ConfigError, SggraphError
-from .bench import _bandit_step_timer, _median_ms, _nothing, _run_rounds
+from .bench import _bandit_step_timer
+from .timing import median_ms as _median_ms
+from .timing import nothing as _nothing
+from .timing import run_rounds as _run_rounds
 
 __all__ = ["CONTENTION_SETTINGS", "CONTENTION_VARIANTS", "contention_worker", "run_contention"]
 
