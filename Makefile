@@ -8,9 +8,10 @@ STAMP := $(VENV)/.sggraph-installed
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@# torch 2.13.0 first: on this machine that takes the CPU build on disk;
-	@# the project's torch range is then already satisfied.
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	@# torch 2.13.0 first: on this machine that takes the CPU build on disk; the project's torch range is then
+	@# already satisfied. From PyPI on Linux a plain install is the CUDA build: for the CPU one run
+	@# `make TORCH_INDEX=https://download.pytorch.org/whl/cpu test`.
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e ".[test]"
 	@touch $(STAMP)
 

@@ -247,6 +247,9 @@ def load_mnist(data_dir: str | os.PathLike | None = None, split: str = "all") ->
     if labels.ndim != 1:
         raise DataError(f"expected labels of shape [N], the file holds {list(labels.shape)}",
                         file=str(label_path), fix="point at an MNIST label file (…-labels-idx1-ubyte)")
+    if len(images) == 0:
+        raise DataError("the image file holds 0 images", file=str(image_path),
+                        fix="point at a complete MNIST download (the files of a set hold thousands of images)")
     if len(images) != len(labels):
         raise DataError(f"{len(labels)} labels for {len(images)} images in {image_path.name}",
                         file=str(label_path),
@@ -330,7 +333,7 @@ class MnistBandit:
         images = torch.as_tensor(np.asarray(images))
         labels = torch.as_tensor(np.asarray(labels)).long()
         if images.ndim == 3:
-            images = images.reshape(images.shape[0], -1)
+            images = images.flatten(1)
         if images.ndim != 2 or images.shape[1] != self.context_dim:
             raise DataError(f"images must be [N, 28, 28] or [N, 784], got {list(images.shape)}",
                             fix="pass the images load_mnist returns")
@@ -346,6 +349,9 @@ class MnistBandit:
         keep = targets >= 0
         n_kept = int(keep.sum())
         eval_size = int(eval_size)
+        if n_kept < 2:
+            raise DataError(f"the data hold {n_kept} examples of classes {classes}; a bandit needs at least 2 (one to "
+                            "train on, one to evaluate)", fix="pass more images, or classes that the labels contain")
         if not 1 <= eval_size < n_kept:
             raise ConfigError(f"eval_size = {eval_size} must be at least 1 and below the {n_kept} examples of "
                               f"classes {classes}", fix=f"use an eval_size between 1 and {n_kept - 1}")

@@ -6,8 +6,8 @@ Three layers, each a subpackage, importing only downwards:
   conditions and sibling-extended ancestors, recurrent cells and their unrolling;
 * :mod:`sggraph.engine` — the torch layer: the compiler (eq. 5–6), generators, adaptive λ,
   training and the MSE profiler;
-* the shell — :mod:`sggraph.draw`, :mod:`sggraph.sweeps`, :mod:`sggraph.experiments`,
-  :mod:`sggraph.cli`.
+* the shell — :mod:`sggraph.draw` (public as :mod:`sggraph.viz`), :mod:`sggraph.sweeps`,
+  :mod:`sggraph.experiments`, :mod:`sggraph.cli`.
 
 The core is importable without torch: the engine's names below load on first use.
 ``sggraph.compile`` builds the synthetic-gradient module of a graph; it is not ``torch.compile``
@@ -52,7 +52,10 @@ _LAZY = {
     "generators": ("sggraph.engine.generators", None),
     "training": ("sggraph.engine.training", None),
     "diagnostics": ("sggraph.engine.diagnostics", None),
-    "viz": ("sggraph.draw", None),
+    "viz": ("sggraph.viz", None),
+    "trace": ("sggraph.tracing", "trace"),
+    "TracedNet": ("sggraph.tracing", "TracedNet"),
+    "TraceSpec": ("sggraph.tracing", "TraceSpec"),
 }
 
 
@@ -91,6 +94,8 @@ __all__ = [
     "NodeArray",
     "SggraphError",
     "SpecError",
+    "TraceSpec",
+    "TracedNet",
     "check_conditions",
     "compile",
     "compile_cell",
@@ -100,6 +105,7 @@ __all__ = [
     "siblings",
     "theorem3_condition",
     "theorem3_constants",
+    "trace",
     "training",
     "unroll",
     "viz",

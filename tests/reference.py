@@ -89,7 +89,7 @@ def reference_gradients(net, inputs, feedback):
             jz = _per_sample_jacobian(f, z)
             params = dict(f.named_parameters())
             jt = _param_jacobians(lambda ps, f=f, z=z: functional_call(f, ps, (z,)),
-                                  {k: v.detach() for k, v in params.items()})
+                                  {k: v.detach() for k, v in params.items()}) if params else {}  # relays: none
             h = block.generator(z, None).detach()
             unit_value[name] = x
             local[name] = dict(parents=cols, jz=jz, jt={k: (params[k], v, None) for k, v in jt.items()}, h=h,

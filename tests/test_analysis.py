@@ -178,24 +178,25 @@ def _big_graph(layers: int = 80, width: int = 125, fan_in: int = 6) -> Graph:
 def test_extended_ancestors_is_fast_on_10k_nodes():
     """10,000 nodes (80 layers x 125, fan-in 6). Lint (building the expanded graph) is done
     before the clock starts; the measured call includes building the bitset view and the
-    memoised an_sib of every node it needs (all 9,875 non-sources)."""
+    memoised an_sib of every node it needs (all 9,875 non-sources). CPU time, not wall time: other
+    processes on the machine do not count."""
     g = _big_graph()
     assert len(g) == 10_000
     g.lint()
     last = "n79_0"
-    start = time.perf_counter()
+    start = time.process_time()
     an = extended_ancestors(g, last)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 2.0, f"extended_ancestors took {elapsed:.2f} s"
+    elapsed = time.process_time() - start
+    assert elapsed < 2.0, f"extended_ancestors took {elapsed:.2f} s of CPU"
     # the answer is sane: it contains the node's siblings, no source, and spans the depth
     assert siblings(g, last) <= an
     assert not any(v.startswith("n0_") for v in an)
     assert {g.layer_of(v) for v in an} == set(range(1, 80))
     # further queries are served from the memo
-    start = time.perf_counter()
+    start = time.process_time()
     for i in range(0, 125, 5):
         extended_ancestors(g, f"n79_{i}")
-    assert time.perf_counter() - start < 2.0
+    assert time.process_time() - start < 2.0
 
 
 def test_extended_ancestors_is_fast_on_10k_neurons_in_arrays():
@@ -204,10 +205,10 @@ def test_extended_ancestors_is_fast_on_10k_neurons_in_arrays():
     for k in range(1, 80):
         g.add_array(f"a{k}", 125, 1, parents=f"a{k - 1}", fan_in=6, seed=k)
     g.lint()
-    start = time.perf_counter()
+    start = time.process_time()
     an = extended_ancestors(g, "a79[3]")
-    elapsed = time.perf_counter() - start
-    assert elapsed < 2.0, f"extended_ancestors took {elapsed:.2f} s"
+    elapsed = time.process_time() - start
+    assert elapsed < 2.0, f"extended_ancestors took {elapsed:.2f} s of CPU"
     assert siblings(g, "a79[3]") <= an and "a0[0]" not in an
 
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from pausing import kill_when_announced, pausing_env
 
 import sggraph
 from sggraph.cli import main
@@ -118,19 +116,12 @@ def test_resume_after_kill_loses_and_repeats_nothing(tmp_path):
     assert main(args + ["--out", str(whole)]) == 0
     killed = tmp_path / "killed"
     exe = Path(sys.executable).with_name("sggraph")
+    announce = tmp_path / "paused"
     proc = subprocess.Popen([str(exe), *args, "--out", str(killed)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:  # kill it once a checkpoint past step 20 exists, before the end
-        if (killed / "checkpoint.pt").exists():
-            step = torch.load(killed / "checkpoint.pt", weights_only=False)["step"]
-            if step >= 20:
-                break
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+                            stderr=subprocess.DEVNULL, env=pausing_env(26, announce))
+    kill_when_announced(proc, announce)  # killed with steps 1-25 done: the last checkpoint is step 20's
     state = torch.load(killed / "checkpoint.pt", weights_only=False)
-    assert 20 <= state["step"] < 60, "the run finished before it could be killed"
+    assert state["step"] == 20 and not (killed / "summary.json").exists()
     assert main(args + ["--out", str(killed), "--resume"]) == 0
     assert (killed / "metrics.csv").read_text() == (whole / "metrics.csv").read_text()
 
@@ -161,3 +152,15 @@ def test_config_file_unknown_key_names_line(tmp_path, capsys):
     assert main(["train", "mnist-bandit", "--config", str(cfg), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert f"{cfg}:2" in err and "did you mean 'steps'" in err
+
+
+def test_a_short_run_evaluates_in_proportion_and_a_full_one_as_the_paper(tmp_path):
+    """50 steps: 2 evaluations of 500 images (not the paper's 20 of 4,000, which made a quick run mostly
+    evaluation); the plan is recorded in summary.json; explicit settings win."""
+    tiny = dict(width=8, layers=1, q=2, slots=2, n_parents=2)
+    summary = run_bandit(BanditConfig(steps=50, **tiny), tmp_path / "short")
+    assert (summary["evaluations"], summary["eval_images"]) == (2, 500)
+    assert [r["step"] for r in csv.DictReader((tmp_path / "short" / "metrics.csv").open())] == ["1", "50"]
+    assert json.loads((tmp_path / "short" / "config.json").read_text())["evaluations"] is None  # the rule, kept
+    assert BanditConfig().evaluation_plan() == (20, 4000) == BanditConfig(steps=3000).evaluation_plan()
+    assert BanditConfig(steps=50, evaluations=7, eval_batch=64).evaluation_plan() == (7, 64)

@@ -126,7 +126,8 @@ def test_mlp_matches_the_sparsenet_parameter_count():
 def test_defaults_are_the_authors_sweep_settings():
     cfg = BanditConfig()
     assert cfg.classes == (0, 1, 3, 4, 5, 6, 7, 8, 9)
-    assert (cfg.steps, cfg.batch, cfg.eval_batch, cfg.p_flip, cfg.generator_lr) == (1500, 64, 4000, 0.4, 0.005)
+    assert (cfg.steps, cfg.batch, cfg.p_flip, cfg.generator_lr) == (1500, 64, 0.4, 0.005)
+    assert cfg.evaluation_plan() == (20, 4000)  # the paper's 20 evaluations of 4,000 images at full length
     assert (cfg.lam_init, cfg.lam_momentum, cfg.normalize, cfg.update_order) == (0.9, 0.9, "feedback",
                                                                                  "generator-first")
     assert (cfg.mlp_width, cfg.mlp_residual) == (745, False)

@@ -174,8 +174,12 @@ def test_check_conditions_on_the_popgym_cell_at_80_steps_is_fast(capsys):
 def test_draw_cell_unrolled_and_folded(tmp_path, capsys):
     unrolled = tmp_path / "cell.dot"
     assert main(["draw", POPGYM, "--unroll", "3", "-o", str(unrolled)]) == 0
-    text = unrolled.read_text()
-    assert '"h@3:0"' in text and '"act@3"' in text and "h@4" not in text
+    text = unrolled.read_text()  # a 128-neuron state: one box per step by default
+    assert '"h@3"' in text and '"h@3:0"' not in text and '"act@3"' in text and "h@4" not in text
+    neurons = tmp_path / "neurons.dot"
+    assert main(["draw", POPGYM, "--unroll", "3", "--expand-arrays", "2", "-o", str(neurons)]) == 0
+    text = neurons.read_text()
+    assert '"h@3:0"' in text and '"h@3:1"' in text and '"h@3:2"' not in text
     folded = tmp_path / "folded.dot"
     assert main(["draw", POPGYM, "-o", str(folded)]) == 0
     text = folded.read_text()

@@ -59,3 +59,26 @@ def test_backprop_checkpoint_leaves_out_the_unused_generators_and_resumes_bit_fo
             assert torch.equal(value, resumed["opt"]["state"][index][name]), (index, name)
     assert torch.equal(state["torch_rng"], resumed["torch_rng"]) and torch.equal(state["data_gen"],
                                                                                   resumed["data_gen"])
+
+
+def test_a_checkpoint_holds_its_steps_rows_and_reward_as_the_uninterrupted_run_wrote_them(tmp_path, monkeypatch):
+    """The checkpoint of step 3 is written after step 3's training reward and evaluation row: its rows and moving
+    reward are those of the uninterrupted run at step 3, and a run resumed from it writes the same records."""
+    import csv
+
+    from interrupt import run_bandit_until
+
+    from sggraph.experiments.numbers import significant
+
+    cfg = _small("sgprop", 6)  # evaluations at steps 1, 3 and 6; checkpoints every 3 steps
+    cfg.evaluations = 3
+    run_bandit(cfg, tmp_path / "whole")
+    whole = list(csv.DictReader((tmp_path / "whole" / "metrics.csv").open()))
+    assert [r["step"] for r in whole] == ["1", "3", "6"]
+    run_bandit_until(cfg, tmp_path / "cut", 4, monkeypatch)  # stopped after step 4: the checkpoint is step 3's
+    state = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 3
+    assert [{k: str(v) for k, v in row.items()} for row in state["rows"]] == whole[:2]
+    assert str(significant(state["train_reward"])) == whole[1]["train_reward"]
+    run_bandit(cfg, tmp_path / "cut", resume=True)
+    assert (tmp_path / "cut" / "metrics.csv").read_text() == (tmp_path / "whole" / "metrics.csv").read_text()

@@ -3,6 +3,8 @@ one non-finite check for every mixer, one momentum rule, graphs' equality and ha
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -159,11 +161,15 @@ def test_a_generator_of_three_required_arguments_is_rejected_at_compile_time():
 
 def test_one_argument_generator_on_a_cell_node():
     torch.manual_seed(0)
-    net = sggraph.compile(_cell(), generators={"act": nn.Linear(12, 3)}, grouping="child")
+    generator = nn.Linear(12, 3)
+    net = sggraph.compile(_cell(), generators={"act": generator}, grouping="child")
     net.set_lambda(0.5)
     out = net({"obs": torch.randn(3, 2, 3)})
     out["act"].sum().backward()
-    net.update_generators(torch.optim.SGD(net.generator_parameters(), lr=0.1))
+    before = generator.weight.detach().clone()
+    loss = net.update_generators(torch.optim.SGD(net.generator_parameters(), lr=0.1))
+    assert math.isfinite(float(loss)) and float(loss) > 0  # it regressed onto the feedback it received
+    assert not torch.equal(generator.weight, before)  # and the user's own module took the step
 
 
 # ---------------------------------------------------------------- defect 7: one mixer, one momentum rule

@@ -48,6 +48,7 @@ def test_bench_cli_json_keys(monkeypatch, capsys):
     assert set(data["recurrent"]) == {"backprop_ms", "sgprop_ms", "sgprop_over_backprop"}
     assert set(data["popgym"]) >= {"backprop_s", "sgprop_s", "gru_s", "lstm_s", "sgprop_rollout_s"}
     assert all(data["popgym"][k] > 0 for k in ("backprop_s", "sgprop_s", "gru_s"))
+    assert {"mlp_module_ms", "mlp_traced_backprop_over_module", "cnn_traced_lambda1_over_module"} <= set(data["traced"])
 
 
 def test_bandit_mechanism_example_runs(tmp_path):
@@ -110,6 +111,8 @@ def _small_bench(monkeypatch):
                         lambda tick: original(repeats=1, warmup=0, steps=3, sequences=2, tick=tick))
     popgym = bench.bench_popgym
     monkeypatch.setattr(bench, "bench_popgym", lambda tick: popgym(repeats=1, warmup=0, num_envs=2, tick=tick))
+    traced = bench.bench_traced
+    monkeypatch.setattr(bench, "bench_traced", lambda steps, tick: traced(steps=1, warmup=0, batch=4, tick=tick))
     return bench
 
 

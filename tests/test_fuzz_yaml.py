@@ -3,6 +3,9 @@
 The property, for graphs (``Graph.from_yaml``), cells (``Cell.from_yaml`` where the class has one),
 ``train --config`` files and sweep specs: the reader returns a valid object or raises an
 ``SggraphError`` subclass — never another exception — and never takes more than a few seconds.
+And a valid file is accepted: every test also reads a known-valid file (``@example``), and the
+mostly-valid strategies assert their clean documents are accepted, so a reader that refused
+everything would fail them.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import itertools
 from pathlib import Path
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sggraph import Graph, SggraphError
@@ -71,24 +74,37 @@ configs = st.dictionaries(st.sampled_from(["steps", "lr", "seed", "method", "lam
                           scalars | st.lists(st.integers(-1, 12), max_size=4), max_size=5)
 
 
+#: Documents (as written) the mostly-valid strategies drew without junk: the reader of their kind must accept them.
+CLEAN: set[bytes] = set()
+
+
+def _dump(data: object) -> bytes:
+    return yaml.safe_dump(data, allow_unicode=True, sort_keys=False).encode("utf-8")
+
+
 @st.composite
 def layered_graphs(draw) -> dict:
     """Mostly valid graphs (parents declared before), now and then with one value replaced by junk."""
     nodes: list[dict] = []
+    layer: dict[str, int] = {}
     for i in range(draw(st.integers(1, 6))):
         node: dict = {"name": f"n{i}", "dim": draw(st.integers(1, 4))}
-        parents = draw(st.lists(st.sampled_from([n["name"] for n in nodes]), unique=True, max_size=3)) \
-            if nodes else []
-        if parents:
-            node["parents"] = parents
+        layer[node["name"]] = 0
+        if nodes and draw(st.booleans()):  # parents from one layer (a layered DAG), declared before
+            below = layer[draw(st.sampled_from([n["name"] for n in nodes]))]
+            same = [n["name"] for n in nodes if layer[n["name"]] == below]
+            node["parents"] = draw(st.lists(st.sampled_from(same), unique=True, min_size=1, max_size=3))
             node["fn"] = draw(st.sampled_from(["tanh", "linear", "dot"]))
+            layer[node["name"]] = below + 1
         nodes.append(node)
     doc: dict = {"name": "g", "nodes": nodes}
-    if len(nodes) > 1 and draw(st.booleans()):
+    if "parents" in nodes[-1] and draw(st.booleans()):
         doc["feedback"] = {nodes[-1]["name"]: draw(st.sampled_from(["stochastic", "contextual", "deterministic"]))}
     if draw(st.booleans()):
         victim = draw(st.sampled_from(nodes))
         victim[draw(st.sampled_from(["dim", "parents", "fn", "layer", "name", "stochastic"]))] = draw(scalars)
+    else:
+        CLEAN.add(_dump(doc))
     return doc
 
 
@@ -106,13 +122,15 @@ def sweep_specs(draw) -> dict:
     doc = {"name": "s", "command": "train mnist-bandit", "settings": fixed, "grid": grid}
     if draw(st.booleans()):
         doc[draw(st.sampled_from(["settings", "grid", "command", "name"]))] = draw(documents)
+    elif all(len(v) <= 2 for v in grid.values()):
+        CLEAN.add(_dump(doc))
     return doc
 
 
 texts = st.text(alphabet=st.sampled_from(list("{}[],:-?&*!|>'\"#%@`\n\t abz019.~") + ["\x00", "\u00e9", "\ufeff"]),
                 max_size=200)
-example = (ROOT / "examples" / "expert-net.yaml").read_bytes()
-mutations = st.lists(st.tuples(st.integers(0, len(example) - 1), st.integers(0, 255)), min_size=1, max_size=8)
+GRAPH_FILE = (ROOT / "examples" / "expert-net.yaml").read_bytes()
+mutations = st.lists(st.tuples(st.integers(0, len(GRAPH_FILE) - 1), st.integers(0, 255)), min_size=1, max_size=8)
 
 
 def _file(tmp_path_factory, data: bytes) -> Path:
@@ -133,61 +151,84 @@ if hasattr(Cell, "from_yaml"):
 RESULTS = {"graph": Graph, "spec": SweepSpec, "cell": Cell}
 
 
+CELL_FILE = (ROOT / "examples" / "popgym-sparsenet-cell.yaml").read_bytes()
+SPEC_DOC = {"name": "s", "command": "train mnist-bandit", "settings": {"steps": 2}, "grid": {"seed": [0, 1]}}
+CONFIG_DOC = {"steps": 5, "method": "backprop", "lr": 0.001}
+#: Known-valid files (as written) and the readers that must accept them.
+KNOWN = {GRAPH_FILE: {"graph"}, _dump(yaml.safe_load(GRAPH_FILE)): {"graph"}, CELL_FILE: {"cell"},
+         _dump(yaml.safe_load(CELL_FILE)): {"cell"}, _dump(SPEC_DOC): {"spec"}, _dump(CONFIG_DOC): {"config"}}
+
+
 def _read_all(path: Path) -> None:
-    """Every reader on ``path``: a valid object or an SggraphError, nothing else."""
+    """Every reader on ``path``: a valid object or an SggraphError, nothing else; a known-valid file (or a clean
+    document of a mostly-valid strategy) is accepted by the reader of its kind."""
+    raw = path.read_bytes()
+    must = set(KNOWN.get(raw, set()))
+    if raw in CLEAN:
+        must |= {"spec"} if b"command:" in raw else {"graph"}
+    accepted = set()
     for kind, read in READERS.items():
         try:
             result = read(str(path))
-        except SggraphError:
+        except SggraphError as err:
+            assert kind not in must, f"a valid {kind} file was refused: {err}"
             continue
+        accepted.add(kind)
         if kind in RESULTS:
             assert isinstance(result, RESULTS[kind]), kind
-
-
-def _dump(data: object) -> bytes:
-    return yaml.safe_dump(data, allow_unicode=True, sort_keys=False).encode("utf-8")
+    assert must <= accepted
 
 
 @FUZZ
 @given(data=documents)
+@example(data=yaml.safe_load(GRAPH_FILE))
+@example(data=CONFIG_DOC)
 def test_random_documents(data, tmp_path_factory):
     _read_all(_file(tmp_path_factory, _dump(data)))
 
 
 @FUZZ
 @given(data=graphs | layered_graphs())
+@example(data=yaml.safe_load(GRAPH_FILE))
+@example(data=yaml.safe_load(CELL_FILE))
 def test_graph_like_documents(data, tmp_path_factory):
     _read_all(_file(tmp_path_factory, _dump(data)))
 
 
 @FUZZ
 @given(data=specs | sweep_specs())
+@example(data=SPEC_DOC)
 def test_spec_like_documents(data, tmp_path_factory):
     _read_all(_file(tmp_path_factory, _dump(data)))
 
 
 @FUZZ
 @given(data=configs)
+@example(data=CONFIG_DOC)
 def test_config_like_documents(data, tmp_path_factory):
     _read_all(_file(tmp_path_factory, _dump(data)))
 
 
 @FUZZ
 @given(text=texts)
+@example(text=GRAPH_FILE.decode("utf-8"))
 def test_random_yaml_text(text, tmp_path_factory):
     _read_all(_file(tmp_path_factory, text.encode("utf-8")))
 
 
 @FUZZ
 @given(raw=st.binary(max_size=300))
+@example(raw=GRAPH_FILE)
+@example(raw=CELL_FILE)
 def test_random_bytes(raw, tmp_path_factory):
     _read_all(_file(tmp_path_factory, raw))
 
 
 @FUZZ
 @given(edits=mutations)
+@example(edits=[(0, GRAPH_FILE[0])])  # no change: the real file, which must be read
 def test_a_real_graph_file_with_random_bytes_changed(edits, tmp_path_factory):
-    raw = bytearray(example)
+    raw = bytearray(GRAPH_FILE)
     for position, byte in edits:
         raw[position] = byte
     _read_all(_file(tmp_path_factory, bytes(raw)))

@@ -281,3 +281,25 @@ def test_refreshed_predictions_may_train_the_generators_again():
     loss.backward()
     net.adapt_lambda()
     net.update_generators(opt)
+
+
+def test_adapt_lambda_keeps_the_lambda_of_a_node_without_parameters():
+    """Eq. 18 compares per-sample parameter gradients; a relay (fn: identity) has none, so its λ is kept while
+    its neighbours adapt (this crashed with 'torch.cat(): expected a non-empty list')."""
+    import sggraph
+
+    g = sggraph.Graph("relay")
+    g.add_node("z", 3)
+    g.add_node("h", 4, ["z"], fn="tanh")
+    g.add_node("r", 4, ["h"], fn="identity")
+    g.add_node("y", 1, ["r"], fn="linear")
+    torch.manual_seed(0)
+    net = sggraph.compile(g, grouping="child")
+    for block in net.blocks.values():
+        for p in block.generator.parameters():
+            torch.nn.init.normal_(p)
+    net.set_lambda(0.5)
+    net({"z": torch.randn(16, 3)})["y"].pow(2).sum().backward()
+    net.adapt_lambda(momentum=0.7)
+    assert net.get_self_lambda("r") == 0.5
+    assert net.get_self_lambda("h") != 0.5

@@ -77,6 +77,11 @@ def test_a_users_own_files_are_not_overwritten(tmp_path, capsys):
     assert _bandit(out) == 2
     err = capsys.readouterr().err
     assert "is not empty and does not hold an unfinished run of these settings" in err and "notes.txt" in err
+    assert "config.json" in err and "metrics.csv" in err  # the refusal names every file in the way
+    assert _snapshot(out) == before
+    assert _bandit(out, "--overwrite") == 2  # --overwrite replaces a run's files, never the user's own
+    err = capsys.readouterr().err
+    assert "no sggraph run wrote them" in err and "config.json" in err and "Traceback" not in err
     assert _snapshot(out) == before
 
 

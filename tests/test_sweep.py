@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pausing import kill_when_announced, pausing_env
 
 from sggraph.cli import build_parser, main
 from sggraph.exceptions import ConfigError, SpecError
@@ -198,22 +197,13 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
                        settings={k: v for k, v in settings.items() if k != "steps"})
     out = tmp_path / "out"
     first, second = out / "seed=0,steps=6", out / "seed=1,steps=200"
+    announce = tmp_path / "paused"
     proc = subprocess.Popen([sys.executable, "-m", "sggraph", "sweep", str(spec), "--workers", "1",
-                             "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-    deadline = time.time() + 120
-    step = 0
-    while time.time() < deadline and proc.poll() is None:  # kill once run 1 finished and run 2 checkpointed
-        if (first / "summary.json").exists() and (second / "checkpoint.pt").exists():
-            try:
-                step = torch.load(second / "checkpoint.pt", weights_only=False)["step"]
-            except Exception:  # noqa: BLE001 - caught mid-write: try again
-                step = 0
-            if step >= 20:
-                break
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert 20 <= step < 200 and not (second / "summary.json").exists(), "the sweep was not killed half-way"
+                             "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+                            env=pausing_env(26, announce))  # run 2 stops before its step 26 (run 1 has 6 steps)
+    kill_when_announced(proc, announce)  # the sweep is killed while run 2 waits there
+    assert (first / "summary.json").exists() and not (second / "summary.json").exists()
+    assert torch.load(second / "checkpoint.pt", weights_only=False)["step"] == 20
     for _ in range(100):  # the run dies with its sweep (no orphan keeps the run directory)
         if not _locked(second / "run.lock"):
             break
@@ -230,7 +220,7 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
     assert (first / "stdout.log").read_text().count("=== sggraph sweep") == 1
     log = (second / "stdout.log").read_text()
     assert log.count("=== sggraph sweep") == 2 and log.splitlines()[-1] != "" and "--resume" in log
-    assert json.loads((second / "summary.json").read_text())["resumed_from"] >= 20
+    assert json.loads((second / "summary.json").read_text())["steps"] == 200
     assert [int(r["step"]) for r in _rows(second / "metrics.csv")] == [1, 67, 133, 200]
     runs = _rows(out / "runs.csv")
     assert [(r["name"], r["status"], r["action"]) for r in runs] == [

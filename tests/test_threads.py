@@ -82,7 +82,7 @@ def test_threads_are_recorded_applied_and_may_change_on_resume(tmp_path, capsys,
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # as `sggraph sweep` sets it for its runs
     assert main([*ARGS, "--steps", "6", "--out", str(run), "--resume"]) == 0
     assert json.loads((run / "config.json").read_text())["threads"] == 2
-    assert json.loads((run / "summary.json").read_text())["resumed_from"] == 4
+    assert json.loads((run / "summary.json").read_text())["steps"] == 6  # the run was continued to 6 steps
     assert main([*ARGS, "--threads", "0", "--out", str(tmp_path / "bad")]) == 2
     assert "--threads must be at least 1" in capsys.readouterr().err
 
@@ -123,7 +123,8 @@ def test_busy_elsewhere_scales_to_the_cpus_this_process_may_use():
     assert busy_elsewhere(cpus=2, total=2, running=lambda: 3) == 3
     assert busy_elsewhere(cpus=2, total=8, running=lambda: 4) == 1
     assert busy_elsewhere(cpus=2, total=2, running=lambda: None) is None
-    assert busy_elsewhere() is None or busy_elsewhere() >= 0  # this machine's /proc
+    here = busy_elsewhere()  # this machine's /proc (Linux: always readable)
+    assert here is not None and here >= 0
 
 
 class _Machine:

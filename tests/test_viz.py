@@ -540,3 +540,22 @@ def test_render_into_an_unwritable_place_is_a_config_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(ConfigError, match="cannot write the drawing"):
         render(draw(small_graph()), blocker / "g.dot")
+
+
+def test_the_readme_command_draws_a_box_per_step(tmp_path, monkeypatch):
+    """``sggraph draw examples/popgym-sparsenet-cell.yaml --unroll 3 -o cell.svg`` (the README's): the 128-neuron
+    state is one box per step, h@0 … h@3, joined by one edge a step — not 128 neurons a step and 2,700 edges."""
+    from sggraph.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["draw", str(EXAMPLES / "popgym-sparsenet-cell.yaml"), "--unroll", "3", "-o",
+                 "cell.dot"]) == 0
+    source = (tmp_path / "cell.dot").read_text()
+    for t in range(4):
+        assert f'"h@{t}"' in source or f"h@{t} " in source or f"\th@{t}" in source
+    assert "h@1:0" not in source  # no single neuron drawn
+    edges = [line for line in source.splitlines() if "->" in line and "__legend" not in line]
+    assert len(edges) <= 20, len(edges)
+    assert main(["draw", str(EXAMPLES / "popgym-sparsenet-cell.yaml"), "--unroll", "2",
+                 "--expand-arrays", "3", "-o", "three.dot"]) == 0
+    assert "h@1:2" in (tmp_path / "three.dot").read_text()  # asked for: the first 3 neurons a step

@@ -104,10 +104,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as err:  # the system refused a read or write sggraph did not foresee (a full disk, a quota)
+        print(f"sggraph: error: {_os_error(err)}", file=sys.stderr)
+        return 2
     finally:  # a command may set torch's thread count (--threads); leave the calling process as it was
         stop_following()
         if threads is not None:
             _torch_threads(threads)
+
+
+def _os_error(err: OSError) -> str:
+    """An operating-system error as one located paragraph (the file, what failed, the fix).
+
+    >>> _os_error(OSError(28, "No space left on device", "/runs/a/metrics.csv"))
+    '/runs/a/metrics.csv: No space left on device. Fix: free disk space (or raise the quota) and run the command again.'
+    """
+    import errno
+
+    where = f"{err.filename}: " if err.filename else ""
+    full = err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    fix = "free disk space (or raise the quota) and run the command again" if full else \
+        "check the path, its permissions and the free disk space"
+    return f"{where}{err.strerror or err}. Fix: {fix}."
 
 
 def _torch_threads(restore: int | None = None) -> int | None:

@@ -7,8 +7,7 @@ import json
 import sys
 
 from ..exceptions import ConfigError
-from ..experiments.bench import run_bench
-from ..experiments.contention import CONTENTION_SETTINGS, contention_worker, run_contention
+from ..experiments.contention_settings import CONTENTION_SETTINGS
 from .options import add_run_flags
 
 __all__ = ["add_parser"]
@@ -17,10 +16,39 @@ __all__ = ["add_parser"]
 DEFAULT_STEPS = {"bench": 30, "contention": 10}
 
 
+#: Most timed steps per method (a bench of more is a training run; use ``sggraph train``).
+MAX_BENCH_STEPS = 100_000
+
+
+def check_bench_args(args: argparse.Namespace) -> None:
+    """Raise :class:`~sggraph.ConfigError` on a flag the bench would fail on later (before any work).
+
+    >>> check_bench_args(argparse.Namespace(steps=-1, batch=64, compile=None))
+    Traceback (most recent call last):
+    ...
+    sggraph.exceptions.ConfigError: --steps -1 is outside 1..100000. Fix: pass --steps 1 or more (a median needs at least one timed step).
+    """
+    for flag, value, largest in (("steps", args.steps, MAX_BENCH_STEPS), ("batch", args.batch, 2**20)):
+        if value is not None and not 1 <= value <= largest:
+            raise ConfigError(f"--{flag} {value} is outside 1..{largest}",
+                              fix=f"pass --{flag} 1 or more" + (" (a median needs at least one timed step)"
+                                                               if flag == "steps" else ""))
+    if args.compile is not None:
+        from torch._dynamo import list_backends
+
+        known = list_backends(exclude_tags=())
+        if args.compile not in known:
+            raise ConfigError(f"--compile {args.compile}: torch.compile has no such backend",
+                              fix=f"use one of {', '.join(b for b in known if 'TESTING' not in b)}")
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
+    from ..experiments.bench import run_bench
+    from ..experiments.contention import contention_worker
     from ..experiments.mnist_bandit import BanditConfig
     from ..runtime import threads
 
+    check_bench_args(args)
     if args.contention:
         return _cmd_contention(args)
     threads.configure_threads(args.threads, BanditConfig(batch=args.batch).typical_op_elements())
@@ -66,6 +94,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _cmd_contention(args: argparse.Namespace) -> int:
     """``sggraph bench --contention``: the bandit step alone, beside a busy process, and two side by side."""
+    from ..experiments.contention import run_contention
+
     if args.threads is not None:
         raise ConfigError("--contention compares thread settings itself; it takes no --threads",
                           fix="drop --threads, or choose the settings with --settings 1,2,default")
@@ -100,7 +130,8 @@ def _threads_label(measurement: dict) -> str:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="time compiled training steps (ms/step, FLOPs, GFLOP/s)")
+    p = sub.add_parser("bench", help="time compiled training steps (ms/step, FLOPs, GFLOP/s)",
+                       description="Time the compiled training steps of the paper's models on this machine: the MNIST-bandit SparseNet step (backprop, sgprop, adaptive λ), the recurrent cell and a POPGym batch, with FLOPs and achieved GFLOP/s against the measured matmul peak; --contention compares thread settings under load.")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--steps", type=int, default=None,
                    help=f"timed steps per method, median reported (default {DEFAULT_STEPS['bench']}; with "

@@ -90,7 +90,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def add_parser(sub) -> None:
     """Add ``sggraph check-conditions`` to the subcommands ``sub``."""
     p = sub.add_parser("check-conditions", help="check the paper's conditions A.1-A.3 and (B) for YAML graphs "
-                                                "(or a recurrent cell with --unroll T)")
+                                                "(or a recurrent cell with --unroll T)",
+                       description="Check the paper's conditions on a YAML graph: A.1 stochastic terminal feedback, "
+                                   "A.2 stochastic computation, A.3 sparse connectivity, whether (A) holds, what is "
+                                   "known of (B), and the regime (Theorem 1, 2 or 3), with witnesses. A recurrent "
+                                   "cell is checked as the graph of --unroll T steps.")
     p.add_argument("file", nargs="+", help="graph YAML file(s), or recurrent cell YAML files with --unroll; "
                                            "several are checked in turn")
     p.add_argument("--json", action="store_true",

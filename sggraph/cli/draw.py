@@ -9,8 +9,6 @@ from typing import Any
 
 from ..core.graph import Graph
 from ..core.unroll import Cell
-from ..draw import RENDER_FORMATS, draw, render
-from ..draw.style import shorten
 from ..exceptions import ConfigError
 from .model_files import add_unroll_argument, load_model
 
@@ -49,7 +47,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--lambda-from", dest="lambda_from", metavar="RUN_DIR_OR_CHECKPOINT",
                    help="colour edges by λ from a checkpoint.pt (or a run directory holding one)")
     p.add_argument("--expand-arrays", dest="expand_arrays", type=int, metavar="N",
-                   help="draw the first N neurons of every array individually (unrolled cells: per step)")
+                   help="draw the first N neurons of every array individually (unrolled cells: per step; by default a "
+                        "state of more than 6 neurons is one box per step)")
     add_unroll_argument(p, "draw")
     p.set_defaults(run=run_draw)
     return p
@@ -60,6 +59,8 @@ def run_draw(args: argparse.Namespace) -> int:
 
     Raises sggraph exceptions on bad input (the CLI prints them and exits 2).
     """
+    from ..draw import RENDER_FORMATS, draw, render
+
     out = Path(args.out)
     if out.suffix.lower() not in RENDER_FORMATS:
         raise ConfigError(f"cannot write '{out}': unknown suffix '{out.suffix or '(none)'}'",
@@ -130,6 +131,7 @@ def _net_with_lambdas(model: Graph | Cell, state: Mapping, source: str) -> Any:
     """Compile ``model`` (child grouping) and load the λ buffers of ``state`` into it."""
     from torch import nn
 
+    from ..draw.style import shorten
     from ..engine import compile as compile_graph
 
     # only λ is needed: nodes without a built-in function get a stand-in module

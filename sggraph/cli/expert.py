@@ -41,7 +41,8 @@ def _cmd_expert(args: argparse.Namespace) -> int:
 
 def add_parser(sub) -> None:
     """Add ``sggraph expert`` to the subcommands ``sub``."""
-    p = sub.add_parser("expert", help="the expert network of §5: backprop vs synthetic MSE ratio (Theorem 5)")
+    p = sub.add_parser("expert", help="the expert network of §5: backprop vs synthetic MSE ratio (Theorem 5)",
+                       description="The expert network of §5 (App. F): per setting of d, k and n, the gradient MSE of backprop against synthetic gradients (tabular generators) over trials, with bootstrap confidence intervals, against Theorem 5's ratio 2^(d-k).")
     p.add_argument("--d", type=int, nargs="+", default=list(range(4, 13)), help="target dimensions d")
     p.add_argument("--k", type=int, nargs="+", default=[2, 3, 4], help="coordinates per expert k")
     p.add_argument("--case", nargs="+", default=["noisy", "activation", "partial"],

@@ -11,8 +11,9 @@ import argparse
 
 from ..core.files import load_model_file
 from ..core.graph import Graph
-from ..core.unroll import Cell, unroll
+from ..core.unroll import Cell, check_unroll, unroll
 from ..exceptions import ConfigError, GraphError
+from .python_models import is_python_target, load_traced_graph
 
 __all__ = ["add_unroll_argument", "load_graph", "load_graph_or_cell", "load_model"]
 
@@ -27,10 +28,20 @@ def load_model(path: str, steps: int | None) -> Graph | Cell:
     """The graph or cell of ``path``, checked against ``--unroll`` (``steps``): a graph takes none."""
     if steps is not None and (isinstance(steps, bool) or steps < 1):
         raise ConfigError(f"--unroll must be at least 1 (got {steps})", fix="pass --unroll T with T >= 1 steps")
+    if is_python_target(path):  # FILE.py:NAME: the graph sggraph.trace reads from a PyTorch model
+        if steps is not None:
+            raise ConfigError("--unroll applies to recurrent cells, and FILE.py:NAME is a traced module", file=path,
+                              fix="drop --unroll")
+        return load_traced_graph(path)
     model = load_model_file(path)
     if isinstance(model, Graph) and steps is not None:
         raise ConfigError("--unroll applies to recurrent cells, and this file declares a layered graph",
                           file=path, line=1, fix="drop --unroll (a cell file has `inputs:` and `state:`)")
+    if isinstance(model, Cell) and steps is not None:
+        try:
+            check_unroll(model, steps)  # bounded before anything is built
+        except GraphError as err:
+            raise model.locate(err) from None
     return model
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..sweeps.figures import ABLATIONS, X_COLUMNS, Y_COLUMNS, load_runs, plot_sweep
+from ..sweeps.columns import ABLATIONS, X_COLUMNS, Y_COLUMNS
 
 __all__ = ["add_parser"]
 
+
 def _cmd_plot(args: argparse.Namespace) -> int:
+    from ..sweeps.figures import load_runs, plot_sweep
+
     runs, unfinished = load_runs(args.sweep_dir)
     written = plot_sweep(args.sweep_dir, args.out, x=args.x, y=args.y,
                          ablations=args.ablation if args.ablation else tuple(ABLATIONS))

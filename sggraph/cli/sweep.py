@@ -17,7 +17,11 @@ __all__ = ["add_parser"]
 def _cmd_sweep(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.root_parser)
     if args.dry_run:
-        for plan in plan_runs(spec, args.out or Path("runs") / "sweeps" / spec.name):
+        plans = plan_runs(spec, args.out or Path("runs") / "sweeps" / spec.name)
+        actions = {a: sum(p.action == a for p in plans) for a in ("new", "resume", "skip")}
+        print(f"sweep '{spec.name}': {len(plans)} runs — {actions['new']} to start, {actions['resume']} to resume, "
+              f"{actions['skip']} finished before")
+        for plan in plans:
             print(f"{plan.action:6s} sggraph {' '.join(plan.argv)}")
         return 0
     out = args.out or str(Path("runs") / "sweeps" / spec.name)

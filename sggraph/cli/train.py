@@ -53,9 +53,20 @@ def _config_from(args: argparse.Namespace, cls, skip=("out", "resume", "config",
 
 
 def _experiments() -> dict:
-    """``sggraph train`` experiments: name → (config class, run function, default run directory)."""
-    from ..experiments.mnist_bandit import BanditConfig, run_bandit
-    from ..experiments.popgym import PopgymConfig, run_popgym
+    """``sggraph train`` experiments: name → (config class, run function, default run directory). The config
+    classes are torch-free; a run function loads its experiment (and torch) when it is called."""
+    from ..experiments.bandit_config import BanditConfig
+    from ..experiments.popgym_config import PopgymConfig
+
+    def run_bandit(*args, **kwargs):
+        from ..experiments.mnist_bandit import run_bandit
+
+        return run_bandit(*args, **kwargs)
+
+    def run_popgym(*args, **kwargs):
+        from ..experiments.popgym import run_popgym
+
+        return run_popgym(*args, **kwargs)
 
     return {
         "mnist-bandit": (BanditConfig, run_bandit, lambda c: f"runs/mnist-bandit/{c.method}-seed{c.seed}",
@@ -94,7 +105,10 @@ def add_parser(sub) -> None:
     import dataclasses
     import typing
 
-    p = sub.add_parser("train", help="train an experiment: mnist-bandit, popgym")
+    from ..experiments.settings import field_help
+
+    p = sub.add_parser("train", help="train an experiment: mnist-bandit, popgym",
+                       description="Train one run of an experiment into a run directory (config.json, metrics.csv, summary.json, learning_curve.png, checkpoint.pt); settings from --config FILE.yaml, overridden by flags. --resume continues a killed run; only its length may grow.")
     which = p.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
     for name, (cls, _, _default_out, about) in _experiments().items():
         e = which.add_parser(name, help=about, description=about)
@@ -108,20 +122,24 @@ def add_parser(sub) -> None:
                             "run there is refused)")
         add_run_flags(e)
         hints = typing.get_type_hints(cls)
+        about = field_help(cls)
         for f in dataclasses.fields(cls):
             flag = "--lambda" if f.name == "lam" else "--" + f.name.replace("_", "-")
             kind = hints[f.name]
+            default = " ".join(map(str, f.default)) if isinstance(f.default, tuple) else \
+                str(f.default).lower() if isinstance(f.default, bool) else f.default
+            text = f"{about[f.name]} (default {default})" if f.name in about else f"default {default}"
             if f.name == "classes":
-                e.add_argument(flag, dest=f.name, type=int, nargs="+", default=None, help="action classes")
+                e.add_argument(flag, dest=f.name, type=int, nargs="+", default=None, metavar="DIGIT", help=text)
             elif kind is bool:
                 e.add_argument(flag, dest=f.name, type=lambda v: v.lower() in ("1", "true", "yes"), default=None,
-                               help=f"true/false (default {f.default!r})")
+                               metavar="true|false", help=text)
             elif f.name == "lam":
-                e.add_argument(flag, dest="lam", default=None, help="adaptive or a fixed λ in [0, 1]")
+                e.add_argument(flag, dest="lam", default=None, metavar="adaptive|λ", help=text)
             else:
                 base = {int: int, float: float, str: str}.get(kind)
                 if base is None:  # optional types
                     args_ = [a for a in typing.get_args(kind) if a is not type(None)]
                     base = args_[0] if args_ else str
-                e.add_argument(flag, dest=f.name, type=base, default=None, help=f"default {f.default!r}")
+                e.add_argument(flag, dest=f.name, type=base, default=None, help=text)
         e.set_defaults(run=_cmd_train, validate=_validate_train)

@@ -149,10 +149,42 @@ def _composed(text: str, file: str | None, max_depth: int, max_values: int) -> Y
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
+        _check_unique_keys(node, file)
         data = None if node is None else loader.construct_document(node)
     finally:
         loader.dispose()
     return YamlDocument(data, _line_index(node), file)
+
+
+def _duplicate(key: str, path: str, first: int, again: int, file: str | None) -> SpecError:
+    where = "the top level" if path == "$" else path.removeprefix("$.")
+    return SpecError(f"the key '{key}' appears twice in the same mapping ({where}): on line {first} and on line "
+                     f"{again}", file=file, line=again,
+                     fix="YAML mapping keys are unique: keep one of the two (the other would be silently lost)")
+
+
+def _check_unique_keys(root: yaml.Node | None, file: str | None) -> None:
+    """Raise :class:`~sggraph.SpecError` on a mapping that names a scalar key twice (merge keys ``<<`` aside:
+    a key written next to a merge overrides the merged one, as YAML intends)."""
+    stack = [] if root is None else [(root, "$")]
+    seen: set[int] = set()
+    while stack:
+        node, path = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[tuple[str, str], int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != _MERGE_TAG:
+                    line = key.start_mark.line + 1
+                    first = lines.get((key.tag, key.value))
+                    if first is not None:
+                        raise _duplicate(key.value, path, first, line, file)
+                    lines[(key.tag, key.value)] = line
+                stack.append((value, f"{path}.{key.value}" if isinstance(key, yaml.ScalarNode) else f"{path}.?"))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(node.value))
 
 
 def _decode(raw: bytes, file: str | None) -> str:
@@ -223,10 +255,11 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 class _Frame:
     """An open list or mapping of :class:`_Builder`."""
 
-    __slots__ = ("anchor", "container", "has_key", "key", "key_text", "length", "path")
+    __slots__ = ("anchor", "container", "has_key", "key", "key_lines", "key_text", "length", "path")
 
     def __init__(self, container: list | dict, path: str, anchor: str | None) -> None:
         self.container, self.path, self.anchor = container, path, anchor
+        self.key_lines: dict[Any, int] = {}  # a mapping's keys so far -> their lines
         self.key: Any = None
         self.key_text = ""
         self.has_key = False
@@ -327,7 +360,15 @@ class _Builder:
             frame.key, frame.has_key = value, True
             frame.key_text = event.value if isinstance(event, yaml.ScalarEvent) else \
                 value if isinstance(value, str) else "?"
-            self.index[f"{frame.path}.{frame.key_text}"] = event.start_mark.line + 1
+            line = event.start_mark.line + 1
+            try:
+                first = frame.key_lines.get(value)
+            except TypeError:  # an unhashable key (an alias of a list): PyYAML's constructor words the error
+                raise _NeedsComposer from None
+            if first is not None:
+                raise _duplicate(frame.key_text, frame.path, first, line, self.file)
+            frame.key_lines[value] = line
+            self.index[f"{frame.path}.{frame.key_text}"] = line
             return
         self.index.setdefault(path, event.start_mark.line + 1)
         self._attach(value)

@@ -40,7 +40,8 @@ from .cell_spec import cell_from_dict, cell_to_dict, load_cell_yaml
 from .graph import FEEDBACK_KINDS, NODE_FUNCTIONS, Graph
 from .nodes import check_dim
 
-__all__ = ["Cell", "StateArray", "StepNode", "recurrent_table", "unroll"]
+__all__ = ["MAX_UNROLLED_NODES", "Cell", "StateArray", "StepNode", "check_unroll", "recurrent_table", "unroll",
+           "unrolled_size"]
 
 
 def recurrent_table(count: int, fan_in: int, seed: int, self_parents: bool = False) -> np.ndarray:
@@ -430,6 +431,34 @@ def _state_table(name: str, table: Sequence[Sequence[int]], count: int, fan_in: 
     return tbl
 
 
+#: Most nodes of an unrolled graph (:func:`unroll`); the POPGym cell (131 nodes a step) reaches it at 381 steps; 380 fit.
+MAX_UNROLLED_NODES = 50_000
+
+
+def unrolled_size(cell: Cell, steps: int) -> int:
+    """Nodes of the graph of ``steps`` unrolled steps: per step the inputs, the nodes and the state neurons,
+    plus the initial state.
+
+    >>> c = Cell("c"); c.add_input("x", 2); c.set_state("h", count=4, dim=2, fan_in=1); unrolled_size(c, 3)
+    19
+    """
+    neurons = cell.state.count if cell.state is not None else 0
+    return neurons + steps * (len(cell.inputs) + len(cell.nodes) + neurons)
+
+
+def check_unroll(cell: Cell, steps: int) -> None:
+    """Raise a :class:`~sggraph.GraphError` unless ``1 <= steps`` and the unrolled graph has at most
+    :data:`MAX_UNROLLED_NODES` nodes (checked from the sizes alone, before anything is built)."""
+    if steps < 1:
+        raise GraphError(f"steps must be at least 1, got {steps}", node=cell.name, fix="unroll for T >= 1 steps")
+    size = unrolled_size(cell, steps)
+    if size > MAX_UNROLLED_NODES:
+        most = max(1, (MAX_UNROLLED_NODES - unrolled_size(cell, 0)) // max(1, unrolled_size(cell, 1)
+                                                                           - unrolled_size(cell, 0)))
+        raise GraphError(f"{steps:,} unrolled steps make a graph of {size:,} nodes, more than the limit "
+                         f"{MAX_UNROLLED_NODES:,}", node=cell.name, fix=f"unroll for at most {most:,} steps")
+
+
 def unroll(cell: Cell, steps: int) -> Graph:
     """Write ``steps`` steps of ``cell`` out as a layered :class:`~sggraph.Graph`.
 
@@ -446,8 +475,7 @@ def unroll(cell: Cell, steps: int) -> Graph:
         state ``state@0:i`` (sources). Nodes and state neurons carry the cell's stochastic
         flags; post nodes carry its feedback kinds.
     """
-    if steps < 1:
-        raise GraphError(f"steps must be at least 1, got {steps}", node=cell.name, fix="unroll for T >= 1 steps")
+    check_unroll(cell, steps)
     level = cell.levels()
     st = cell.state
     assert st is not None

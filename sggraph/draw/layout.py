@@ -33,10 +33,15 @@ from .style import (
     split_name,
 )
 
-__all__ = ["Override", "draw", "draw_folded_cell", "draw_graph", "graph_aliases", "highlight", "mark_conditions", "unrolled_aliases"]
+__all__ = ["UNROLLED_NEURONS", "Override", "draw", "draw_folded_cell", "draw_graph", "graph_aliases", "highlight", "mark_conditions", "unrolled_aliases"]
 
 
 # ----------------------------------------------------------------------- draw
+#: The widest state an unrolled cell's drawing shows neuron by neuron by default; a wider one is one box per step
+#: (``expand_arrays=N`` draws its first N neurons per step).
+UNROLLED_NEURONS = 6
+
+
 def draw(graph_or_net: Any, *, node: str | None = None, expand_arrays: int | None = None,
          unroll: int | None = None, lambdas: Mapping[tuple[str, str], float] | None = None,
          propagation: bool = False) -> graphviz.Digraph:
@@ -56,8 +61,9 @@ def draw(graph_or_net: Any, *, node: str | None = None, expand_arrays: int | Non
     expand_arrays : int, optional
         Draw the first ``N`` neurons of every array individually, with their parent edges,
         plus a ``… (k more)`` placeholder for the rest (the highlighted ``node`` is always
-        drawn). ``None`` or 0: one box per array. For an unrolled cell ``None`` draws every
-        state neuron, ``N`` the first ``N`` per step and 0 one box per step.
+        drawn). ``None`` or 0: one box per array. For an unrolled cell ``N`` draws the first ``N``
+        state neurons per step and 0 one box per step (``None``: every neuron of a state of at most
+        :data:`UNROLLED_NEURONS` neurons, else one box per step).
     unroll : int, optional
         Cells only: draw ``unroll(cell, T)``, the layered DAG of ``T`` steps.
     lambdas : mapping, optional
@@ -158,6 +164,8 @@ def draw(graph_or_net: Any, *, node: str | None = None, expand_arrays: int | Non
     if cell is not None:
         assert unroll is not None
         graph = unroll_cell(cell, unroll)
+        if expand_arrays is None:  # every neuron of a wide state at every step is a tangle, not a picture
+            expand_arrays = None if cell.state is None or cell.state.count <= UNROLLED_NEURONS else 0
         return draw_graph(graph, node=node, expand=expand_arrays, lambdas=lambdas, mags=mags,
                            provider=CellLambdas(cnet, unroll) if cnet is not None else None, cell=cell)
     assert graph is not None

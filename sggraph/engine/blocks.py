@@ -23,7 +23,7 @@ from .neuron import gather_by_table
 from .trace import NodeTrace
 
 __all__ = ["ArrayBlock", "Block", "NodeBlock", "SourceBlock", "StateBlock", "block_parameters", "check_generators",
-           "check_inputs", "observes", "split_ref", "step_on", "synthetic_vjp"]
+           "check_input_kind", "check_inputs", "first_parameter", "observes", "split_ref", "step_on", "synthetic_vjp"]
 
 
 def step_on(loss: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> float:
@@ -45,8 +45,11 @@ def split_ref(ref: str) -> tuple[str, int | None]:
     return (base, int(rest[:-1])) if rest else (base, None)
 
 
-def check_inputs(inputs: object, sources: Sequence[str], what: str, finite: bool) -> None:
-    """Raise unless ``inputs`` maps exactly the ``sources`` to tensors (with ``finite``: without NaN or inf)."""
+def check_inputs(inputs: object, sources: Sequence[str], what: str, finite: bool,
+                 like: torch.Tensor | None = None, integer: frozenset[str] = frozenset()) -> None:
+    """Raise unless ``inputs`` maps exactly the ``sources`` to real tensors holding data (with ``finite``:
+    without NaN or inf) of the dtype and device of ``like`` (the net's first parameter, when it has one); the
+    sources named in ``integer`` may also take integer tensors (token ids)."""
     if not isinstance(inputs, Mapping):
         raise DimensionError(f"the inputs must be a mapping of source name to tensor, got {type(inputs).__name__}",
                              fix=f"call net({{'{next(iter(sources), 'x')}': tensor, ...}})")
@@ -62,10 +65,36 @@ def check_inputs(inputs: object, sources: Sequence[str], what: str, finite: bool
         if not isinstance(x, torch.Tensor):
             raise DimensionError(f"the input is a {type(x).__name__}, not a tensor", node=name,
                                  fix="pass a torch tensor (torch.as_tensor(...) converts arrays and lists)")
+        check_input_kind(name, x, like, integer=name in integer)
         if finite and x.is_floating_point() and not all_finite(x):
             raise DataError("the input holds NaN or infinite values", node=name,
                             fix="clean the data before it reaches the net (the NaN/inf is in the input batch, not "
                                 "in training); set net.check_finite = False to let it through")
+
+
+def first_parameter(module: nn.Module) -> torch.Tensor | None:
+    """The first floating-point parameter of ``module`` (its dtype and device are the net's), or None."""
+    return next((p for p in module.parameters() if p.is_floating_point()), None)
+
+
+def check_input_kind(name: str, x: torch.Tensor, like: torch.Tensor | None, integer: bool = False) -> None:
+    """Raise a :class:`~sggraph.DataError` naming the source unless ``x`` is a floating-point tensor with data,
+    of ``like``'s dtype and device (``like`` None: any floating dtype); with ``integer``, an integer tensor
+    (token ids) on ``like``'s device passes too."""
+    dtype = like.dtype if like is not None else torch.get_default_dtype()
+    if x.is_meta:
+        raise DataError("the input is a 'meta' tensor (a shape without data), which the net cannot compute on",
+                        node=name, fix=f"pass a tensor with values, e.g. torch.zeros({tuple(x.shape)}, dtype={dtype})")
+    token_ids = integer and not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool
+    if not x.is_floating_point() and not token_ids:
+        raise DataError(f"the input is a {x.dtype} tensor; the net computes on floating-point inputs ({dtype})",
+                        node=name, fix=f"convert it: x.to({dtype})")
+    if x.is_floating_point() and like is not None and x.dtype != like.dtype:
+        raise DataError(f"the input is {x.dtype} but the net's parameters are {like.dtype}", node=name,
+                        fix=f"convert the input (x.to({like.dtype})) or the net (net.to({x.dtype}))")
+    if like is not None and x.device != like.device:
+        raise DataError(f"the input is on {x.device} but the net is on {like.device}", node=name,
+                        fix=f"move the input (x.to('{like.device}')) or the net (net.to('{x.device}'))")
 
 
 def synthetic_vjp(out: torch.Tensor, h: torch.Tensor, rec: Record, inputs: dict[int, torch.Tensor],

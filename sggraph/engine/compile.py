@@ -43,13 +43,13 @@ from torch import nn
 from ..core.graph import Graph
 from ..core.unroll import Cell
 from ..exceptions import CompileError, DimensionError
-from .blocks import ArrayBlock, NodeBlock, SourceBlock, check_generators, check_inputs, split_ref
+from .blocks import ArrayBlock, NodeBlock, SourceBlock, check_generators, check_inputs, first_parameter, split_ref
 from .functions import make_function
 from .generators import GENERATOR_INITS, LinearGenerator, SlotGenerator, generator_init_std
 from .lam.table import GROUPINGS, LambdaTable
 from .net import CompiledBase
 from .neuron import SlotNeuronArray
-from .recurrent import compile_cell
+from .recurrent import CompiledCell, compile_cell
 from .trace import Trace
 
 __all__ = ["GROUPINGS", "CompiledGraph", "compile", "lambda_state"]
@@ -93,6 +93,8 @@ class CompiledGraph(CompiledBase):
         self.grouping = grouping
         self.synthetic = True
         self.check_finite = True
+        #: Sources that may take integer tensors (token ids for an ``nn.Embedding``; ``sggraph.trace`` sets it).
+        self.integer_sources: frozenset[str] = frozenset()
         functions = dict(functions or {})
         generators = dict(generators or {})
         known = set(graph.nodes) | set(graph.arrays)
@@ -177,7 +179,8 @@ class CompiledGraph(CompiledBase):
     def _run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         values: dict[str, torch.Tensor] = {}
         batch = None
-        check_inputs(inputs, self.sources, f"graph '{self.graph.name}'", self.check_finite)
+        check_inputs(inputs, self.sources, f"graph '{self.graph.name}'", self.check_finite, first_parameter(self),
+                     self.integer_sources)
         for name, src in self.sources.items():
             x = inputs[name]
             if src.count is None:
@@ -225,14 +228,15 @@ def lambda_state(state: Mapping[str, object]) -> dict[str, torch.Tensor]:
             and isinstance(v, torch.Tensor)}
 
 
-def compile(graph: Graph, functions: Mapping[str, nn.Module] | None = None,
+def compile(graph: Graph | Cell, functions: Mapping[str, nn.Module] | None = None,
             generators: Mapping[str, nn.Module] | None = None, *, grouping: str | None = None,
-            generator_init: str = "zero") -> CompiledGraph:
-    """Compile ``graph`` into a :class:`CompiledGraph` (an ``nn.Module``).
+            generator_init: str = "zero") -> CompiledGraph | CompiledCell:
+    """Compile a layered ``graph`` into a :class:`CompiledGraph`, or a recurrent :class:`~sggraph.Cell` into a
+    :class:`~sggraph.engine.recurrent.CompiledCell` (both ``nn.Module``).
 
     Parameters
     ----------
-    graph : Graph
+    graph : Graph or Cell
         Linted first; errors name the node.
     functions : mapping, optional
         ``name -> nn.Module``. A node's module takes ``z [B, Σ parent dims]`` (parents

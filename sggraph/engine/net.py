@@ -55,7 +55,9 @@ class CompiledBase(nn.Module):
 
     # ------------------------------------------------------------ parameters
     def model_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters of the node functions (what the model optimizer updates)."""
+        """Parameters of the node functions (what the model optimizer updates). ``net.parameters()`` holds
+        the generators' too (:meth:`generator_parameters`, trained by their own optimizer): give the model's
+        optimizer these."""
         return block_parameters(self.blocks, "function")
 
     def generator_parameters(self) -> Iterator[nn.Parameter]:

@@ -32,7 +32,7 @@ from torch import nn
 
 from ..core.unroll import Cell
 from ..exceptions import CompileError, DimensionError, LambdaError
-from .blocks import NodeBlock, StateBlock, check_generators, check_inputs, split_ref, synthetic_vjp
+from .blocks import NodeBlock, StateBlock, check_generators, check_inputs, first_parameter, split_ref, synthetic_vjp
 from .functions import make_function
 from .generators import LinearGenerator, call_generator
 from .lam.table import GROUPINGS, LambdaTable
@@ -172,7 +172,7 @@ class CompiledCell(CompiledBase):
         episodes (padding steps get no synthetic feedback), ``horizon`` anchors the temporal
         schedule (see :meth:`schedule`)."""
         st = self.state
-        check_inputs(inputs, list(self.cell.inputs), "the cell", self.check_finite)
+        check_inputs(inputs, list(self.cell.inputs), "the cell", self.check_finite, first_parameter(self))
         first = next(iter(self.cell.inputs))
         t_steps, batch = inputs[first].shape[:2]
         values: dict[str, torch.Tensor] = {}

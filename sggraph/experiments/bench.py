@@ -30,7 +30,9 @@ JSON keys (later sections are added, never renamed)::
      "recurrent": {"backprop_ms", "sgprop_ms", "sgprop_over_backprop"},
      "popgym": {"backprop_s", "sgprop_s", "gru_s", "lstm_s", "*_rollout_s", "num_envs", "sgprop_over_backprop"},
      "compiled": {"backend", "backprop_eager_ms", "backprop_compiled_ms", "backprop_compile_s",
-                  "sgprop_adaptive_eager_ms", ...}}   # only with --compile
+                  "sgprop_adaptive_eager_ms", ...},   # only with --compile
+     "traced": {"mlp_module_ms", "mlp_traced_backprop_ms", "mlp_traced_backprop_over_module", ...,
+                "cnn_traced_lambda1_over_module", ...}}   # sggraph.trace nets (bench_traced)
 
 The compiled section (``sggraph bench --compile``) times the bandit step eager and with the
 policy's forward under ``torch.compile``, interleaved in one run.
@@ -49,13 +51,12 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..engine import adam
+from .bench_traced import bench_traced, traced_calls
+from .timing import median_ms as _median_ms
+from .timing import nothing as _nothing
 
 __all__ = ["bench_bandit", "bench_bandit_compiled", "bench_popgym", "bench_recurrent", "matmul_peak_gflops",
            "run_bench"]
-
-
-def _nothing() -> None:
-    """The default ``tick``: no progress display."""
 
 
 def matmul_peak_gflops(size: int = 1024, repeats: int = 20) -> float:
@@ -130,29 +131,6 @@ def _bandit_step_timer(variant: str, batch: int, seed: int, backend: str | None 
         bandit_update(cfg, policy, net, opt, gen_opt, x, lambda a: (a == labels).float(), gen)
 
     return step
-
-
-def _run_rounds(steps_of: dict[str, Callable[[], None]], rounds: int, tick: Callable[[], object] = _nothing) -> None:
-    """Run each of ``steps_of``'s steps ``rounds`` times, untimed (warm-up)."""
-    for _ in range(rounds):
-        for step in steps_of.values():
-            step()
-            tick()
-
-
-def _median_ms(steps_of: dict[str, Callable[[], None]], steps: int, warmup: int,
-               tick: Callable[[], object] = _nothing) -> dict[str, float]:
-    """Median milliseconds of each of ``steps_of``'s steps over ``steps`` timed rounds after ``warmup``
-    untimed ones; the steps are interleaved so drift in the machine's load hits all alike."""
-    times: dict[str, list[float]] = {m: [] for m in steps_of}
-    _run_rounds(steps_of, warmup, tick)
-    for _ in range(steps):
-        for m, step in steps_of.items():
-            t0 = time.perf_counter()
-            step()
-            times[m].append(time.perf_counter() - t0)
-            tick()
-    return {m: statistics.median(t) * 1e3 for m, t in times.items()}
 
 
 #: :func:`bench_bandit`'s default untimed warm-up rounds (each runs every variant of :data:`BANDIT_VARIANTS`
@@ -359,7 +337,7 @@ def run_bench(steps: int = 30, progress: bool = False, compile_backend: str | No
     """
     from ..runtime.progress import Progress
 
-    total = _bandit_calls(steps) + _recurrent_calls() + _popgym_calls()
+    total = _bandit_calls(steps) + _recurrent_calls() + _popgym_calls() + traced_calls(steps)
     if compile_backend is not None:
         total += _compiled_calls()
     with Progress(total, "bench", unit="call", quiet=not progress) as bar:
@@ -370,8 +348,10 @@ def run_bench(steps: int = 30, progress: bool = False, compile_backend: str | No
         recurrent = bench_recurrent(tick=bar.update)
         bar.set_metrics({"section": "popgym"})
         popgym = bench_popgym(tick=bar.update)
+        bar.set_metrics({"section": "traced"})
+        traced = bench_traced(steps=steps, tick=bar.update)
         result = {"threads": torch.get_num_threads(), "matmul_peak_gflops": peak, "bandit": bandit,
-                  "recurrent": recurrent, "popgym": popgym}
+                  "recurrent": recurrent, "popgym": popgym, "traced": traced}
         if compile_backend is not None:
             bar.set_metrics({"section": f"compiled ({compile_backend})"})
             result["compiled"] = bench_bandit_compiled(backend=compile_backend, tick=bar.update)

@@ -17,7 +17,10 @@ from typing import IO
 import torch
 
 from ..exceptions import ConfigError, SggraphError
-from .bench import _bandit_step_timer, _median_ms, _nothing, _run_rounds
+from .bench import _bandit_step_timer
+from .timing import median_ms as _median_ms
+from .timing import nothing as _nothing
+from .timing import run_rounds as _run_rounds
 
 __all__ = ["CONTENTION_SETTINGS", "CONTENTION_VARIANTS", "contention_worker", "run_contention"]
 
@@ -25,7 +28,7 @@ __all__ = ["CONTENTION_SETTINGS", "CONTENTION_VARIANTS", "contention_worker", "r
 CONTENTION_VARIANTS = ("backprop", "sgprop_adaptive")
 
 #: The thread settings it compares: name → the worker's thread arguments ("default": none, as a run starts).
-CONTENTION_SETTINGS = {"1": ("--threads", "1"), "2": ("--threads", "2"), "default": ()}
+from .contention_settings import CONTENTION_SETTINGS  # noqa: E402  (torch-free: the command line names them)
 
 #: The competing busy process: one CPU-bound Python loop.
 BUSY_LOOP = "while True: pass"

@@ -24,39 +24,23 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..engine import adam, all_finite
-from ..exceptions import ConfigError, GradientError
+from ..exceptions import GradientError
 from ..runtime.progress import Progress
 from ..runtime.threads import follow_load, threads_policy
+from .bandit_config import AUTHORS_CLASSES, PAPER_LR, UPDATE_ORDERS, BanditConfig
 from .checkpoint_state import load_model_state, model_state, unused_parameters
 from .divergence import Diverged, check_step, train_guarded
 from .eventlog import EventLog
+from .numbers import significant
 from .rundir import RECORDED_ONLY, RunDir
-from .settings import (
-    MAX_RATE,
-    MAX_STEPS,
-    check_between,
-    check_lambda_setting,
-    check_positive,
-    check_seed,
-    check_sizes,
-    check_types,
-)
 
 __all__ = ["AUTHORS_CLASSES", "PAPER_LR", "UPDATE_ORDERS", "BanditConfig", "bandit_env", "bandit_update", "build_policy",
            "evaluation_steps", "expected_reward", "load_run_config", "run_bandit", "sparsenet_parameter_count"]
-
-#: Table 1's learning rates per method.
-PAPER_LR = {"sgprop": 0.005, "backprop": 0.001, "mlp": 2e-5}
-#: The classes (actions) of the authors' sweep scripts: every digit but 2.
-AUTHORS_CLASSES = (0, 1, 3, 4, 5, 6, 7, 8, 9)
-#: When the generators learn from a batch: before the policy's backward (the authors') or after it.
-UPDATE_ORDERS = ("generator-first", "single-pass")
 
 
 def evaluation_steps(steps: int, evaluations: int) -> list[int]:
@@ -68,80 +52,6 @@ def evaluation_steps(steps: int, evaluations: int) -> list[int]:
     import numpy as np
 
     return sorted({int(v) for v in np.linspace(1, steps, num=evaluations, dtype=int)})
-
-
-@dataclass
-class BanditConfig:
-    """Every Table 1 setting; defaults are the paper's."""
-
-    method: str = "sgprop"  #: sgprop | backprop | mlp
-    lam: str = "adaptive"  #: "adaptive" (eq. 18 + momentum) or a fixed λ in [0, 1]
-    steps: int = 1500  #: training steps
-    seed: int = 0
-    batch: int = 64  #: training batch
-    eval_batch: int = 4000  #: evaluation images per evaluation
-    evaluations: int = 20  #: evaluations along training
-    p_flip: float = 0.4  #: training reward flip probability
-    classes: tuple[int, ...] = AUTHORS_CLASSES  #: the actions: the authors' sweeps' 9 digits (the paper says 10)
-    width: int = 200  #: neurons per SparseNet layer
-    layers: int = 5
-    q: int = 10  #: neuron dimension
-    slots: int = 5
-    n_parents: int = 5
-    lr: float | None = None  #: policy learning rate (None: Table 1's for the method)
-    generator_lr: float = 0.005
-    lam_init: float = 0.9  #: initial per-neuron λ
-    lam_momentum: float = 0.9
-    normalize: str = "feedback"  #: unit-norm before eq. 18: feedback (the authors') | gradient | none
-    generator_init: str = "normal"  #: normal: N(0, 1/d) like the authors' bandit generators | zero
-    update_order: str = "generator-first"  #: generator-first (the authors') | single-pass
-    mlp_width: int = 745
-    mlp_residual: bool = False  #: the authors' runs use the plain MLP (--no_residual)
-    data_dir: str | None = None  #: MNIST IDX directory (default: $SGGRAPH_DATA or the embedded 10k digits)
-    eval_size: int = 2000  #: held-out evaluation images (the last ones of the shuffled file)
-    checkpoint_every: int = 100
-    snapshots: int = 0  #: keep this many model snapshots, evenly spaced from step 0 to the end (snapshot-stepN.pt)
-
-    def validate(self) -> None:
-        """Raise :class:`~sggraph.ConfigError` naming the first invalid setting (types, finite numbers,
-        ranges, seed, sizes)."""
-        check_types(self)
-        if self.method not in PAPER_LR:
-            raise ConfigError(f"unknown method '{self.method}'", fix="use sgprop, backprop or mlp")
-        check_lambda_setting(self.lam)
-        check_seed(self)
-        check_sizes(self, ("batch", "eval_batch", "width", "layers", "q", "slots", "n_parents", "mlp_width",
-                           "eval_size"))
-        check_sizes(self, ("steps", "evaluations", "checkpoint_every"), largest=MAX_STEPS)
-        check_sizes(self, ("snapshots",), largest=MAX_STEPS, smallest=0)
-        check_between(self, ("p_flip", "lam_init", "lam_momentum"))
-        check_positive(self, ("lr",), largest=MAX_RATE)
-        check_positive(self, ("generator_lr",), zero=True, largest=MAX_RATE)
-        if not self.classes or any(not 0 <= c <= 9 for c in self.classes) or len(set(self.classes)) < len(
-                self.classes):
-            raise ConfigError(f"classes = {' '.join(map(str, self.classes)) or '(none)'} must be distinct digits 0..9",
-                              fix="list each action's digit once, e.g. --classes 0 1 3 4 5 6 7 8 9")
-        choices = {"normalize": ("feedback", "gradient", "none"), "generator_init": ("normal", "zero"),
-                   "update_order": UPDATE_ORDERS}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"{name} = {getattr(self, name)!r} is not one of {', '.join(allowed)}",
-                                  fix=f"use --{name.replace('_', '-')} {allowed[0]}")
-
-    @property
-    def policy_lr(self) -> float:
-        return self.lr if self.lr is not None else PAPER_LR[self.method]
-
-    def typical_op_elements(self) -> int:
-        """Elements of a training step's typical operation (the default thread count works from it):
-        a SparseNet layer's slot outputs ``batch × width × slots × q``, or an MLP layer's ``batch × mlp_width``.
-
-        >>> BanditConfig().typical_op_elements(), BanditConfig(method="mlp").typical_op_elements()
-        (640000, 47680)
-        """
-        if self.method == "mlp":
-            return self.batch * self.mlp_width
-        return self.batch * self.width * self.slots * self.q
 
 
 def sparsenet_parameter_count(cfg: BanditConfig, n_actions: int) -> int:
@@ -182,7 +92,7 @@ def _lambda_stats(net) -> dict[str, float]:
         return out
     for name, theta in net.self_lambdas().items():
         if name.startswith("h"):
-            out[f"lambda_{name}"] = round(float(theta.mean()), 5)
+            out[f"lambda_{name}"] = significant(theta.mean())
     return out
 
 
@@ -314,23 +224,14 @@ def _train(cfg: BanditConfig, config: dict, rd: RunDir, resume: bool, progress: 
     params = list(net.model_parameters()) if net is not None else list(model.parameters())
     unused = unused_parameters(net)
     data_gen = torch.Generator().manual_seed(cfg.seed)
-    eval_x, eval_y = env.eval_batch(cfg.eval_batch, torch.Generator().manual_seed(10_000 + cfg.seed))
-    eval_at = set(evaluation_steps(cfg.steps, cfg.evaluations))
-    rows: list[dict] = []
-    start = 0
-    train_reward = 0.0  # moving average of the (flipped) training reward
+    evaluations, eval_images = cfg.evaluation_plan()
+    eval_x, eval_y = env.eval_batch(eval_images, torch.Generator().manual_seed(10_000 + cfg.seed))
+    eval_at = set(evaluation_steps(cfg.steps, evaluations))
+    snapshot_at = _snapshot_steps(cfg.steps, cfg.snapshots)
+    rows, start, train_reward, before, replay_note = [], 0, 0.0, 0.0, None  # train_reward: a moving average
     if resume:
-        state = rd.load_checkpoint(keys=("step", "model", "opt", "gen_opt", "data_gen", "torch_rng", "rows",
-                                         "train_reward"))
-        with rd.restoring():
-            load_model_state(model, state["model"], unused)
-            opt.load_state_dict(state["opt"])
-            if gen_opt is not None and state["gen_opt"] is not None:
-                gen_opt.load_state_dict(state["gen_opt"])
-            data_gen.set_state(state["data_gen"])
-            torch.set_rng_state(state["torch_rng"])
-            rows, start = list(state["rows"]), int(state["step"])
-            train_reward = float(state["train_reward"])
+        rows, start, train_reward, before, replay_note = _restore(cfg, rd, last, eval_at, snapshot_at, model, unused,
+                                                                  opt, gen_opt, data_gen)
     rd.write_json("config.json", config)  # after a resume could fail: a failing --resume changes nothing
     watched = params + (list(net.generator_parameters()) if net is not None else [])
 
@@ -342,11 +243,8 @@ def _train(cfg: BanditConfig, config: dict, rd: RunDir, resume: bool, progress: 
             rd.save_checkpoint({"step": step, "model": model_state(model, unused), "opt": opt.state_dict(),
                                 "gen_opt": None if gen_opt is None or unused else gen_opt.state_dict(),
                                 "data_gen": data_gen.get_state(), "torch_rng": torch.get_rng_state(), "rows": rows,
-                                "train_reward": train_reward})
+                                "train_reward": train_reward, "seconds": before + time.perf_counter() - t0})
         rd.write_metrics(rows)
-
-    snapshot_at = set(int(v) for v in torch.linspace(0, cfg.steps, cfg.snapshots).round().tolist()) \
-        if cfg.snapshots > 1 else ({cfg.steps} if cfg.snapshots == 1 else set())
 
     def snapshot(step: int) -> None:
         if step in snapshot_at:
@@ -360,6 +258,8 @@ def _train(cfg: BanditConfig, config: dict, rd: RunDir, resume: bool, progress: 
     events = EventLog(rd.path, purge_step=start + 1 if resume else None)
     bar = Progress(last, f"bandit {cfg.method} seed {cfg.seed}", unit="step", quiet=not progress, initial=start)
     try:
+        if replay_note is not None:
+            bar.note(replay_note)
         if start == 0:
             bar.note(f"[bandit {cfg.method} seed {cfg.seed}] {n_params:,} policy parameters (SparseNet of these "
                      f"settings: {sparsenet_parameter_count(cfg, env.n_actions):,}), "
@@ -385,8 +285,8 @@ def _train(cfg: BanditConfig, config: dict, rd: RunDir, resume: bool, progress: 
                             "grad_norm": _gradient_norm(params), **stats}, step)
             evaluated = step in eval_at
             if evaluated:
-                row = {"step": step, "samples": step * cfg.batch, "eval_reward": round(evaluate(), 6),
-                       "train_reward": round(train_reward, 5),
+                row = {"step": step, "samples": step * cfg.batch, "eval_reward": significant(evaluate()),
+                       "train_reward": significant(train_reward),
                        **_lambda_stats(net if cfg.method == "sgprop" else None)}
                 rows.append(row)
                 _log_evaluation(events, row, net if cfg.method == "sgprop" else None, step)
@@ -403,11 +303,71 @@ def _train(cfg: BanditConfig, config: dict, rd: RunDir, resume: bool, progress: 
     final = rows[-1]["eval_reward"] if rows else evaluate()
     summary = {"method": cfg.method, "seed": cfg.seed, "steps": cfg.steps, "final_eval_reward": final,
                "mean_eval_reward": sum(r["eval_reward"] for r in rows) / max(len(rows), 1),
-               "seconds": round(time.perf_counter() - t0, 2), "resumed_from": start if resume else None,
-               "parameters": n_params, "sparsenet_parameters": sparsenet_parameter_count(cfg, env.n_actions)}
+               "evaluations": evaluations, "eval_images": eval_images,
+               "seconds": round(before + time.perf_counter() - t0, 2), "parameters": n_params,
+               "sparsenet_parameters": sparsenet_parameter_count(cfg, env.n_actions)}
     _plot(rows, rd, f"MNIST bandit — {cfg.method}, seed {cfg.seed}")
     rd.write_json("summary.json", summary)  # last: it marks the run finished
     return summary
+
+
+def _restore(cfg: BanditConfig, rd: RunDir, last: int, eval_at: set[int], snapshot_at: set[int], model, unused,
+             opt, gen_opt, data_gen: torch.Generator) -> tuple[list[dict], int, float, float, str | None]:
+    """Load the run's checkpoint into the model, optimizers and generators; returns ``(rows, start, train_reward,
+    seconds so far, note)``. A checkpoint past ``last`` is refused; one whose records follow another length's
+    schedule is not loaded (``start`` 0, ``note`` says why): the run trains again from step 0."""
+    state = rd.load_checkpoint(keys=("step", "model", "opt", "gen_opt", "data_gen", "torch_rng", "rows",
+                                     "train_reward"))
+    done = int(state["step"])
+    rd.check_length(done, last, "steps", "step")
+    before = float(state.get("seconds", 0.0))
+    note = _schedule_change(cfg, rd, done, [int(r["step"]) for r in state["rows"]], eval_at, snapshot_at)
+    if note is not None:  # the records so far follow another length's schedule: train again from step 0
+        keep = {f"snapshot-step{s}.pt" for s in snapshot_at}
+        for path in rd.path.glob("snapshot-step*.pt"):
+            if path.name not in keep:
+                path.unlink()
+        return [], 0, 0.0, before, note
+    with rd.restoring():
+        load_model_state(model, state["model"], unused)
+        opt.load_state_dict(state["opt"])
+        if gen_opt is not None and state["gen_opt"] is not None:
+            gen_opt.load_state_dict(state["gen_opt"])
+        data_gen.set_state(state["data_gen"])
+        torch.set_rng_state(state["torch_rng"])
+    return list(state["rows"]), done, float(state["train_reward"]), before, None
+
+
+def _snapshot_steps(steps: int, snapshots: int) -> set[int]:
+    """The steps whose model a run of ``steps`` with ``snapshots`` snapshots saves (evenly spaced from 0).
+
+    >>> sorted(_snapshot_steps(10, 3)), _snapshot_steps(10, 1), _snapshot_steps(10, 0)
+    ([0, 5, 10], {10}, set())
+    """
+    if snapshots > 1:
+        return {int(v) for v in torch.linspace(0, steps, snapshots).round().tolist()}
+    return {steps} if snapshots == 1 else set()
+
+
+def _schedule_change(cfg: BanditConfig, rd: RunDir, done: int, recorded: list[int], eval_at: set[int],
+                     snapshot_at: set[int]) -> str | None:
+    """Why a resumed run must train again from step 0 (None: it continues from its checkpoint).
+
+    The evaluation (and snapshot) schedule follows the run's length: a run resumed with another ``steps``
+    would, past its checkpoint, no longer match an uninterrupted run of that length if its records up to
+    step ``done`` were taken on the old schedule. Training is deterministic, so training again from step 0
+    gives exactly the uninterrupted run.
+    """
+    wanted = sorted(s for s in eval_at if s <= done)
+    saved = rd.saved_config() or {}
+    old_steps = saved.get("steps")
+    old_snapshots = set() if not isinstance(old_steps, int) else \
+        {s for s in _snapshot_steps(old_steps, cfg.snapshots) if s <= done}
+    if recorded == wanted and old_snapshots == {s for s in snapshot_at if s <= done}:
+        return None
+    return (f"[bandit {cfg.method} seed {cfg.seed}] the evaluations of {cfg.steps} steps fall on other steps "
+            f"than the run's so far (up to step {done}): training again from step 0, so that the records "
+            f"equal an uninterrupted run of {cfg.steps} steps")
 
 
 def _log_evaluation(events: EventLog, row: dict, net, step: int) -> None:

@@ -4,6 +4,8 @@ with noisy feedback (A.1), generators fitted on their bootstrapped targets, then
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..core.graph import Graph
@@ -11,8 +13,55 @@ from ..engine import NodeProfile, adam, profile
 from ..engine import compile as compile_graph
 from ..exceptions import ConfigError
 from ..runtime.progress import Progress
+from .settings import MAX_SEED, MAX_STEPS
 
-__all__ = ["profile_yaml"]
+__all__ = ["MAX_PROFILE_BYTES", "MAX_SAMPLES", "check_memory", "check_mse_settings", "profile_yaml"]
+
+
+#: Most samples a profile draws (``--samples``, ``--reference``).
+MAX_SAMPLES = 10**7
+#: Most bytes the profile's per-sample tensors may take (about samples × (parameters + inputs) × 8 bytes).
+MAX_PROFILE_BYTES = 4 * 1024**3
+
+
+def check_mse_settings(*, n: int, noise: float, lam: float, samples: int, reference: int, repeats: int,
+                       fit_steps: int, generator_lr: float, jacobian_bound: float | None, epsilon: float | None,
+                       seed: int) -> None:
+    """Raise :class:`~sggraph.ConfigError` naming the first setting ``sggraph mse`` cannot use (before any work).
+
+    >>> check_mse_settings(n=1, noise=float("nan"), lam=0.5, samples=8, reference=8, repeats=1, fit_steps=0,
+    ...                    generator_lr=0.01, jacobian_bound=None, epsilon=None, seed=0)
+    Traceback (most recent call last):
+    ...
+    sggraph.exceptions.ConfigError: --noise nan is not a finite non-negative number. Fix: pass a standard deviation such as --noise 1.0.
+    """
+    for flag, value, largest in (("n", n, MAX_SAMPLES), ("samples", samples, MAX_SAMPLES),
+                                 ("reference", reference, MAX_SAMPLES), ("repeats", repeats, MAX_SAMPLES),
+                                 ("fit-steps", fit_steps, MAX_STEPS), ("seed", seed, MAX_SEED)):
+        smallest = 0 if flag in ("fit-steps", "seed") else 1
+        if not smallest <= value <= largest:
+            raise ConfigError(f"--{flag} {value} is outside {smallest}..{largest:,}",
+                              fix=f"pass --{flag} between {smallest} and {largest:,}")
+    for flag, value, example in (("noise", noise, "--noise 1.0"), ("generator-lr", generator_lr, "--generator-lr 0.01"),
+                                 ("jacobian-bound", jacobian_bound, "--jacobian-bound 1.0"),
+                                 ("epsilon", epsilon, "--epsilon 0.1")):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"--{flag} {value} is not a finite non-negative number",
+                              fix=f"pass a {'standard deviation' if flag == 'noise' else 'value'} such as {example}")
+    if not (math.isfinite(lam) and 0 <= lam <= 1):
+        raise ConfigError(f"--lambda {lam} is outside [0, 1]", fix="pass a mixing weight such as --lambda 0.5")
+
+
+def check_memory(net, samples: int, width: int) -> None:
+    """Raise :class:`~sggraph.ConfigError` when the profile's per-sample tensors (``samples`` × (the net's
+    parameters + ``width`` input values) × 8 bytes) would exceed :data:`MAX_PROFILE_BYTES`."""
+    per_sample = sum(p.numel() for p in net.parameters()) + width
+    need = samples * per_sample * 8
+    if need > MAX_PROFILE_BYTES:
+        most = max(1, MAX_PROFILE_BYTES // (per_sample * 8))
+        raise ConfigError(f"{samples:,} samples of this graph ({per_sample:,} parameters and inputs each) would "
+                          f"hold about {need / 1024**3:.0f} GB of per-sample values",
+                          fix=f"pass --samples and --reference of at most {most:,}")
 
 
 def profile_yaml(file: str, *, n: int = 1, noise: float = 1.0, lam: float = 0.5, samples: int = 2048,
@@ -22,17 +71,16 @@ def profile_yaml(file: str, *, n: int = 1, noise: float = 1.0, lam: float = 0.5,
     """Compile the graph of ``file`` (per-child λ = ``lam``), fit its generators for ``fit_steps`` and
     profile every node at ``n`` samples; returns the graph and the profiles. ``progress``: a progress
     bar on stderr over the fitting steps and the profile."""
-    for flag, value in (("n", n), ("samples", samples), ("reference", reference), ("repeats", repeats)):
-        if value < 1:
-            raise ConfigError(f"--{flag} must be at least 1 (got {value})", fix=f"pass --{flag} 1 or more")
-    if noise < 0:
-        raise ConfigError(f"--noise must be non-negative (got {noise})", fix="pass a standard deviation >= 0")
+    check_mse_settings(n=n, noise=noise, lam=lam, samples=samples, reference=reference, repeats=repeats,
+                       fit_steps=fit_steps, generator_lr=generator_lr, jacobian_bound=jacobian_bound,
+                       epsilon=epsilon, seed=seed)
     graph = Graph.from_yaml(file)
     torch.manual_seed(seed)
     net = compile_graph(graph, grouping="child").double()
     net.set_lambda(lam)
     sources = {name: (src.count, src.dim) for name, src in net.sources.items()}
     width = sum(d if c is None else c * d for c, d in sources.values())
+    check_memory(net, max(samples, reference), width)
     gen0 = torch.Generator().manual_seed(seed + 1)
     targets = {}
     with torch.no_grad():

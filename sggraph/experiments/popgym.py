@@ -38,130 +38,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine import GENERATOR_TARGETS, NORMALIZATIONS, adam, all_finite
-from ..exceptions import ConfigError, GradientError
+from ..engine import adam, all_finite
+from ..exceptions import GradientError
 from ..runtime.progress import Progress
 from ..runtime.threads import follow_load, threads_policy
 from .checkpoint_state import load_model_state, model_state
 from .divergence import Diverged, check_step, train_guarded
 from .eventlog import EventLog
+from .numbers import significant
+from .popgym_config import METHODS, MODELS, PopgymConfig
 from .rundir import RunDir
-from .settings import (
-    MAX_RATE,
-    MAX_STEPS,
-    check_between,
-    check_lambda_setting,
-    check_positive,
-    check_seed,
-    check_sizes,
-    check_types,
-)
 
-__all__ = ["Batch", "PopgymConfig", "build_policy", "collect_batch", "discounted_returns", "normalized_returns",
+__all__ = ["METHODS", "MODELS", "Batch", "PopgymConfig", "build_policy", "collect_batch", "discounted_returns", "normalized_returns",
            "reinforce_loss", "run_popgym", "train_batch"]
-
-MODELS = ("sparsenet", "gru", "lstm")
-METHODS = ("sgprop", "backprop")
-
-
-@dataclass
-class PopgymConfig:
-    """Every setting of the POPGym study (Tables 2–3); defaults are the authors' experiment code
-    (``main.py``, ``trainers.py``) and sweep scripts (``run_sweeps_*.sh``)."""
-
-    env: str = "labyrinth_escape"  #: labyrinth_escape | labyrinth_explore
-    model: str = "sparsenet"  #: sparsenet | gru | lstm
-    method: str | None = None  #: sgprop | backprop (None: sgprop for sparsenet; gru and lstm: backprop only)
-    num_envs: int = 20  #: parallel environments = episodes per gradient update
-    lr: float = 1e-3  #: Adam learning rate of the policy (the paper sweeps 2e-4 … 4e-3)
-    batches: int = 300  #: gradient updates
-    seed: int = 0
-    gamma: float = 0.95  #: discount factor
-    entropy_coef: float = 0.01
-    clip_norm: float = 0.5  #: gradient-norm clip of the policy's parameters
-    generator_lr: float = 1e-5  #: Adam learning rate of the synthetic-gradient generators
-    lam_init: float = 1.0  #: initial per-neuron θ (sgprop)
-    lam: str = "adaptive"  #: "adaptive" (eq. 18 + momentum) or a fixed θ in [0, 1] (sgprop)
-    lam_momentum: float = 0.9
-    lam_samples: int | None = None  #: adaptive θ from the samples of ⌈n/num_envs⌉ random steps (None: every valid sample)
-    normalize: str = "feedback"  #: before eq. 18: feedback | gradient | none (sggraph.engine.lam)
-    rho: float = 0.1  #: temporal-schedule coefficient
-    schedule_anchor: str = "rollout"  #: base θ at the rollout's last step (rollout) or the batch's longest episode's (longest)
-    generator_target: str = "mixed"  #: generators regress onto the mixed feedback (mixed) or the received one (received)
-    generator_clip_norm: float = 0.5  #: gradient-norm clip of the generators (0: off)
-    neuron_scale: str = "full"  #: 1/√d of every neuron: d = fan_in·q + embed (full) or its wired input size (wired)
-    self_parents: bool = True  #: a neuron may be its own recurrent parent (randperm over all neurons)
-    maze_size: int = 6
-    episode_length: int | None = None  #: None: 80 (escape) / 40 (explore)
-    explore_drop_prob: float = 0.75  #: explore: probability a step's reward becomes −1/episode_length
-    neurons: int = 128  #: SparseNet neurons
-    q: int = 6  #: neuron dimension
-    slots: int = 6
-    fan_in: int = 6  #: parents per neuron
-    input_neurons: int = 16  #: neurons that read the embedding
-    actor_slots: int = 6
-    embed: int = 128  #: embedding width
-    hidden: int = 256  #: GRU / LSTM hidden size
-    checkpoint_every: int = 25  #: batches between checkpoints
-
-    def __post_init__(self) -> None:
-        if self.method is None:
-            self.method = "sgprop" if self.model == "sparsenet" else "backprop"
-        if isinstance(self.normalize, bool):  # the former boolean setting: True meant per-sample gradients
-            self.normalize = "gradient" if self.normalize else "none"
-
-    def validate(self) -> None:
-        """Raise :class:`~sggraph.ConfigError` naming the first invalid setting (types, finite numbers,
-        ranges, seed, sizes)."""
-        from ..envs.popgym import ENVIRONMENTS
-        from ..models.recurrent_sparsenet import SCALES
-
-        check_types(self)
-        check_seed(self)
-        check_sizes(self, ("num_envs", "neurons", "q", "slots", "fan_in", "actor_slots", "embed", "hidden",
-                           "maze_size", "episode_length", "lam_samples"))
-        check_sizes(self, ("batches", "checkpoint_every"), largest=MAX_STEPS)
-        check_positive(self, ("lr",), largest=MAX_RATE)
-        check_positive(self, ("clip_norm",))
-        check_positive(self, ("generator_lr",), zero=True, largest=MAX_RATE)
-        check_positive(self, ("generator_clip_norm", "rho"), zero=True)
-        if self.env not in ENVIRONMENTS:
-            raise ConfigError(f"unknown env '{self.env}'", fix=f"use one of {', '.join(ENVIRONMENTS)}")
-        if self.model not in MODELS:
-            raise ConfigError(f"unknown model '{self.model}'", fix=f"use one of {', '.join(MODELS)}")
-        if self.method not in METHODS:
-            raise ConfigError(f"unknown method '{self.method}'", fix="use sgprop or backprop")
-        if self.method == "sgprop" and self.model != "sparsenet":
-            raise ConfigError(f"--method sgprop needs --model sparsenet (got {self.model})",
-                              fix=f"use --model sparsenet, or --method backprop for {self.model}")
-        check_lambda_setting(self.lam, "θ")
-        check_between(self, ("lam_init", "gamma", "lam_momentum", "explore_drop_prob"))
-        choices = {"normalize": NORMALIZATIONS, "schedule_anchor": ("rollout", "longest"),
-                   "generator_target": GENERATOR_TARGETS, "neuron_scale": SCALES}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"unknown {name} {getattr(self, name)!r}", fix=f"use one of {', '.join(allowed)}")
-        if not 0 <= self.input_neurons <= self.neurons:
-            raise ConfigError(f"input_neurons = {self.input_neurons} must be in 0..{self.neurons}",
-                              fix="set input_neurons <= neurons")
-        limit = self.neurons if self.self_parents else self.neurons - 1
-        if self.fan_in > limit:
-            raise ConfigError(f"fan_in = {self.fan_in} must be at most {limit} (neurons = {self.neurons}, "
-                              f"self_parents = {self.self_parents})", fix="lower fan_in")
-
-
-    def typical_op_elements(self) -> int:
-        """Elements of a step's typical operation (the default thread count works from it): the
-        SparseNet state's slot outputs ``num_envs × neurons × slots × q``, or a GRU/LSTM's gates
-        ``num_envs × 4 × hidden``.
-
-        >>> PopgymConfig().typical_op_elements(), PopgymConfig(model="gru").typical_op_elements()
-        (92160, 20480)
-        """
-        if self.model == "sparsenet":
-            return self.num_envs * self.neurons * self.slots * self.q
-        return self.num_envs * 4 * self.hidden
-
 
 def build_policy(cfg: PopgymConfig, obs_dim: int, n_actions: int) -> torch.nn.Module:
     """The policy of ``cfg.model`` (SparseNet: synthetic mixing on for ``sgprop``)."""
@@ -308,12 +197,13 @@ def train_batch(cfg: PopgymConfig, envs, policy, opt, gen_opt, batch_index: int,
                                                       max_norm=cfg.generator_clip_norm or None)
     row = {"batch": batch_index + 1, "episodes": (batch_index + 1) * envs.num_envs,
            "success_rate": round(float(data.success.float().mean()), 5),
-           "mean_return": round(float(data.episode_returns.mean()), 5),
+           "mean_return": significant(data.episode_returns.mean()),
            "episode_steps": round(float(data.valid.sum(0).float().mean()), 2),
-           "loss": round(float(loss.detach()), 6), "entropy": round(parts["entropy"], 5), "grad_norm": round(grad_norm, 5)}
+           "loss": significant(loss.detach()), "entropy": significant(parts["entropy"]),
+           "grad_norm": significant(grad_norm)}
     if sgprop:
-        row["lambda_mean"] = round(policy.lambda_mean(), 5)
-        row["generator_loss"] = round(float(generator_loss), 8)
+        row["lambda_mean"] = significant(policy.lambda_mean())
+        row["generator_loss"] = significant(generator_loss)
     row["seconds"] = round(time.perf_counter() - t0, 4)
     row["rollout_seconds"] = round(rollout_seconds, 4)
     return row
@@ -357,8 +247,11 @@ def _train(cfg: PopgymConfig, config: dict, rd: RunDir, resume: bool, progress: 
     sampler = torch.Generator().manual_seed(cfg.seed)
     rows: list[dict] = []
     start = 0
+    before = 0.0  # seconds the run's earlier segments took
     if resume:
         state = rd.load_checkpoint(keys=("batch", "policy", "opt", "gen_opt", "sampler", "torch_rng", "rows"))
+        rd.check_length(int(state["batch"]), last, "batches", "batch")
+        before = float(state.get("seconds", 0.0))
         with rd.restoring():
             load_model_state(policy, state["policy"], unused)
             opt.load_state_dict(state["opt"])
@@ -374,7 +267,8 @@ def _train(cfg: PopgymConfig, config: dict, rd: RunDir, resume: bool, progress: 
         if checkpoints:
             rd.save_checkpoint({"batch": done, "policy": model_state(policy, unused), "opt": opt.state_dict(),
                                 "gen_opt": None if gen_opt is None else gen_opt.state_dict(),
-                                "sampler": sampler.get_state(), "torch_rng": torch.get_rng_state(), "rows": rows})
+                                "sampler": sampler.get_state(), "torch_rng": torch.get_rng_state(), "rows": rows,
+                                "seconds": before + time.perf_counter() - t0})
         rd.write_metrics(rows)
 
     t0 = time.perf_counter()
@@ -416,7 +310,7 @@ def _train(cfg: PopgymConfig, config: dict, rd: RunDir, resume: bool, progress: 
                "num_envs": cfg.num_envs, "batches": cfg.batches,
                "final_success_rate": round(sum(tail) / len(tail), 5) if tail else None,
                "auc_success_rate": round(sum(rates) / len(rates), 5) if rates else None,
-               "seconds": round(time.perf_counter() - t0, 2), "resumed_from": start if resume else None,
+               "seconds": round(before + time.perf_counter() - t0, 2),
                "parameters": sum(p.numel() for p in policy.model_parameters())}
     _plot(rows, rd, f"{cfg.env} — {label}, seed {cfg.seed}")
     rd.write_json("summary.json", summary)  # last: it marks the run finished

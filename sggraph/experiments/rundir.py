@@ -140,6 +140,22 @@ class RunDir:
             raise ConfigError(f"--resume with settings that differ from the run's config.json ({', '.join(changed)})",
                               file=str(self.path), fix=f"resume with the same settings (only {growable} may grow)")
 
+    def check_length(self, done: int, length: int, growable: str, unit: str) -> None:
+        """Raise unless a resumed run's ``length`` (its ``growable`` setting) reaches the ``done`` units
+        its checkpoint holds: a resume never shortens a run (its records would then mix two lengths).
+
+        >>> import tempfile
+        >>> RunDir(tempfile.mkdtemp()).check_length(300, 100, "steps", "step")
+        Traceback (most recent call last):
+        ...
+        sggraph.exceptions.ConfigError: ...: --resume with steps = 100, but the run has already done 300 steps...
+        """
+        if length < done:
+            raise ConfigError(f"--resume with {growable} = {length}, but the run has already done {done} {unit}s "
+                              f"(a resume continues a run; it cannot shorten it)", file=str(self.path),
+                              fix=f"resume with --{growable} {done} or more, or start the shorter run in another "
+                                  f"--out")
+
     def saved_config(self) -> dict | None:
         """The directory's ``config.json``, or None when it is missing or not a JSON mapping."""
         try:
@@ -187,6 +203,13 @@ def _foreign(path: Path) -> list[str]:
                                                                                  and ".tmp" in p.name))
 
 
+def _written_by_a_run(rd: RunDir) -> bool:
+    """Whether the directory's ``config.json`` is a run's record (every run writes it first, with its seed and
+    the torch threads it ran with): only then are the files named like a run's that run's own."""
+    saved = rd.saved_config()
+    return saved is not None and {"seed", "threads"} <= saved.keys()
+
+
 def _check_claim(rd: RunDir, config: dict, growable: str, resume: bool, overwrite: bool) -> None:
     """Raise unless the run may write into ``rd``; with ``overwrite``, remove the previous run's files."""
     if resume:
@@ -204,12 +227,19 @@ def _check_claim(rd: RunDir, config: dict, growable: str, resume: bool, overwrit
             problem = "holds a killed run of these settings with a checkpoint"
             fix = "continue it with --resume, or start it over with --overwrite"
         elif foreign or not rd.same_run(config, growable):
-            shown = ", ".join((foreign or [p.name for p in previous])[:5])
+            names = [*foreign, *(p.name for p in previous)]
+            shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
             problem = f"is not empty and does not hold an unfinished run of these settings ({shown})"
             fix = "choose another --out (an empty or new directory), or replace its run files with --overwrite"
         else:
             return  # the same run, killed before its first checkpoint: start it again
         raise ConfigError(f"the run directory {problem}", file=str(rd.path), fix=fix)
+    if previous and not _written_by_a_run(rd):
+        shown = ", ".join(p.name for p in previous[:8])
+        raise ConfigError(f"--overwrite would delete {shown}, but no sggraph run wrote them (config.json is missing or "
+                          "is not a run's record: it lacks seed and threads); --overwrite replaces only a previous "
+                          "run's files", file=str(rd.path),
+                          fix="choose another --out (an empty or new directory), or move these files away first")
     for path in previous:  # summary.json first: a run half-removed no longer looks finished
         path.unlink()
 

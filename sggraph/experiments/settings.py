@@ -22,6 +22,7 @@ sggraph.exceptions.ConfigError: seed = -1 is outside 0..4294967295. Fix: use a s
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
 from collections.abc import Iterable
@@ -30,7 +31,7 @@ from typing import Any
 from ..exceptions import ConfigError
 
 __all__ = ["MAX_RATE", "MAX_SEED", "MAX_SIZE", "MAX_STEPS", "check_between", "check_lambda_setting", "check_positive",
-           "check_seed", "check_setting", "check_sizes", "check_types", "flag"]
+           "check_seed", "check_setting", "check_sizes", "check_types", "field_help", "flag"]
 
 #: Largest seed (NumPy's and the environments' generators take 32-bit seeds).
 MAX_SEED = 2**32 - 1
@@ -55,6 +56,27 @@ def _words(kind: Any) -> str:
     return {int: "an integer", float: "a number", str: "a word", bool: "true or false"}.get(kind, str(kind))
 
 
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls: type) -> dict[str, Any]:
+    """``typing.get_type_hints(cls)``, evaluated once per class (a sweep checks every setting of every run)."""
+    return typing.get_type_hints(cls)
+
+
+@functools.lru_cache(maxsize=None)
+def field_help(cls: type) -> dict[str, str]:
+    """Each setting's ``#:`` comment in the source of the config class ``cls`` (what ``--help`` says of it).
+
+    >>> from sggraph.experiments.bandit_config import BanditConfig
+    >>> field_help(BanditConfig)["method"]
+    'sgprop | backprop | mlp'
+    """
+    import inspect
+    import re
+
+    source = inspect.getsource(cls)
+    return {m[1]: m[2].strip() for m in re.finditer(r"^    (\w+): [^=\n]+=[^\n]*?#: (.+)$", source, re.M)}
+
+
 def check_setting(cls: type, name: str, value: Any) -> None:
     """Raise :class:`~sggraph.ConfigError` unless ``value`` has the type of setting ``name`` of the config
     class ``cls`` (numbers finite; a whole number is a valid float).
@@ -67,7 +89,7 @@ def check_setting(cls: type, name: str, value: Any) -> None:
     sggraph.exceptions.ConfigError: steps = 'ten' is not an integer. Fix: set --steps to an integer, e.g. 1500.
     """
     field = next(f for f in dataclasses.fields(cls) if f.name == name)
-    kind = typing.get_type_hints(cls)[name]
+    kind = _type_hints(cls)[name]
     alternatives = typing.get_args(kind)
     if type(None) in alternatives:  # an optional setting
         if value is None:

@@ -27,7 +27,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     on success it replaces ``path``, on failure it is removed.
 
     Raises :class:`~sggraph.ConfigError` naming ``path`` (not the temporary file) when its directory is
-    missing or not writable.
+    missing or not writable, or when writing fails (a full disk, a quota): ``path`` is then left as it was.
     """
     target = Path(path)
     tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp{target.suffix}")
@@ -39,9 +39,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, target)
+    except OSError as exc:  # the disk filled up (or a quota, a file-size limit) while writing: the old file stays
+        raise _unwritable(target, exc) from None
     finally:
         if tmp.exists():
-            tmp.unlink()
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 def _unwritable(target: Path, exc: OSError) -> ConfigError:
@@ -53,6 +56,11 @@ def _unwritable(target: Path, exc: OSError) -> ConfigError:
         return ConfigError(f"cannot write {target.name}: the directory {folder} is not writable "
                            f"({exc.strerror or exc})", file=str(target),
                            fix="write to a directory you may write to, or change this directory's permissions")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return ConfigError(f"cannot write {target.name}: {exc.strerror or exc} (the previous {target.name}, if "
+                           "any, is unchanged)", file=str(target),
+                           fix="free disk space (or raise the quota / file-size limit) and run the command again; "
+                               "a training run continues from its last checkpoint with --resume")
     return ConfigError(f"cannot write {target.name}: {exc.strerror or exc}", file=str(target),
                        fix="check the path and the free disk space")
 

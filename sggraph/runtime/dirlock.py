@@ -182,9 +182,17 @@ class DirectoryLock:
             if self._live(record):
                 raise self._in_use(record)
             data = (json.dumps(self._record()) + "\n").encode("utf-8")
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, data, 0)
-            os.fsync(fd)
+            try:
+                os.ftruncate(fd, 0)
+                if os.pwrite(fd, data, 0) != len(data):  # a short write: the disk (or a limit) took no more
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+                os.fsync(fd)
+            except OSError as exc:  # a full disk: leave no empty lock file behind (its holder was dead anyway)
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)
+                raise ConfigError(f"cannot write the lock file of the {self.what}: {exc.strerror or exc}",
+                                  file=str(self.path),
+                                  fix="free disk space (or raise the quota) and run the command again") from None
         self.held = True
         return self
 

@@ -51,6 +51,7 @@ import numpy as np
 
 from ..exceptions import ConfigError
 from ..runtime.atomic import atomic_path, write_atomic
+from .columns import ABLATIONS, X_COLUMNS, Y_COLUMNS
 from .records import Run, auc_and_final, curve_auc, load_runs, mean_sem
 
 __all__ = [
@@ -65,12 +66,6 @@ __all__ = [
     "plot_sweep",
 ]
 
-#: Settings drawn as ablations when the grid varies them, with their axis labels.
-ABLATIONS = {"p_flip": "reward flip probability p_flip (reward noise)", "n_parents": "parents per neuron (fan-in)"}
-#: Candidate x columns of ``metrics.csv``, in order of preference, with axis labels.
-X_COLUMNS = {"samples": "training samples", "episodes": "episodes", "step": "training step", "batch": "batch"}
-#: Candidate y columns, in order of preference, with axis labels.
-Y_COLUMNS = {"eval_reward": "evaluation reward", "success_rate": "success rate", "mean_return": "mean return"}
 SEED, LR = "seed", "lr"
 
 

@@ -139,11 +139,26 @@ def execute_run(argv: Sequence[str], run_dir: str, env: Mapping[str, str] | None
         ``returncode``, ``seconds``, ``error`` (the last lines of stderr when it failed) and ``host``.
     """
     import socket
-    import subprocess
 
     path = Path(run_dir)
-    path.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        return _execute(argv, path, env, cwd, t0)
+    except OSError as exc:  # the run's logs cannot be written (a full disk, a quota): a located error, not a traceback
+        where = exc.filename or path
+        return {"returncode": None, "seconds": round(time.perf_counter() - t0, 2), "host": socket.gethostname(),
+                "error": f"sggraph: error: {where}: cannot write the run's logs: {exc.strerror or exc}. "
+                         "Fix: free disk space (or raise the quota) and run the sweep again; it resumes "
+                         "where it stopped."}
+
+
+def _execute(argv: Sequence[str], path: Path, env: Mapping[str, str] | None, cwd: str | None,
+             t0: float) -> dict[str, Any]:
+    """:func:`execute_run` in its existing run directory ``path`` (an OSError: the logs cannot be written)."""
+    import socket
+    import subprocess
+
     child_env = dict(os.environ)
     child_env.update(env or {})
     child_env["SGGRAPH_PARENT_PID"] = str(os.getpid())

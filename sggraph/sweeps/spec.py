@@ -11,6 +11,10 @@ A sweep spec is a YAML file::
       lr: [0.001, 0.005]
       seed: [0, 1]
 
+A grid of more than :data:`LARGE_SWEEP` runs must say how many it makes (``runs: 1200``), so that
+a grid grown by mistake is refused before anything is expanded or created; no sweep holds more
+than :data:`MAX_RUNS`.
+
 Settings are the command's own flags without the dashes (``n_parents`` or ``n-parents``
 for ``--n-parents``); they are checked against the command's argument parser, so every
 flag the command has — and nothing else — is a setting. In ``grid:`` every list is a list
@@ -79,9 +83,12 @@ __all__ = [
 ]
 
 #: Top-level keys of a spec.
-SPEC_KEYS = ("name", "command", "settings", "grid", "description")
+SPEC_KEYS = ("name", "command", "settings", "grid", "description", "runs")
 #: The most runs one sweep may hold (a larger grid is refused before anything is expanded).
 MAX_RUNS = 10_000
+#: A grid of more runs than this must say how many it makes (``runs: N`` in the spec), so that a grid grown
+#: by mistake (one list too many) is caught before it is expanded, planned and started.
+LARGE_SWEEP = 500
 #: Per-run files written by the sweep (the command writes the rest).
 RUN_FILE = "sweep_run.json"
 
@@ -241,9 +248,7 @@ def spec_from_dict(data: Any, *, file: str | None = None, lines: Mapping[str, in
     axes = [reader.grid_axis(key, values) for key, values in _grid_mapping(data.get("grid"), where).items()]
     name = _sweep_name(data.get("name"), where)
     size = grid_size(axes)
-    if size > MAX_RUNS:
-        raise SpecError(f"the grid makes {size:,} runs, more than the {MAX_RUNS:,} a sweep may hold", file=file,
-                        line=where.at("$.grid"), fix="split it into several sweeps, or vary fewer settings at once")
+    _check_size(size, data.get("runs"), where)
     spec = SweepSpec(name=name, command=words, settings=reader.fixed, axes=axes, options=options, file=file)
     for cell in spec.cells():  # duplicate names are spec errors; every run's config is validated up front
         _validate_run(spec, cell, parser, reader.value_lines, where.at("$.grid"))
@@ -262,6 +267,23 @@ class _Where:
         from ..core.spec import line_for
 
         return line_for(self.lines, path)
+
+
+def _check_size(size: int, declared: Any, where: _Where) -> None:
+    """The grid's ``size`` is at most :data:`MAX_RUNS`, and equals ``runs:`` when the spec declares it (which it
+    must above :data:`LARGE_SWEEP` runs)."""
+    if size > MAX_RUNS:
+        raise SpecError(f"the grid makes {size:,} runs, more than the {MAX_RUNS:,} a sweep may hold", file=where.file,
+                        line=where.at("$.grid"), fix="split it into several sweeps, or vary fewer settings at once")
+    if declared is None:
+        if size > LARGE_SWEEP:
+            raise SpecError(f"the grid makes {size:,} runs; a sweep of more than {LARGE_SWEEP} runs must say so",
+                            file=where.file, line=where.at("$.grid"),
+                            fix=f"add `runs: {size}` to the spec if you mean it, or vary fewer settings at once")
+        return
+    if isinstance(declared, bool) or not isinstance(declared, int) or declared != size:
+        raise SpecError(f"`runs: {declared}` but the grid makes {size:,} runs", file=where.file,
+                        line=where.at("$.runs"), fix=f"write `runs: {size}`, or change the grid to make {declared}")
 
 
 def _check_keys(data: Any, where: _Where) -> None:

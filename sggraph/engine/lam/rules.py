@@ -75,7 +75,9 @@ def feedback_lambda(block: nn.Module, entry: NodeTrace, feedback: torch.Tensor, 
     """
     array = isinstance(block, ArrayBlock)
     batch = feedback.shape[1] if array else feedback.shape[0]
-    if batch < 2:  # no variance estimate (and nothing to vmap over an empty batch): λ is kept
+    if batch < 2 or not any(True for _ in block.function.parameters()):
+        # no variance estimate (nothing to vmap over an empty batch), or no parameters (a relay: eq. 18 compares
+        # per-sample parameter gradients, and there are none): λ is kept
         return torch.full(_units(block), float("nan"), dtype=feedback.dtype, device=feedback.device)
     if array and fast and isinstance(block.function, SlotNeuronArray):
         u, r = entry.inputs
