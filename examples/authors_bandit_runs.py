@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed_vs_authors import CLASSES, check_authors_dir, thread_env  # noqa: E402
+from speed_vs_authors import CLASSES, check_authors_dir, install_embedded_mnist, thread_env  # noqa: E402
 
 from sggraph.sweeps.stats import t_quantile  # noqa: E402
 
@@ -66,7 +66,6 @@ METHODS = {
              "--mlp_width", "745"]),
 }
 CHILD_FLAG = "--authors-child"
-HELD_OUT = 2000
 
 
 def authors_args(method: str, seed: int, steps: int, results_dir: Path) -> list[str]:
@@ -86,28 +85,7 @@ def authors_args(method: str, seed: int, steps: int, results_dir: Path) -> list[
 def serve_embedded_digits() -> None:
     """``torchvision.datasets.MNIST`` serving the embedded digits, split as ``MnistBandit`` splits them:
     the nine classes' digits in file order, the last 2,000 as the test set."""
-    import types
-
-    import torch
-
-    from sggraph.envs.mnist import load_mnist
-
-    images, labels = load_mnist(None)
-    images = torch.as_tensor(np.asarray(images)).reshape(-1, 28, 28)
-    labels = torch.as_tensor(np.asarray(labels)).long()
-    keep = torch.isin(labels, torch.tensor([int(c) for c in CLASSES]))
-    images, labels = images[keep], labels[keep]
-    n_train = len(labels) - HELD_OUT
-
-    class EmbeddedMNIST:
-        def __init__(self, root=None, train=True, download=False, **_):
-            part = slice(0, n_train) if train else slice(n_train, len(labels))
-            self.data, self.targets = images[part], labels[part]
-
-    package = types.ModuleType("torchvision")
-    package.datasets = types.ModuleType("torchvision.datasets")
-    package.datasets.MNIST = EmbeddedMNIST
-    sys.modules["torchvision"], sys.modules["torchvision.datasets"] = package, package.datasets
+    install_embedded_mnist(CLASSES)
 
 
 def run_authors_child(authors_dir: str, record: str, main_args: list[str]) -> None:

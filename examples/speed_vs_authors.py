@@ -443,9 +443,11 @@ def _commit() -> str | None:
 # ----------------------------------------------------------------------------- the authors' process
 
 
-def install_embedded_mnist() -> None:
+def install_embedded_mnist(classes: Sequence[str] | None = None) -> None:
     """Make ``torchvision.datasets.MNIST`` serve this project's embedded digits (no network, no torchvision):
-    the first 8,000 as the training set, the last 2,000 as the test set, as ``uint8 [N, 28, 28]`` tensors."""
+    the first 8,000 as the training set, the last 2,000 as the test set, as ``uint8 [N, 28, 28]`` tensors.
+    With ``classes``, only those digits are kept first (file order), so the split is ``MnistBandit``'s:
+    the last 2,000 of them held out."""
     import types
 
     import numpy as np
@@ -456,6 +458,9 @@ def install_embedded_mnist() -> None:
     images, labels = load_mnist(None)
     images = torch.as_tensor(np.asarray(images)).reshape(-1, 28, 28)
     labels = torch.as_tensor(np.asarray(labels)).long()
+    if classes is not None:
+        keep = torch.isin(labels, torch.tensor([int(c) for c in classes]))
+        images, labels = images[keep], labels[keep]
     n_train = len(labels) - 2000
 
     class EmbeddedMNIST:
